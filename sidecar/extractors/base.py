@@ -1,0 +1,131 @@
+"""The extractor contract: what every engine takes, returns and promises.
+
+The daemon only ever talks to :class:`Extractor`; which engine runs (the embedded
+llama.cpp model, a remote OpenAI-compatible API, the rule-based reference engine)
+is a configuration detail. Every implementation is run through the same contract
+test suite (``tests/test_extractor_contract.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+#: Tables an extraction may write; anything else is dropped by validation.
+ALLOWED_TABLES: frozenset[str] = frozenset(
+    {"tasks", "notes", "timelines", "projects", "taskComments"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """Where an item came from in the document text (``span`` is ``None`` when not aligned)."""
+
+    span: tuple[int, int] | None
+    exact: bool = False
+    quote: str | None = None
+
+    @property
+    def grounded(self) -> bool:
+        return self.span is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "span": list(self.span) if self.span is not None else None,
+            "exact": self.exact,
+            "grounded": self.grounded,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedItem:
+    """One validated record: ``data`` is exactly what will be inserted (before review flags)."""
+
+    table: str
+    data: Mapping[str, Any]
+    source: Grounding
+    confidence: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "data": dict(self.data),
+            "source": self.source.to_json(),
+            "confidence": round(self.confidence, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionProblem:
+    """Something that went wrong for part of a document; never aborts the extraction."""
+
+    chunk: int | None
+    message: str
+    transient: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionRequest:
+    """One document to extract from, with the agent's instructions."""
+
+    text: str
+    data_types: tuple[str, ...]
+    prompt_template: str = ""
+    #: Reference date for relative expressions ("by Friday"); ``None`` means today.
+    document_date: datetime | None = None
+    #: Human label for logs and errors (a path, a message subject); never parsed.
+    label: str = ""
+    #: Items below this confidence are dropped by the engine.
+    min_confidence: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionResult:
+    """Items (deduplicated across chunks, in document order) plus per-chunk problems."""
+
+    items: tuple[ExtractedItem, ...] = ()
+    problems: tuple[ExtractionProblem, ...] = ()
+    chunks: int = 1
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Extractor(abc.ABC):
+    """Turns document text into validated records.
+
+    Contract (checked by the contract suite for every implementation):
+
+    * ``extract`` never raises for bad model output or a bad document: it returns
+      what it could validate and reports the rest in ``problems``. It raises
+      :class:`~sidecar.errors.TransientError` / :class:`~sidecar.errors.PermanentError`
+      only when the engine itself is unusable (model missing, API unreachable).
+    * Every returned item's ``table`` is in ``request.data_types`` ∩ ``ALLOWED_TABLES``;
+      ``data`` passed :func:`sidecar.extractors.schema.normalize_item` (required fields
+      present, enums defaulted, dates as ms timestamps, forbidden fields stripped).
+    * ``confidence`` is in [0, 1]; items below ``request.min_confidence`` are absent.
+    * The event loop is never blocked: CPU work runs in a worker thread or process.
+    * ``fingerprint`` changes whenever the same input could give different output
+      (engine, model file, strategy version), so callers can re-extract on change.
+    """
+
+    #: Short engine name: ``local``, ``remote``, ``rules``.
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def extract(self, request: ExtractionRequest) -> ExtractionResult:
+        """Extract validated items from ``request.text``."""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """Identify engine + model + strategy version for incremental re-extraction."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release models, sessions and threads."""
+
+    async def __aenter__(self) -> Extractor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
