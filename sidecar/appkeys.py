@@ -1,0 +1,19 @@
+"""Typed keys for what the aiohttp application holds (wiring, not logic)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from sidecar.hub import Hub
+from sidecar.settings import Config
+from sidecar.store import Store
+
+CONFIG = web.AppKey("config", Config)
+TOKEN = web.AppKey("token", str)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", Hub)
+STARTED_AT = web.AppKey("started_at", float)
+#: Called with an agent id after it was created, changed or deleted (scheduler, watchers).
+AGENT_LISTENERS = web.AppKey("agent_listeners", list[Callable[[str], Awaitable[None]]])

@@ -1,0 +1,103 @@
+"""The command line: parse, resolve settings, call one function; no logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from sidecar import __version__
+from sidecar.errors import ConfigError, SidecarError, StoreError
+from sidecar.settings import SETTINGS, Config, Setting
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 3
+EXIT_STORE = 4
+EXIT_CONFIG = 5
+
+#: Settings every subcommand accepts (where state lives and how loud to be).
+COMMON_SETTINGS = ("data_dir", "log_dir", "model_dir", "log_level")
+
+log = logging.getLogger("sidecar.cli")
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """Flags generated from the settings table (``None`` = every setting)."""
+    group = parser.add_argument_group("settings (flag > environment > default)")
+    for s in SETTINGS:
+        if names is not None and s.name not in names:
+            continue
+        _add_flag(group, s)
+
+
+def _add_flag(group: argparse._ArgumentGroup, s: Setting) -> None:
+    default = s.default_text or s.default
+    help_text = f"{s.help} [env {s.env}; default {default}]"
+    if s.type is bool:
+        group.add_argument(s.flag, dest=s.name, default=None,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        group.add_argument(s.flag, dest=s.name, default=None, metavar=s.type.__name__.upper(),
+                           help=help_text)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config.load({s.name: getattr(args, s.name, None) for s in SETTINGS})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sidecar.commands import agents, runs, serve, settings
+
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="Local extraction sidecar: turns files and mail into suggested records.",
+    )
+    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in (serve, agents, runs, settings):
+        module.register(sub)
+    for choice in sub.choices.values():
+        _ensure_common_flags(choice)
+    return parser
+
+
+def _ensure_common_flags(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command understands where the data lives and the log level."""
+    existing = {a.dest for a in parser._actions}
+    missing = [n for n in COMMON_SETTINGS if n not in existing]
+    if missing:
+        add_setting_flags(parser, missing)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _ensure_common_flags(child)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print(f"sidecar: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"sidecar: {exc.message}", file=sys.stderr)
+        return EXIT_STORE
+    except SidecarError as exc:
+        print(f"sidecar: {exc.message}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING if exc.code == "already_running" else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

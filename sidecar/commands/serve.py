@@ -1,0 +1,36 @@
+"""``sidecar serve``: the daemon Electron spawns."""
+
+from __future__ import annotations
+
+import argparse
+
+from sidecar.cli import add_setting_flags, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the daemon (prints one JSON ready line on stdout)",
+        description="Run the daemon: bind 127.0.0.1, print one JSON ready line on stdout, serve "
+        "the WebSocket /ws (token from SIDECAR_TOKEN, or generated into <data-dir>/token).",
+    )
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="exit cleanly within ~1 s after this process (Electron) is gone")
+    p.add_argument("--watch-stdin", action="store_true",
+                   help="exit cleanly when stdin reaches EOF (the parent closed its pipe)")
+    add_setting_flags(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sidecar import daemon
+    from sidecar.logging_setup import setup_logging
+    from sidecar.paths import Paths
+    from sidecar.stdio import claim_stdout
+
+    ready = claim_stdout()  # before anything can print
+    config = config_from_args(args)
+    paths = Paths.from_config(config).ensure()
+    setup_logging(config.log_level, paths.log_file)
+    return daemon.run(config, paths, ready, parent_pid=args.parent_pid,
+                      watch_stdin=args.watch_stdin)

@@ -1,0 +1,118 @@
+"""Request handlers: one small function per client frame, wired onto the hub."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from sidecar import PROTOCOL_VERSION, __version__
+from sidecar import protocol as p
+from sidecar.agents import validate_agent
+from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, STORE
+from sidecar.clock import iso, now, parse_iso
+from sidecar.errors import SidecarError
+from sidecar.hub import Client
+from sidecar.schedule import next_run
+
+log = logging.getLogger(__name__)
+
+CAPABILITIES = ["agents", "runs", "status", "insert"]
+
+
+def available_models(app: web.Application) -> list[dict[str, Any]]:
+    """Manifest models with presence (cheap: size check only, no hashing)."""
+    try:
+        from sidecar.model_files import list_models
+    except ImportError:  # pragma: no cover - model management not installed
+        return []
+    from sidecar.paths import Paths
+
+    try:
+        statuses = list_models(Paths.from_config(app[CONFIG]).model_dir)
+    except Exception as exc:  # a broken manifest must not break hello
+        log.warning("cannot list models: %s", exc)
+        return []
+    return [s.to_json() if hasattr(s, "to_json") else dict(s) for s in statuses]
+
+
+async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str, Any]:
+    """One agent's line in ``status``: next run, last run outcome."""
+    runs = await app[STORE].runs.list(agent_id=record["id"], limit=1)
+    last = parse_iso(record.get("last_run_at"))
+    nxt: datetime | None = None
+    if record.get("enabled"):
+        nxt = next_run(last or now(), record["schedule_cron"])
+    return {
+        "id": record["id"],
+        "name": record["name"],
+        "kind": record["kind"],
+        "enabled": record["enabled"],
+        "state": record["state"],
+        "schedule_cron": record["schedule_cron"],
+        "last_run_at": record.get("last_run_at"),
+        "next_run_at": iso(nxt),
+        "last_run": runs[0] if runs else None,
+    }
+
+
+def register_handlers(app: web.Application) -> None:
+    hub = app[HUB]
+
+    @hub.route(p.Hello)
+    async def hello(client: Client, frame: p.Hello) -> p.Frame:
+        return p.HelloResult(request_id=frame.request_id, version=__version__,
+                             protocol=PROTOCOL_VERSION, capabilities=CAPABILITIES,
+                             models=available_models(app))
+
+    @hub.route(p.AgentList)
+    async def agent_list(client: Client, frame: p.AgentList) -> p.Frame:
+        records = await app[STORE].agents.records(kind=frame.kind)
+        return p.AgentListResult(request_id=frame.request_id, agents=records)
+
+    @hub.route(p.AgentUpsert)
+    async def agent_upsert(client: Client, frame: p.AgentUpsert) -> p.Frame:
+        store = app[STORE]
+        existing = None
+        agent_id = frame.agent.get("id")
+        if isinstance(agent_id, str):
+            existing = await store.agents.get_agent(agent_id)
+        agent = validate_agent(frame.agent, existing=existing)
+        created = await store.agents.upsert(agent)
+        record = await store.agents.record(agent.id)
+        assert record is not None
+        log.info("agent %s %s (%s)", agent.id, "created" if created else "updated", agent.kind)
+        for listener in app[AGENT_LISTENERS]:
+            await listener(agent.id)
+        return p.AgentUpsertResult(request_id=frame.request_id, agent=record, created=created)
+
+    @hub.route(p.AgentDelete)
+    async def agent_delete(client: Client, frame: p.AgentDelete) -> p.Frame:
+        deleted = await app[STORE].agents.delete(frame.agent_id)
+        if not deleted:
+            raise SidecarError(f"no agent with id {frame.agent_id!r}", code="not_found")
+        for listener in app[AGENT_LISTENERS]:
+            await listener(frame.agent_id)
+        return p.AgentDeleteResult(request_id=frame.request_id, agent_id=frame.agent_id,
+                                   deleted=True)
+
+    @hub.route(p.RunList)
+    async def run_list(client: Client, frame: p.RunList) -> p.Frame:
+        limit = frame.limit if frame.limit is not None else 50
+        if not 1 <= limit <= 500:
+            raise SidecarError("limit must be between 1 and 500", code="invalid_field")
+        runs = await app[STORE].runs.list(agent_id=frame.agent_id, limit=limit,
+                                          before=frame.before)
+        return p.RunListResult(request_id=frame.request_id, runs=runs)
+
+    @hub.route(p.Status)
+    async def status(client: Client, frame: p.Status) -> p.Frame:
+        records = await app[STORE].agents.records()
+        agents = [await agent_status(app, r) for r in records]
+        pending = await app[STORE].db.scalar(
+            "SELECT count(*) FROM outbox WHERE state = 'pending'")
+        return p.StatusResult(request_id=frame.request_id, version=__version__, agents=agents,
+                              outbox_pending=int(pending or 0), clients=len(hub.clients))
+

@@ -1,0 +1,150 @@
+"""Process lifecycle: one instance per data dir, the auth token, and dying with the parent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from sidecar.errors import SidecarError
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "SIDECAR_TOKEN"
+
+
+class AlreadyRunning(SidecarError):
+    code = "already_running"
+
+
+class InstanceLock:
+    """An OS-level exclusive lock on ``<data_dir>/sidecar.lock``; released when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> InstanceLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process life
+        try:
+            self._lock(fh)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise AlreadyRunning(
+                f"another sidecar (pid {holder}) is already using the data directory "
+                f"{self.path.parent}; stop it or pass a different --data-dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    @staticmethod
+    def _lock(fh: IO[str]) -> None:
+        if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            try:
+                fh.seek(0)
+                fh.truncate()
+            finally:
+                fh.close()
+
+
+def resolve_token(token_file: Path, env: dict[str, str] | None = None) -> tuple[str, Path | None]:
+    """Electron passes the token in ``SIDECAR_TOKEN``; else generate one into a 0600 file."""
+    env = dict(os.environ) if env is None else env
+    token = env.get(TOKEN_ENV, "").strip()
+    if token:
+        if len(token) < 16:
+            raise SidecarError(f"{TOKEN_ENV} must be at least 16 characters", code="weak_token")
+        return token, None
+    token = secrets.token_urlsafe(32)
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = token_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token)
+    os.replace(tmp, token_file)
+    return token, token_file
+
+
+def watch_parent(
+    pid: int, on_death: Callable[[], None], interval: float = 0.25
+) -> threading.Thread:
+    """Poll the parent from a thread; psutil compares create times, so a reused pid is not alive."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise SidecarError(f"parent process {pid} does not exist", code="no_parent") from None
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                alive = parent.is_running() and parent.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                alive = False
+            if not alive:
+                log.warning("parent process %d is gone; shutting down", pid)
+                on_death()
+                return
+
+    t = threading.Thread(target=run, name="parent-watch", daemon=True)
+    t.start()
+    return t
+
+
+def watch_stdin(on_eof: Callable[[], None]) -> threading.Thread:
+    """Electron holds our stdin pipe open; EOF means it is gone (works on every OS)."""
+
+    def run() -> None:
+        stream = sys.stdin.buffer if sys.stdin is not None else None
+        if stream is None:
+            return
+        try:
+            while stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+        log.warning("stdin closed; shutting down")
+        on_eof()
+
+    t = threading.Thread(target=run, name="stdin-watch", daemon=True)
+    t.start()
+    return t
+
+
+def threadsafe_setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
+    """A callback any thread may call to set ``event`` on ``loop``."""
+
+    def fire() -> None:
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # loop already closed
+            pass
+
+    return fire

@@ -1,0 +1,55 @@
+"""Logs go to stderr and a rotating file; known secrets are redacted before anything is written."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import threading
+from pathlib import Path
+
+_SECRETS: set[str] = set()
+_LOCK = threading.Lock()
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def register_secret(value: str | None) -> None:
+    """Make ``value`` unloggable from now on (tokens, API keys, refresh tokens)."""
+    if value and len(value) >= 6:
+        with _LOCK:
+            _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    with _LOCK:
+        secrets = sorted(_SECRETS, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Redacts the fully formatted record, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    fmt = RedactingFormatter(FORMAT)
+    err = logging.StreamHandler()  # stderr
+    err.setFormatter(fmt)
+    root.addHandler(err)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
+        )
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+    for noisy in ("aiohttp.access", "asyncio", "watchdog", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

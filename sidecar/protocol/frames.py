@@ -1,0 +1,261 @@
+"""Wire frames as small immutable types (no I/O here).
+
+Every frame is a JSON object with a ``type`` tag. Requests from the client carry a
+``request_id`` that the reply echoes; replies are named ``<request type>_result``.
+The seed's insert contract is kept byte-for-byte in :class:`ToolCall` and
+:class:`ToolResult`; everything else is additive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+MAX_FRAME_BYTES = 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """A frame the sidecar cannot accept; becomes an ``error`` frame, never a disconnect."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        request_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.field = field
+
+    def to_frame(self) -> Error:
+        return Error(code=self.code, message=self.message, request_id=self.request_id,
+                     field=self.field)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """Base of all frames; ``TYPE`` is the wire tag, ``DIRECTION`` who sends it."""
+
+    TYPE: ClassVar[str] = ""
+    DIRECTION: ClassVar[str] = ""  # "client" (client → sidecar) or "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request(Frame):
+    """A client request; the reply echoes ``request_id``."""
+
+    DIRECTION: ClassVar[str] = "client"
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply(Frame):
+    """A reply to a :class:`Request`."""
+
+    DIRECTION: ClassVar[str] = "sidecar"
+    request_id: str
+
+
+# ── client → sidecar ────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello(Request):
+    """Opens a session (replaces the seed's ``device_hello``); pending inserts flow after it."""
+
+    TYPE: ClassVar[str] = "hello"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "hello", "request_id": "r1", "protocol": 1, "client": "electron/1.4.0"}
+    protocol: int | None = None
+    client: str | None = None
+    device_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentList(Request):
+    """Lists local and cloud agents."""
+
+    TYPE: ClassVar[str] = "agent_list"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_list", "request_id": "r2"}
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentUpsert(Request):
+    """Creates or replaces an agent; ``agent`` is validated by :mod:`sidecar.agents`."""
+
+    TYPE: ClassVar[str] = "agent_upsert"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "agent_upsert", "request_id": "r3",
+        "agent": {"kind": "local", "name": "Client folder", "directories": ["/home/me/Clients"],
+                  "extensions": [".md", ".txt", ".pdf"], "data_types": ["tasks", "notes"],
+                  "prompt_template": "Extract my action items.", "schedule_cron": "0 * * * *"}}
+    agent: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentDelete(Request):
+    """Deletes an agent (its runs stay in the log)."""
+
+    TYPE: ClassVar[str] = "agent_delete"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_delete", "request_id": "r4",
+                                         "agent_id": "a_3f2c"}
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunList(Request):
+    """Queries the run log, newest first."""
+
+    TYPE: ClassVar[str] = "run_list"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_list", "request_id": "r5",
+                                         "agent_id": "a_3f2c", "limit": 20}
+    agent_id: str | None = None
+    limit: int | None = None
+    before: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status(Request):
+    """Asks for the daemon's state: agents, next runs, outbox, model."""
+
+    TYPE: ClassVar[str] = "status"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "status", "request_id": "r6"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolResult(Frame):
+    """Electron's ack of a ``tool_call`` (seed shape): ``result`` on success, else ``error``."""
+
+    TYPE: ClassVar[str] = "tool_result"
+    DIRECTION: ClassVar[str] = "client"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "tool_result", "id": "c_91", "result": {"id": 7}}
+    id: str
+    result: Any = None
+    error: str | None = None
+
+
+# ── sidecar → client ────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HelloResult(Reply):
+    """Tells the client what this sidecar speaks and can do."""
+
+    TYPE: ClassVar[str] = "hello_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "hello_result", "request_id": "r1", "version": "0.1.0", "protocol": 1,
+        "capabilities": ["agents", "runs", "insert"], "models": [
+            {"name": "smollm2-135m-instruct-q4_1", "present": True, "default": True}]}
+    version: str
+    protocol: int
+    capabilities: list[str]
+    models: list[Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentListResult(Reply):
+    TYPE: ClassVar[str] = "agent_list_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_list_result", "request_id": "r2",
+                                         "agents": []}
+    agents: list[Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentUpsertResult(Reply):
+    TYPE: ClassVar[str] = "agent_upsert_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_upsert_result", "request_id": "r3",
+                                         "agent": {"id": "a_3f2c", "kind": "local"},
+                                         "created": True}
+    agent: dict[str, Any]
+    created: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentDeleteResult(Reply):
+    TYPE: ClassVar[str] = "agent_delete_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_delete_result", "request_id": "r4",
+                                         "agent_id": "a_3f2c", "deleted": True}
+    agent_id: str
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunListResult(Reply):
+    TYPE: ClassVar[str] = "run_list_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_list_result", "request_id": "r5",
+                                         "runs": []}
+    runs: list[Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusResult(Reply):
+    TYPE: ClassVar[str] = "status_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "status_result", "request_id": "r6",
+                                         "version": "0.1.0", "agents": [], "outbox_pending": 0,
+                                         "clients": 1}
+    version: str
+    agents: list[Any]
+    outbox_pending: int
+    clients: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall(Frame):
+    """The seed's insert frame; top-level extras (agent/run/source/key) are additive."""
+
+    TYPE: ClassVar[str] = "tool_call"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "tool_call", "id": "c_91", "action": "insert", "table": "tasks",
+        "data": {"title": "Send the revised logo", "status": "todo", "priority": "high",
+                 "isAiSuggested": 1, "isApproved": 0},
+        "agent_id": "a_3f2c", "run_id": "r_77", "idempotency_key": "a_3f2c:5e1d…:0",
+        "source": {"path": "/home/me/Clients/kickoff.md", "span": [120, 142]},
+        "confidence": 0.91}
+    id: str
+    action: str
+    table: str
+    data: dict[str, Any]
+    agent_id: str | None = None
+    run_id: str | None = None
+    idempotency_key: str | None = None
+    source: dict[str, Any] | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error(Frame):
+    """Why a frame was refused; ``request_id`` echoes the request when it could be read."""
+
+    TYPE: ClassVar[str] = "error"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "error", "request_id": "r3", "code": "invalid_field",
+        "message": "agent.schedule_cron: invalid cron expression '61 * * * *'",
+        "field": "agent.schedule_cron"}
+    code: str
+    message: str
+    request_id: str | None = None
+    field: str | None = None
+
+
+FRAME_TYPES: dict[str, type[Frame]] = {
+    cls.TYPE: cls
+    for cls in (Hello, AgentList, AgentUpsert, AgentDelete, RunList, Status, ToolResult,
+                HelloResult, AgentListResult, AgentUpsertResult, AgentDeleteResult,
+                RunListResult, StatusResult, ToolCall, Error)
+}
+CLIENT_FRAMES = {t: c for t, c in FRAME_TYPES.items() if c.DIRECTION == "client"}
+
+__all__ = [
+    "CLIENT_FRAMES", "FRAME_TYPES", "MAX_FRAME_BYTES", "AgentDelete", "AgentDeleteResult",
+    "AgentList", "AgentListResult", "AgentUpsert", "AgentUpsertResult", "Error", "Frame", "Hello",
+    "HelloResult", "ProtocolError", "Reply", "Request", "RunList", "RunListResult", "Status",
+    "StatusResult", "ToolCall", "ToolResult",
+]

@@ -1,0 +1,98 @@
+"""The aiohttp app: ``/ws`` for Electron (token and origin checked), ``/health`` for liveness."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import WSMsgType, web
+
+from sidecar import PROTOCOL_VERSION, __version__
+from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, STARTED_AT, STORE, TOKEN
+from sidecar.auth import origin_allowed, token_ok
+from sidecar.handlers import register_handlers
+from sidecar.hub import Hub
+from sidecar.paths import Paths
+from sidecar.settings import Config
+from sidecar.store import Store
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    return web.json_response({
+        "status": "ok",
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "uptime_s": round(time.monotonic() - app[STARTED_AT], 3),
+        "clients": len(app[HUB].clients),
+    })
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    if not token_ok(request, app[TOKEN]):
+        log.warning("refused /ws from %s: missing or wrong token", request.remote)
+        raise web.HTTPUnauthorized(text="missing or wrong token",
+                                   headers={"WWW-Authenticate": 'Bearer realm="sidecar"'})
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin):
+        log.warning("refused /ws: foreign Origin %r", origin)
+        raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed")
+    hub = app[HUB]
+    if hub.closing:
+        raise web.HTTPServiceUnavailable(text="sidecar is shutting down")
+    config = app[CONFIG]
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat_seconds,
+        # aiohttp drops the connection above this; below it, our own limit answers with an
+        # error frame and keeps the connection (max_frame_bytes).
+        max_msg_size=max(4 * config.max_frame_bytes, 4 * 1024 * 1024),
+    )
+    await ws.prepare(request)
+    client = hub.add(ws)
+    try:
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await hub.handle_text(client, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                log.info("client %d: websocket error %s", client.id, ws.exception())
+    finally:
+        hub.remove(client)
+    return ws
+
+
+def store_ctx(paths: Paths) -> object:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = await Store(paths.database).open()
+        closed = await store.runs.close_interrupted()
+        if closed:
+            log.warning("closed %d run(s) interrupted by the last stop", closed)
+        app[STORE] = store
+        yield
+        await store.close()
+
+    return ctx
+
+
+async def close_websockets(app: web.Application) -> None:
+    """Runs before the server waits for handlers: open sockets would hold shutdown up."""
+    await app[HUB].close_all()
+
+
+def create_app(config: Config, paths: Paths, token: str) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[TOKEN] = token
+    app[STARTED_AT] = time.monotonic()
+    app[HUB] = Hub(max_frame_bytes=config.max_frame_bytes)
+    app[AGENT_LISTENERS] = []
+    app.cleanup_ctx.append(store_ctx(paths))  # type: ignore[arg-type]
+    app.on_shutdown.append(close_websockets)
+    register_handlers(app)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ws", websocket)
+    return app
+

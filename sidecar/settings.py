@@ -1,0 +1,150 @@
+"""The one table of settings: defaults and help here drive the CLI flags, env vars and docs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.errors import ConfigError
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except Exception:  # pragma: no cover - psutil missing or restricted
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One tunable: its type, default, help and the environment variable that overrides it."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    #: Computed default (e.g. core count) shown in docs as ``default_text``.
+    default_factory: Callable[[], Any] | None = None
+    default_text: str | None = None
+
+    @property
+    def env(self) -> str:
+        return "SIDECAR_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def resolve_default(self) -> Any:
+        return self.default_factory() if self.default_factory else self.default
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("port", int, 0, "TCP port on 127.0.0.1; 0 picks a free port."),
+    Setting("data_dir", Path, None, "Directory for the SQLite store, lock and token file.",
+            default_text="platform user data dir"),
+    Setting("log_dir", Path, None, "Directory for the rotating log file.",
+            default_text="platform user log dir"),
+    Setting("model_dir", Path, None, "Directory that holds downloaded GGUF models.",
+            default_text="<data_dir>/models"),
+    Setting("log_level", str, "info", "Log level for stderr and the log file."),
+    Setting("max_frame_bytes", int, 1024 * 1024,
+            "Largest WebSocket text frame accepted; larger ones get an error frame."),
+    Setting("heartbeat_seconds", float, 20.0,
+            "WebSocket ping interval; a peer silent for 2 intervals is dropped."),
+    Setting("insert_timeout_seconds", float, 30.0,
+            "Seconds to wait for a tool_result before re-sending the same tool_call."),
+    Setting("delivery_window", int, 64, "tool_call frames in flight per client before waiting."),
+    Setting("model", str, "smollm2-135m-instruct-q4_1",
+            "Local model: a manifest name or a path to any GGUF file."),
+    Setting("model_threads", int, None, "Threads for llama.cpp inference.",
+            default_factory=_physical_cores, default_text="physical cores"),
+    Setting("model_context", int, 2048, "llama.cpp context size in tokens."),
+    Setting("model_idle_unload_seconds", float, 300.0,
+            "Unload the local model after this many idle seconds to free memory."),
+    Setting("remote_base_url", str, "", "Default OpenAI-compatible base URL for remote agents."),
+    Setting("remote_model", str, "", "Default model name for the remote engine."),
+    Setting("remote_concurrency", int, 4, "Concurrent requests to the remote engine."),
+    Setting("remote_timeout_seconds", float, 120.0, "Timeout for one remote completion."),
+    Setting("defer_on_battery", bool, True,
+            "Hold scheduled (not manual) runs while on battery below the threshold."),
+    Setting("battery_threshold_percent", int, 30, "Battery level under which runs are deferred."),
+)
+
+_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def parse_value(setting: Setting, raw: Any) -> Any:
+    """Turn a CLI/env string (or an already-typed value) into the setting's type."""
+    if raw is None or isinstance(raw, setting.type):
+        return raw
+    text = str(raw).strip()
+    try:
+        if setting.type is bool:
+            lowered = text.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if setting.type is Path:
+            return Path(text).expanduser()
+        return setting.type(text)
+    except ValueError:
+        raise ConfigError(
+            f"setting {setting.name} ({setting.env}) expects {setting.type.__name__}, got {text!r}",
+            field=setting.name,
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Resolved settings for one process: explicit values > environment > defaults."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "values")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def load(
+        cls, explicit: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Config:
+        env = os.environ if env is None else env
+        explicit = explicit or {}
+        out: dict[str, Any] = {}
+        for s in SETTINGS:
+            if explicit.get(s.name) is not None:
+                out[s.name] = parse_value(s, explicit[s.name])
+            elif env.get(s.env, "") != "":
+                out[s.name] = parse_value(s, env[s.env])
+            else:
+                out[s.name] = s.resolve_default()
+        return cls(out)
+
+    def replace(self, **changes: Any) -> Config:
+        return Config({**self.values, **changes})
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]
+
+
+def markdown_table() -> str:
+    """Render the settings table for docs/settings.md."""
+    rows = ["| setting | flag | env | default | help |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default_text or ("" if s.default is None else repr(s.default))
+        rows.append(f"| `{s.name}` | `{s.flag}` | `{s.env}` | {default} | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+__all__ = ["SETTINGS", "Config", "Setting", "markdown_table", "parse_value", "setting"]

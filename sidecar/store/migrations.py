@@ -1,0 +1,78 @@
+"""Schema history: append a script, never edit one; ``PRAGMA user_version`` is the index."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # v1: agents, the run log, and room for file state, the outbox, cursors and settings.
+    """
+    CREATE TABLE agents (
+        id            TEXT PRIMARY KEY,
+        kind          TEXT NOT NULL CHECK (kind IN ('local', 'cloud')),
+        name          TEXT NOT NULL,
+        enabled       INTEGER NOT NULL DEFAULT 1,
+        schedule_cron TEXT NOT NULL,
+        config        TEXT NOT NULL,
+        state         TEXT NOT NULL DEFAULT 'ok',
+        last_run_at   TEXT,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id              TEXT PRIMARY KEY,
+        agent_id        TEXT NOT NULL,
+        agent_kind      TEXT NOT NULL,
+        trigger         TEXT NOT NULL DEFAULT 'manual',
+        status          TEXT NOT NULL
+                        CHECK (status IN ('running', 'success', 'partial', 'error', 'cancelled')),
+        items_processed INTEGER NOT NULL DEFAULT 0,
+        items_created   INTEGER NOT NULL DEFAULT 0,
+        errors          TEXT NOT NULL DEFAULT '[]',
+        started_at      TEXT NOT NULL,
+        completed_at    TEXT
+    );
+    CREATE INDEX runs_by_agent ON runs (agent_id, started_at DESC);
+    CREATE INDEX runs_by_start ON runs (started_at DESC);
+    CREATE TABLE file_state (
+        agent_id       TEXT NOT NULL,
+        path           TEXT NOT NULL,
+        size           INTEGER,
+        mtime_ns       INTEGER,
+        content_hash   TEXT,
+        extraction_key TEXT,
+        status         TEXT NOT NULL DEFAULT 'new',
+        last_result    TEXT,
+        last_run_id    TEXT,
+        updated_at     TEXT NOT NULL,
+        PRIMARY KEY (agent_id, path)
+    );
+    CREATE TABLE outbox (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        agent_id        TEXT NOT NULL,
+        run_id          TEXT,
+        table_name      TEXT NOT NULL,
+        data            TEXT NOT NULL,
+        meta            TEXT NOT NULL DEFAULT '{}',
+        state           TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'acked', 'failed')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        created_at      TEXT NOT NULL,
+        sent_at         TEXT,
+        acked_at        TEXT
+    );
+    CREATE INDEX outbox_by_state ON outbox (state, seq);
+    CREATE TABLE cursors (
+        agent_id   TEXT PRIMARY KEY,
+        cursor     TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE settings (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
+)
+
+LATEST = len(MIGRATIONS)
