@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from sidecar.delivery import Delivery
 from sidecar.hub import Hub
 from sidecar.settings import Config
 from sidecar.store import Store
@@ -14,6 +15,7 @@ CONFIG = web.AppKey("config", Config)
 TOKEN = web.AppKey("token", str)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
+DELIVERY = web.AppKey("delivery", Delivery)
 STARTED_AT = web.AppKey("started_at", float)
 #: Called with an agent id after it was created, changed or deleted (scheduler, watchers).
 AGENT_LISTENERS = web.AppKey("agent_listeners", list[Callable[[str], Awaitable[None]]])

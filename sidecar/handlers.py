@@ -111,8 +111,7 @@ def register_handlers(app: web.Application) -> None:
     async def status(client: Client, frame: p.Status) -> p.Frame:
         records = await app[STORE].agents.records()
         agents = [await agent_status(app, r) for r in records]
-        pending = await app[STORE].db.scalar(
-            "SELECT count(*) FROM outbox WHERE state = 'pending'")
+        pending = await app[STORE].outbox.count("pending")
         return p.StatusResult(request_id=frame.request_id, version=__version__, agents=agents,
-                              outbox_pending=int(pending or 0), clients=len(hub.clients))
+                              outbox_pending=pending, clients=len(hub.clients))
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["Client", Any], Awaitable[p.Frame]]
 ToolResultSink = Callable[["Client", p.ToolResult], Awaitable[bool]]
-HelloListener = Callable[["Client"], Awaitable[None]]
+ClientListener = Callable[["Client"], Awaitable[None]]
 
 _ids = itertools.count(1)
 
@@ -58,7 +58,8 @@ class Hub:
         self.handlers: dict[type[p.Frame], Handler] = {}
         self.max_frame_bytes = max_frame_bytes
         self.tool_result_sink: ToolResultSink | None = None
-        self.hello_listeners: list[HelloListener] = []
+        self.hello_listeners: list[ClientListener] = []
+        self.disconnect_listeners: list[ClientListener] = []
         self.closing = False
 
     def route(self, frame_type: type[p.Frame]) -> Callable[[Handler], Handler]:
@@ -74,9 +75,12 @@ class Hub:
         log.info("client %d connected (%d open)", client.id, len(self.clients))
         return client
 
-    def remove(self, client: Client) -> None:
+    async def remove(self, client: Client) -> None:
         self.clients.pop(client.id, None)
+        client.ready = False
         log.info("client %d disconnected (%d open)", client.id, len(self.clients))
+        for listener in self.disconnect_listeners:
+            await listener(client)
 
     def ready_clients(self) -> list[Client]:
         return [c for c in self.clients.values() if c.ready and c.open]

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from aiohttp import WSMsgType, web
 
 from sidecar import PROTOCOL_VERSION, __version__
-from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, STARTED_AT, STORE, TOKEN
+from sidecar.appkeys import AGENT_LISTENERS, CONFIG, DELIVERY, HUB, STARTED_AT, STORE, TOKEN
 from sidecar.auth import origin_allowed, token_ok
+from sidecar.delivery import Delivery
 from sidecar.handlers import register_handlers
 from sidecar.hub import Hub
 from sidecar.paths import Paths
@@ -60,7 +61,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             elif msg.type == WSMsgType.ERROR:
                 log.info("client %d: websocket error %s", client.id, ws.exception())
     finally:
-        hub.remove(client)
+        await hub.remove(client)
     return ws
 
 
@@ -77,6 +78,16 @@ def store_ctx(paths: Paths) -> object:
     return ctx
 
 
+async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    delivery = Delivery(app[HUB], app[STORE].outbox, window=config.delivery_window,
+                        timeout=config.insert_timeout_seconds)
+    await delivery.start()
+    app[DELIVERY] = delivery
+    yield
+    await delivery.stop()
+
+
 async def close_websockets(app: web.Application) -> None:
     """Runs before the server waits for handlers: open sockets would hold shutdown up."""
     await app[HUB].close_all()
@@ -90,6 +101,7 @@ def create_app(config: Config, paths: Paths, token: str) -> web.Application:
     app[HUB] = Hub(max_frame_bytes=config.max_frame_bytes)
     app[AGENT_LISTENERS] = []
     app.cleanup_ctx.append(store_ctx(paths))  # type: ignore[arg-type]
+    app.cleanup_ctx.append(delivery_ctx)
     app.on_shutdown.append(close_websockets)
     register_handlers(app)
     app.router.add_get("/health", health)

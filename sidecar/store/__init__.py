@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sidecar.store.agents import AgentStore
 from sidecar.store.db import Database
+from sidecar.store.outbox import OutboxStore
 from sidecar.store.runs import RunStore
 
 
@@ -16,6 +17,7 @@ class Store:
         self.db = Database(path)
         self.agents = AgentStore(self.db)
         self.runs = RunStore(self.db)
+        self.outbox = OutboxStore(self.db)
 
     async def open(self) -> Store:
         await self.db.open()

@@ -48,6 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE outbox (
         seq             INTEGER PRIMARY KEY AUTOINCREMENT,
         idempotency_key TEXT NOT NULL UNIQUE,
+        call_id         TEXT NOT NULL UNIQUE,
         agent_id        TEXT NOT NULL,
         run_id          TEXT,
         table_name      TEXT NOT NULL,
@@ -62,6 +63,7 @@ MIGRATIONS: tuple[str, ...] = (
         acked_at        TEXT
     );
     CREATE INDEX outbox_by_state ON outbox (state, seq);
+    CREATE INDEX outbox_by_run ON outbox (run_id);
     CREATE TABLE cursors (
         agent_id   TEXT PRIMARY KEY,
         cursor     TEXT NOT NULL,
