@@ -1,0 +1,1 @@
+"""Where agents get documents: local folders, Gmail, Outlook, Teams (one contract)."""
