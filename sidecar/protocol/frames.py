@@ -140,6 +140,28 @@ class ToolResult(Frame):
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunAgent(Request):
+    """Tray "run now": starts a run at once (only new or changed documents are extracted)."""
+
+    TYPE: ClassVar[str] = "run_agent"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_agent", "request_id": "r7",
+                                         "agent_id": "a_3f2c"}
+    agent_id: str
+    #: Re-extract every document, not just new or changed ones.
+    full: bool | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRun(Request):
+    """Tray "cancel": stops a running run; items already queued are still delivered."""
+
+    TYPE: ClassVar[str] = "cancel_run"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "cancel_run", "request_id": "r8",
+                                         "run_id": "r_77"}
+    run_id: str
+
+
 # ── sidecar → client ────────────────────────────────────────────────────────
 
 
@@ -206,6 +228,67 @@ class StatusResult(Reply):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunAgentResult(Reply):
+    """The run that was started, or the one already running for that agent."""
+
+    TYPE: ClassVar[str] = "run_agent_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_agent_result", "request_id": "r7",
+                                         "run_id": "r_77", "already_running": False}
+    run_id: str
+    already_running: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRunResult(Reply):
+    TYPE: ClassVar[str] = "cancel_run_result"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "cancel_run_result", "request_id": "r8",
+                                         "run_id": "r_77", "cancelled": True}
+    run_id: str
+    cancelled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Frame):
+    """Pushed to every client when a run begins."""
+
+    TYPE: ClassVar[str] = "run_started"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_started", "run": {
+        "id": "r_77", "agent_id": "a_3f2c", "status": "running", "trigger": "manual"}}
+    run: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunProgress(Frame):
+    """Pushed while a run goes: documents done of total, items found, current document."""
+
+    TYPE: ClassVar[str] = "run_progress"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "run_progress", "run_id": "r_77", "agent_id": "a_3f2c", "files_done": 3,
+        "files_total": 12, "items_found": 7, "current": "/home/me/Clients/brief.pdf"}
+    run_id: str
+    agent_id: str
+    files_done: int
+    files_total: int
+    items_found: int
+    current: str | None = None
+    deferred: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Frame):
+    """Pushed when a run ends, with the run record (the seed's statuses)."""
+
+    TYPE: ClassVar[str] = "run_finished"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_finished", "run": {
+        "id": "r_77", "agent_id": "a_3f2c", "status": "partial", "items_processed": 12,
+        "items_created": 9, "errors": ["/home/me/Clients/scan.pdf: no text layer"]}}
+    run: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCall(Frame):
     """The seed's insert frame; top-level extras (agent/run/source/key) are additive."""
 
@@ -247,15 +330,17 @@ class Error(Frame):
 
 FRAME_TYPES: dict[str, type[Frame]] = {
     cls.TYPE: cls
-    for cls in (Hello, AgentList, AgentUpsert, AgentDelete, RunList, Status, ToolResult,
-                HelloResult, AgentListResult, AgentUpsertResult, AgentDeleteResult,
-                RunListResult, StatusResult, ToolCall, Error)
+    for cls in (Hello, AgentList, AgentUpsert, AgentDelete, RunList, Status, RunAgent,
+                CancelRun, ToolResult, HelloResult, AgentListResult, AgentUpsertResult,
+                AgentDeleteResult, RunListResult, StatusResult, RunAgentResult, CancelRunResult,
+                RunStarted, RunProgress, RunFinished, ToolCall, Error)
 }
 CLIENT_FRAMES = {t: c for t, c in FRAME_TYPES.items() if c.DIRECTION == "client"}
 
 __all__ = [
     "CLIENT_FRAMES", "FRAME_TYPES", "MAX_FRAME_BYTES", "AgentDelete", "AgentDeleteResult",
-    "AgentList", "AgentListResult", "AgentUpsert", "AgentUpsertResult", "Error", "Frame", "Hello",
-    "HelloResult", "ProtocolError", "Reply", "Request", "RunList", "RunListResult", "Status",
-    "StatusResult", "ToolCall", "ToolResult",
+    "AgentList", "AgentListResult", "AgentUpsert", "AgentUpsertResult", "CancelRun",
+    "CancelRunResult", "Error", "Frame", "Hello", "HelloResult", "ProtocolError", "Reply",
+    "Request", "RunAgent", "RunAgentResult", "RunFinished", "RunList", "RunListResult",
+    "RunProgress", "RunStarted", "Status", "StatusResult", "ToolCall", "ToolResult",
 ]

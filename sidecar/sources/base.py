@@ -71,8 +71,8 @@ class Source(abc.ABC):
     """
 
     @abc.abstractmethod
-    def pending(self, extraction_key: str) -> AsyncIterator[WorkItem]:
-        """Items needing extraction under ``extraction_key`` (prompt+types+engine+model)."""
+    def pending(self, extraction_key: str, *, full: bool = False) -> AsyncIterator[WorkItem]:
+        """Items needing extraction under ``extraction_key`` (all of them when ``full``)."""
 
     @abc.abstractmethod
     async def read(self, item: WorkItem) -> SourceDocument | Skip:

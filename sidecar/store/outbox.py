@@ -69,20 +69,25 @@ class OutboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def enqueue(self, items: Sequence[NewItem]) -> int:
-        """Insert new items in one transaction; a key already queued is ignored. Returns added."""
+    async def enqueue(self, items: Sequence[NewItem], conn: Any = None) -> int:
+        """Insert items (in ``conn``'s transaction, or a new one); a queued key is ignored.
+
+        Returns how many were added.
+        """
         if not items:
             return 0
+        if conn is None:
+            async with self.db.transaction() as own:
+                return await self.enqueue(items, own)
         ts = now_iso()
         rows = [(i.idempotency_key, call_id_for(i.idempotency_key), i.agent_id, i.run_id,
                  i.table, json.dumps(i.data, ensure_ascii=False),
                  json.dumps(i.meta, ensure_ascii=False), ts) for i in items]
-        async with self.db.transaction() as conn:
-            before = conn.total_changes
-            await conn.executemany(
-                "INSERT OR IGNORE INTO outbox (idempotency_key, call_id, agent_id, run_id, "
-                "table_name, data, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            return conn.total_changes - before
+        before = conn.total_changes
+        await conn.executemany(
+            "INSERT OR IGNORE INTO outbox (idempotency_key, call_id, agent_id, run_id, "
+            "table_name, data, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return conn.total_changes - before
 
     async def pending_after(self, seq: int, limit: int = 500) -> list[Entry]:
         rows = await self.db.fetchall(

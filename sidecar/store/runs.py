@@ -60,6 +60,26 @@ class RunStore:
         )
         return await self.get(run_id)  # type: ignore[return-value]
 
+    async def complete(self, run_id: str, *, items_processed: int, errors: list[str],
+                       cancelled: bool = False) -> dict[str, Any]:
+        """Close a run: items_created counts acked outbox items; insert errors recorded while
+        the run went on are kept; the status follows the seed's rule (or is cancelled)."""
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "SELECT errors, (SELECT count(*) FROM outbox WHERE run_id = ? AND "
+                "state = 'acked') AS acked FROM runs WHERE id = ?", (run_id, run_id)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise ValueError(f"no run {run_id!r}")
+            all_errors = errors + json.loads(row["errors"])
+            status = final_status(all_errors, row["acked"], cancelled=cancelled)
+            await conn.execute(
+                "UPDATE runs SET status = ?, items_processed = ?, items_created = ?, "
+                "errors = ?, completed_at = ? WHERE id = ?",
+                (status, items_processed, row["acked"],
+                 json.dumps(all_errors, ensure_ascii=False), now_iso(), run_id))
+        return await self.get(run_id)  # type: ignore[return-value]
+
     async def get(self, run_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
         return None if row is None else _row(row)

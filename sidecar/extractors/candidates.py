@@ -1,0 +1,200 @@
+"""Candidate spans for extractive extraction: a small model chooses among these, never invents.
+
+Every record the embedded model produces starts as a span of the document found here
+(a bullet, a checkbox, a chat line, a sentence), so titles are copied from the document
+and grounded by construction. Each candidate carries cheap features (imperative verb,
+request phrase, deadline, section heading, past tense, …) that a scorer turns into a
+prior; the model's yes/no log-probabilities refine it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# ── line structure ──────────────────────────────────────────────────────────
+_CHECKBOX = re.compile(r"^\s*(?:[-*+•]\s*)?\[( |x|X|✓|✔)\]\s*(?P<body>.+)$")
+_BULLET = re.compile(r"^\s*(?:[-*+•▪◦‣·–]|\d{1,3}[.)]|[a-hA-H][.)]|\(\d{1,3}\))\s+(?P<body>.+)$")
+_HEADING_MD = re.compile(r"^\s*#{1,6}\s+(?P<body>.+?)\s*#*\s*$")
+_HEADING_COLON = re.compile(r"^\s*(?P<body>[A-Za-zÀ-ÿ][^.!?]{1,60}):\s*$")
+_CHAT = re.compile(
+    r"^\s*(?:\[?\d{1,2}:\d{2}(?::\d{2})?\s*(?:[AaPp][Mm])?\]?\s*[-–]?\s*)"
+    r"(?P<who>[A-ZÀ-Ý][\w.'À-ÿ -]{0,30}?):\s+(?P<body>.+)$")
+_SPEAKER = re.compile(r"^\s*(?P<who>[A-ZÀ-Ý][\w.'À-ÿ-]{0,20}(?: [A-ZÀ-Ý][\w.'À-ÿ-]{0,20})?):\s+"
+                      r"(?P<body>.+)$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-ZÀ-Ý0-9¿¡])")
+_LABEL_PREFIX = re.compile(
+    r"^\s*(?:action(?: item)?s?|todo|to-do|to do|task|next step|ai|follow[- ]up|"
+    r"decision|note|milestone|tarea|acción|pendiente)\s*[:\-–]\s*", re.I)
+_MENTION_PREFIX = re.compile(r"^\s*@(?P<who>[\w.-]{1,30})\s*[:,-]?\s*")
+_OWNER_SUFFIX = re.compile(r"\s*[\(\[](?:owner|assignee|who|resp)\s*:?\s*(?P<who>[^)\]]{1,40})"
+                           r"[\)\]]\s*$", re.I)
+#: "Decision: …" is a label, not a speaker.
+LABEL_WORDS = frozenset({
+    "decision", "decisions", "decided", "agreed", "note", "notes", "fyi", "action", "actions",
+    "todo", "to do", "to-do", "task", "tasks", "next step", "next steps", "milestone",
+    "deadline", "due", "attendees", "present", "date", "subject", "from", "to", "cc",
+    "re", "status", "summary", "agenda", "owner", "budget", "update", "reminder", "important",
+    "ps", "p.s", "nb", "question", "answer", "risk", "blocker", "follow-up", "follow up",
+    "decisión", "acuerdo", "nota", "tarea", "pendiente", "asistentes", "fecha",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A span that might be a record; ``text`` is the cleaned span (a substring of the doc)."""
+
+    start: int
+    end: int
+    text: str
+    shape: str  # checkbox | bullet | chat | sentence | cell
+    section: str | None
+    checked: bool = False
+    speaker: str | None = None
+    owner: str | None = None
+    label: str | None = None
+    line_no: int = 0
+    features: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    start: int
+    end: int
+    text: str
+    no: int
+
+
+def _lines(text: str) -> list[_Line]:
+    out, pos = [], 0
+    for no, raw in enumerate(text.splitlines(keepends=True)):
+        body = raw.rstrip("\r\n")
+        out.append(_Line(pos, pos + len(body), body, no))
+        pos += len(raw)
+    return out
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Shrink [start, end) past whitespace and trailing separators."""
+    while start < end and text[start] in " \t*_`\"'“”>":
+        start += 1
+    while end > start and text[end - 1] in " \t*_`\"'“”,;:":
+        end -= 1
+    return start, end
+
+
+def _heading(line: str) -> str | None:
+    m = _HEADING_MD.match(line)
+    if m:
+        return m.group("body").strip(" *_:")
+    m = _HEADING_COLON.match(line)
+    if m and len(m.group("body").split()) <= 7:
+        return m.group("body").strip(" *_")
+    stripped = line.strip().strip("*_")
+    if stripped and stripped.isupper() and 1 <= len(stripped.split()) <= 6 and len(stripped) > 3:
+        return stripped
+    return None
+
+
+def _clean(text: str, start: int, end: int) -> tuple[int, int, str | None]:
+    """Drop label prefixes ("Action:", "@ana:") and owner suffixes; keep offsets exact."""
+    owner = None
+    seg = text[start:end]
+    m = _LABEL_PREFIX.match(seg)
+    if m:
+        start += m.end()
+        seg = text[start:end]
+    m = _MENTION_PREFIX.match(seg)
+    if m:
+        owner = m.group("who")
+        start += m.end()
+        seg = text[start:end]
+    m = _OWNER_SUFFIX.search(seg)
+    if m:
+        owner = owner or m.group("who").strip()
+        end = start + m.start()
+    start, end = _strip_span(text, start, end)
+    return start, end, owner
+
+
+def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    seg = text[start:end]
+    spans, pos = [], 0
+    for m in _SENTENCE_END.finditer(seg):
+        spans.append((start + pos, start + m.start()))
+        pos = m.end()
+    spans.append((start + pos, end))
+    return spans
+
+
+def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
+    """All bullet/checkbox/chat/sentence spans of ``text`` in document order."""
+    out: list[Candidate] = []
+    section: str | None = None
+    paragraph: list[_Line] = []
+
+    def flush_paragraph() -> None:
+        if not paragraph:
+            return
+        first, last = paragraph[0], paragraph[-1]
+        for s, e in _sentences(text, first.start, last.end):
+            _add(out, text, s, e, "sentence", section, line_no=first.no, max_words=max_words)
+        paragraph.clear()
+
+    for line in _lines(text):
+        body = line.text
+        if not body.strip():
+            flush_paragraph()
+            continue
+        head = _heading(body)
+        if head is not None:
+            flush_paragraph()
+            section = head
+            continue
+        m = _CHECKBOX.match(body)
+        if m:
+            flush_paragraph()
+            checked = m.group(1).strip() != ""
+            _add(out, text, line.start + m.start("body"), line.end, "checkbox", section,
+                 checked=checked, line_no=line.no, max_words=max_words)
+            continue
+        m = _BULLET.match(body)
+        if m:
+            flush_paragraph()
+            for s, e in _sentences(text, line.start + m.start("body"), line.end):
+                _add(out, text, s, e, "bullet", section, line_no=line.no, max_words=max_words)
+            continue
+        m = _CHAT.match(body) or _SPEAKER.match(body)
+        if m and m.group("who").strip().lower() in LABEL_WORDS:
+            flush_paragraph()
+            for s, e in _sentences(text, line.start + m.start("body"), line.end):
+                _add(out, text, s, e, "labeled", section, label=m.group("who").strip(),
+                     line_no=line.no, max_words=max_words)
+            continue
+        if m and len(m.group("who").split()) <= 3:
+            flush_paragraph()
+            for s, e in _sentences(text, line.start + m.start("body"), line.end):
+                _add(out, text, s, e, "chat", section, speaker=m.group("who").strip(),
+                     line_no=line.no, max_words=max_words)
+            continue
+        paragraph.append(line)
+        if body.rstrip().endswith((".", "!", "?")) and len(paragraph) == 1 and len(body) < 200:
+            flush_paragraph()
+    flush_paragraph()
+    return out
+
+
+def _add(out: list[Candidate], text: str, start: int, end: int, shape: str,
+         section: str | None, *, checked: bool = False, speaker: str | None = None,
+         label: str | None = None, line_no: int = 0, max_words: int = 60) -> None:
+    start, end, owner = _clean(text, start, end)
+    span = text[start:end]
+    words = span.split()
+    if len(words) < 2 or len(words) > max_words or not any(ch.isalpha() for ch in span):
+        return
+    out.append(Candidate(start=start, end=end, text=span, shape=shape, section=section,
+                         checked=checked, speaker=speaker, owner=owner, label=label,
+                         line_no=line_no))
+
+
+__all__ = ["Candidate", "find_candidates"]

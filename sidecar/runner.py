@@ -1,0 +1,228 @@
+"""Agent runs: one at a time per agent, source → reader → extractor → outbox, with progress.
+
+Replaces the seed's ``run_local_agent``: the sidecar reads files itself, extracts only what
+changed, writes every item to the outbox (in the same transaction that marks the document
+done) before anything is sent, and never needs Electron to be connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sidecar import protocol as p
+from sidecar.agents import Agent
+from sidecar.delivery import Delivery
+from sidecar.errors import PermanentError, SidecarError
+from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
+from sidecar.hub import Hub
+from sidecar.sources.base import Skip, Source, SourceDocument
+from sidecar.store import Store
+from sidecar.store.outbox import NewItem, idempotency_key
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.25
+#: How long a finishing run waits for a connected client to ack its items.
+DRAIN_TIMEOUT = 30.0
+
+
+def extraction_key(agent: Agent, fingerprint: str) -> str:
+    """Everything that changes what extraction returns: change any, and files are redone."""
+    basis = json.dumps({
+        "prompt": agent.prompt_template, "types": sorted(agent.data_types),
+        "engine": agent.engine, "remote": dict(agent.remote),
+        "min_confidence": agent.min_confidence, "extractor": fingerprint,
+    }, sort_keys=True)
+    return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+
+def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
+    source = {"path": doc.meta.get("path"), "key": doc.item.key, "label": doc.item.label,
+              **item.source.to_json()}
+    return {"source": source, "confidence": round(float(item.confidence), 4)}
+
+
+@dataclass
+class ActiveRun:
+    run_id: str
+    agent_id: str
+    task: asyncio.Task[dict[str, Any]] | None = None
+    cancelled: bool = False
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+SourceFactory = Callable[[Agent, str, "set[str] | None"], Source]
+ExtractorFactory = Callable[[Agent], Awaitable[Extractor]]
+
+
+class Runner:
+    """Starts, tracks and cancels runs; at most one per agent."""
+
+    def __init__(self, store: Store, hub: Hub, delivery: Delivery, *,
+                 sources: SourceFactory, extractors: ExtractorFactory,
+                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        self.store = store
+        self.hub = hub
+        self.delivery = delivery
+        self.sources = sources
+        self.extractors = extractors
+        self.drain_timeout = drain_timeout
+        self.active: dict[str, ActiveRun] = {}  # agent_id → run
+        self.finished: list[dict[str, Any]] = []
+
+    def running_run(self, agent_id: str) -> str | None:
+        run = self.active.get(agent_id)
+        return run.run_id if run else None
+
+    async def start(self, agent_id: str, trigger: str, *, only: set[str] | None = None,
+                    full: bool = False) -> tuple[str, bool]:
+        """Start a run; returns (run_id, already_running)."""
+        existing = self.active.get(agent_id)
+        if existing is not None:
+            return existing.run_id, True
+        agent = await self.store.agents.get_agent(agent_id)
+        if agent is None:
+            raise SidecarError(f"no agent with id {agent_id!r}", code="not_found")
+        run = await self.store.runs.start(agent.id, agent.kind, trigger)
+        active = ActiveRun(run_id=run["id"], agent_id=agent.id)
+        self.active[agent.id] = active
+        active.task = asyncio.create_task(self._run(agent, run, active, only, full),
+                                          name=f"run-{run['id']}")
+        return run["id"], False
+
+    async def wait(self, run_id: str) -> dict[str, Any] | None:
+        for a in list(self.active.values()):
+            if a.run_id == run_id and a.task is not None:
+                return await asyncio.shield(a.task)
+        return await self.store.runs.get(run_id)
+
+    async def cancel(self, run_id: str) -> bool:
+        for a in self.active.values():
+            if a.run_id == run_id and a.task is not None:
+                a.cancelled = True
+                a.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(a.task)
+                return True
+        return False
+
+    async def shutdown(self) -> None:
+        for a in list(self.active.values()):
+            await self.cancel(a.run_id)
+
+    async def _run(self, agent: Agent, run: dict[str, Any], active: ActiveRun,
+                   only: set[str] | None, full: bool) -> dict[str, Any]:
+        errors: list[str] = []
+        counters = active.counters
+        counters.update(files_done=0, files_total=0, items_found=0, processed=0)
+        await self.hub.broadcast(p.RunStarted(run=run))
+        try:
+            await self._execute(agent, run["id"], active, errors, only, full)
+        except asyncio.CancelledError:
+            active.cancelled = True
+            errors.append("cancelled")
+        except SidecarError as exc:
+            errors.append(exc.message)
+        except Exception as exc:
+            log.exception("run %s of agent %s failed", run["id"], agent.id)
+            errors.append(f"internal error: {exc}")
+        finally:
+            record = await asyncio.shield(self._finish(agent, run["id"], active, errors))
+        return record
+
+    async def _finish(self, agent: Agent, run_id: str, active: ActiveRun,
+                      errors: list[str]) -> dict[str, Any]:
+        try:
+            if not active.cancelled and self.hub.ready_clients():
+                await self.delivery.drained(run_id, timeout=self.drain_timeout)
+            if active.cancelled:
+                errors = [e for e in errors if e != "cancelled"]
+            record = await self.store.runs.complete(
+                run_id, items_processed=active.counters.get("processed", 0), errors=errors,
+                cancelled=active.cancelled)
+            await self.store.agents.set_last_run(agent.id)
+            await self.hub.broadcast(p.RunFinished(run=record))
+            log.info("run %s (%s) %s: processed=%d created=%d errors=%d", run_id, agent.name,
+                     record["status"], record["items_processed"], record["items_created"],
+                     len(record["errors"]))
+            return record
+        finally:
+            self.active.pop(agent.id, None)
+
+    async def _execute(self, agent: Agent, run_id: str, active: ActiveRun, errors: list[str],
+                       only: set[str] | None, full: bool) -> None:
+        extractor = await self.extractors(agent)
+        key = extraction_key(agent, extractor.fingerprint())
+        source = self.sources(agent, run_id, only)
+        work = [w async for w in source.pending(key, full=full)]
+        counters = active.counters
+        counters["files_total"] = len(work)
+        last_progress = 0.0
+        for item in work:
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_INTERVAL:
+                last_progress = now
+                await self._progress(agent, run_id, counters, item.label)
+            doc = await source.read(item)
+            if isinstance(doc, Skip):
+                errors.append(f"{doc.message} (skipped: {doc.reason})")
+                await source.skipped(doc)
+            elif not (not full and await _is_current(source, doc, key)):
+                await self._extract_one(agent, run_id, extractor, source, doc, key, errors,
+                                        counters)
+            counters["files_done"] += 1
+        errors.extend(await source.finish())
+        await self._progress(agent, run_id, counters, None)
+
+    async def _extract_one(self, agent: Agent, run_id: str, extractor: Extractor,
+                           source: Source, doc: SourceDocument, key: str, errors: list[str],
+                           counters: dict[str, Any]) -> None:
+        request = ExtractionRequest(
+            text=doc.text, data_types=agent.data_types, prompt_template=agent.prompt_template,
+            document_date=doc.date, label=doc.item.label, min_confidence=agent.min_confidence)
+        try:
+            result: ExtractionResult = await extractor.extract(request)
+        except PermanentError as exc:
+            errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
+            if exc.code in ("model_error", "needs_reauth"):
+                raise  # the engine itself is unusable: stop the run, say why
+            return
+        except SidecarError as exc:
+            errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
+            return
+        counters["processed"] += 1
+        items = [NewItem(idempotency_key=idempotency_key(agent.id, doc.content_hash, i),
+                         agent_id=agent.id, run_id=run_id, table=it.table, data=dict(it.data),
+                         meta=item_meta(doc, it))
+                 for i, it in enumerate(result.items)]
+        summary = {"items": len(items), "chunks": result.chunks,
+                   "problems": [pr.message for pr in result.problems][:20]}
+        async with self.store.db.transaction() as conn:
+            await self.store.outbox.enqueue(items, conn)
+            await source.done(doc, key, summary, conn)
+        counters["items_found"] += len(items)
+        for pr in result.problems:
+            where = f" chunk {pr.chunk}" if pr.chunk is not None else ""
+            errors.append(f"{doc.item.label}{where}: {pr.message}")
+        if items:
+            self.delivery.notify()
+
+    async def _progress(self, agent: Agent, run_id: str, counters: dict[str, Any],
+                        current: str | None) -> None:
+        await self.hub.broadcast(p.RunProgress(
+            run_id=run_id, agent_id=agent.id, files_done=counters["files_done"],
+            files_total=counters["files_total"], items_found=counters["items_found"],
+            current=current))
+
+
+async def _is_current(source: Source, doc: SourceDocument, key: str) -> bool:
+    check = getattr(source, "is_current", None)
+    return bool(check and await check(doc, key))

@@ -1,0 +1,161 @@
+"""Walk an agent's folders with ``stat`` only: what exists, what changed, what must be refused.
+
+Blocking by nature (run it with ``asyncio.to_thread``). Symlinks are resolved and anything
+whose target leaves the configured folders is refused; directory loops are detected by
+(device, inode); FIFOs, devices and sockets are never opened.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+#: ``accept(relative_path, is_dir)``: does this entry belong to the agent?
+Accept = Callable[[PurePath, bool], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An entry the scan will not read, and why (``reason`` is a stable code)."""
+
+    path: str
+    reason: str
+    message: str
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """Accepted regular files by resolved path → (size, mtime_ns), plus refusals."""
+
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
+    refused: list[Refused] = field(default_factory=list)
+    dirs_scanned: int = 0
+
+
+def resolve_roots(roots: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for r in roots:
+        try:
+            out.append(Path(r).resolve(strict=True))
+        except (OSError, RuntimeError):
+            continue
+    return out
+
+
+def inside(path: Path, roots: Iterable[Path]) -> bool:
+    """Is the resolved ``path`` one of the roots or below one?"""
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def scan_tree(roots: Iterable[str | Path], accept: Accept) -> ScanResult:
+    result = ScanResult()
+    resolved = resolve_roots(roots)
+    visited: set[tuple[int, int]] = set()
+    for root in resolved:
+        _walk(root, root, resolved, accept, visited, result)
+    return result
+
+
+def _walk(directory: Path, root: Path, roots: list[Path], accept: Accept,
+          visited: set[tuple[int, int]], result: ScanResult) -> None:
+    try:
+        st = directory.stat()
+    except OSError as exc:
+        result.refused.append(Refused(str(directory), "unreadable", f"{directory}: {exc}"))
+        return
+    ident = (st.st_dev, st.st_ino)
+    if ident in visited:
+        result.refused.append(Refused(str(directory), "symlink_loop",
+                                      f"{directory}: folder reached twice (symlink loop)"))
+        return
+    visited.add(ident)
+    result.dirs_scanned += 1
+    try:
+        entries = list(os.scandir(directory))
+    except PermissionError:
+        result.refused.append(Refused(str(directory), "permission_denied",
+                                      f"{directory}: permission denied"))
+        return
+    except OSError as exc:
+        result.refused.append(Refused(str(directory), "unreadable", f"{directory}: {exc}"))
+        return
+    entries.sort(key=lambda e: e.name)
+    for entry in entries:
+        _entry(entry, directory, root, roots, accept, visited, result)
+
+
+def scan_paths(paths: Iterable[str | Path], roots: Iterable[str | Path],
+               accept: Accept) -> ScanResult:
+    """Classify just these paths (a watcher's batch) with exactly the full scan's rules."""
+    result = ScanResult()
+    resolved = resolve_roots(roots)
+    visited: set[tuple[int, int]] = set()
+    for raw in paths:
+        path = Path(raw)
+        root = next((r for r in resolved if path == r or path.is_relative_to(r)), None)
+        if root is None:
+            continue
+        try:
+            is_link = path.is_symlink()
+            is_dir = path.is_dir()
+        except OSError:
+            continue
+        if not (is_link or is_dir or path.exists()):
+            continue
+        rel = path.relative_to(root)
+        if not all(accept(PurePath(*rel.parts[:i]), True) for i in range(1, len(rel.parts))):
+            continue  # inside an excluded folder
+        _classify(path, root, is_link, is_dir, resolved, accept, visited, result)
+    return result
+
+
+def _entry(entry: os.DirEntry[str], directory: Path, root: Path, roots: list[Path],
+           accept: Accept, visited: set[tuple[int, int]], result: ScanResult) -> None:
+    try:
+        is_link = entry.is_symlink()
+        is_dir = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return  # vanished between listing and looking
+    _classify(Path(entry.path), root, is_link, is_dir, roots, accept, visited, result)
+
+
+def _classify(path: Path, root: Path, is_link: bool, is_dir: bool, roots: list[Path],
+              accept: Accept, visited: set[tuple[int, int]], result: ScanResult) -> None:
+    rel = path.relative_to(root)
+    if not accept(rel, is_dir):
+        return
+    if is_link:
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == 40
+            reason = "symlink_loop" if loop else "broken_symlink"
+            result.refused.append(Refused(str(path), reason, f"{path}: {reason.replace('_', ' ')}"))
+            return
+        if not inside(target, roots):
+            lst = path.lstat()
+            result.refused.append(Refused(
+                str(path), "outside_folder",
+                f"{path}: links to {target}, outside the agent's folders; not read",
+                size=lst.st_size, mtime_ns=lst.st_mtime_ns))
+            return
+    else:
+        target = path
+    if is_dir:
+        _walk(target, root, roots, accept, visited, result)
+        return
+    try:
+        st = target.stat()
+    except OSError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        result.refused.append(Refused(str(path), "not_regular_file",
+                                      f"{path}: not a regular file (FIFO, device or socket)",
+                                      size=0, mtime_ns=st.st_mtime_ns))
+        return
+    result.files.setdefault(str(target), (st.st_size, st.st_mtime_ns))

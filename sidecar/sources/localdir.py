@@ -1,0 +1,137 @@
+"""Local-folder agents: the sidecar reads the user's folders itself, incrementally.
+
+A rescan of an unchanged tree costs one ``stat`` per file and zero reads or model calls:
+files whose size, mtime and extraction key match their stored state are not yielded.
+A file whose stat changed but whose content hash did not (a touch, a copy-back) is read
+once, recognised by hash and settled without extraction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+from sidecar.agents import Agent
+from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
+from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
+from sidecar.store.files import FileState, FileStateStore
+
+
+def agent_accept(agent: Agent) -> Any:
+    """The agent's include/exclude rules as a scan filter."""
+    from sidecar.pathfilter import included
+
+    def accept(rel: PurePath, is_dir: bool) -> bool:
+        return included(rel, extensions=agent.extensions, include_globs=agent.include_globs,
+                        exclude=agent.exclude, is_dir=is_dir)
+
+    return accept
+
+
+class LocalFolderSource(Source):
+    """Scans the agent's folders (or just ``only`` paths, from the watcher) against file_state."""
+
+    def __init__(self, agent: Agent, files: FileStateStore, *, run_id: str | None = None,
+                 only: set[str] | None = None) -> None:
+        self.agent = agent
+        self.files = files
+        self.run_id = run_id
+        self.only = only
+        self.roots = resolve_roots(agent.directories)
+        self._known: dict[str, FileState] = {}
+        self._scan: ScanResult | None = None
+        self._refusals: dict[str, Refused] = {}
+
+    async def _scan_now(self) -> ScanResult:
+        accept = agent_accept(self.agent)
+        if self.only is None:
+            return await asyncio.to_thread(scan_tree, self.agent.directories, accept)
+        return await asyncio.to_thread(scan_paths, sorted(self.only), self.agent.directories,
+                                       accept)
+
+    async def pending(self, extraction_key: str, *, full: bool = False
+                      ) -> AsyncIterator[WorkItem]:
+        self._scan = await self._scan_now()
+        self._known = await self.files.all(self.agent.id)
+        for refused in self._scan.refused:
+            state = self._known.get(refused.path)
+            if state is not None and state.settled_for(refused.size, refused.mtime_ns, ""):
+                continue
+            self._refusals[refused.path] = refused
+            yield WorkItem(key=refused.path, label=refused.path,
+                           version={"size": refused.size, "mtime_ns": refused.mtime_ns,
+                                    "refused": refused.reason})
+        for path, (size, mtime_ns) in sorted(self._scan.files.items()):
+            state = self._known.get(path)
+            if not full and state is not None and state.settled_for(size, mtime_ns,
+                                                                    extraction_key):
+                continue
+            yield WorkItem(key=path, label=path, version={"size": size, "mtime_ns": mtime_ns})
+
+    async def read(self, item: WorkItem) -> SourceDocument | Skip:
+        from sidecar.readers import SkipFile
+
+        refused = self._refusals.get(item.key)
+        if refused is not None:
+            return Skip(item, refused.reason, refused.message)
+        try:
+            doc = await asyncio.to_thread(self._read_inside, Path(item.key))
+        except SkipFile as exc:
+            return Skip(item, exc.reason, exc.message)
+        return SourceDocument(item=item, text=doc.text, content_hash=doc.content_hash,
+                              date=doc.date, kind=doc.kind,
+                              meta={"path": item.key, "title": doc.title, **dict(doc.meta)})
+
+    def _read_inside(self, path: Path) -> Any:
+        """Re-check containment right before reading: the file may be a symlink by now."""
+        from sidecar.readers import SkipFile, read_document
+
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise SkipFile(f"{path}: deleted before it could be read", reason="vanished") from None
+        if not inside(real, self.roots):
+            raise SkipFile(f"{path}: now points outside the agent's folders",
+                           reason="outside_folder")
+        return read_document(real, max_bytes=self.agent.max_file_bytes)
+
+    async def is_current(self, doc: SourceDocument, extraction_key: str) -> bool:
+        """Same bytes already extracted with this key (a touch): settle it without the model."""
+        state = self._known.get(doc.item.key)
+        if state is None or state.status != "extracted":
+            return False
+        if state.content_hash != doc.content_hash or state.extraction_key != extraction_key:
+            return False
+        await self.files.record(
+            self.agent.id, doc.item.key, size=doc.item.version.get("size"),
+            mtime_ns=doc.item.version.get("mtime_ns"), content_hash=doc.content_hash,
+            extraction_key=extraction_key, status="extracted", last_result=state.last_result,
+            run_id=self.run_id)
+        return True
+
+    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
+                   conn: Any = None) -> None:
+        await self.files.record(
+            self.agent.id, doc.item.key, size=doc.item.version.get("size"),
+            mtime_ns=doc.item.version.get("mtime_ns"), content_hash=doc.content_hash,
+            extraction_key=extraction_key, status="extracted", last_result=dict(result),
+            run_id=self.run_id, conn=conn)
+
+    async def skipped(self, skip: Skip) -> None:
+        status = "refused" if skip.item.key in self._refusals else "skipped"
+        await self.files.record(
+            self.agent.id, skip.item.key, size=skip.item.version.get("size"),
+            mtime_ns=skip.item.version.get("mtime_ns"), content_hash=None,
+            extraction_key=None if status == "refused" else "*", status=status,
+            last_result={"reason": skip.reason, "message": skip.message}, run_id=self.run_id)
+
+    async def finish(self) -> list[str]:
+        """Notice files that are gone (full scans only); delivered records are not retracted."""
+        if self.only is not None or self._scan is None:
+            return []
+        present = set(self._scan.files) | {r.path for r in self._scan.refused}
+        gone = [p for p, s in self._known.items() if p not in present and s.status != "deleted"]
+        await self.files.mark_deleted(self.agent.id, gone)
+        return [f"{len(gone)} file(s) no longer present"] if gone else []
