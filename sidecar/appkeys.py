@@ -8,6 +8,7 @@ from aiohttp import web
 
 from sidecar.delivery import Delivery
 from sidecar.hub import Hub
+from sidecar.runner import Runner
 from sidecar.settings import Config
 from sidecar.store import Store
 
@@ -16,6 +17,7 @@ TOKEN = web.AppKey("token", str)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 DELIVERY = web.AppKey("delivery", Delivery)
+RUNNER = web.AppKey("runner", Runner)
 STARTED_AT = web.AppKey("started_at", float)
 #: Called with an agent id after it was created, changed or deleted (scheduler, watchers).
 AGENT_LISTENERS = web.AppKey("agent_listeners", list[Callable[[str], Awaitable[None]]])

@@ -11,7 +11,7 @@ from aiohttp import web
 from sidecar import PROTOCOL_VERSION, __version__
 from sidecar import protocol as p
 from sidecar.agents import validate_agent
-from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, STORE
+from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, STORE
 from sidecar.clock import iso, now, parse_iso
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
@@ -19,7 +19,7 @@ from sidecar.schedule import next_run
 
 log = logging.getLogger(__name__)
 
-CAPABILITIES = ["agents", "runs", "status", "insert"]
+CAPABILITIES = ["agents", "runs", "run_agent", "cancel_run", "progress", "status", "insert"]
 
 
 def available_models(app: web.Application) -> list[dict[str, Any]]:
@@ -55,6 +55,7 @@ async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str
         "last_run_at": record.get("last_run_at"),
         "next_run_at": iso(nxt),
         "last_run": runs[0] if runs else None,
+        "running_run_id": app[RUNNER].running_run(record["id"]),
     }
 
 
@@ -106,6 +107,21 @@ def register_handlers(app: web.Application) -> None:
         runs = await app[STORE].runs.list(agent_id=frame.agent_id, limit=limit,
                                           before=frame.before)
         return p.RunListResult(request_id=frame.request_id, runs=runs)
+
+    @hub.route(p.RunAgent)
+    async def run_agent(client: Client, frame: p.RunAgent) -> p.Frame:
+        run_id, already = await app[RUNNER].start(frame.agent_id, "manual",
+                                                  full=bool(frame.full))
+        return p.RunAgentResult(request_id=frame.request_id, run_id=run_id,
+                                already_running=already)
+
+    @hub.route(p.CancelRun)
+    async def cancel_run(client: Client, frame: p.CancelRun) -> p.Frame:
+        cancelled = await app[RUNNER].cancel(frame.run_id)
+        if not cancelled and await app[STORE].runs.get(frame.run_id) is None:
+            raise SidecarError(f"no run with id {frame.run_id!r}", code="not_found")
+        return p.CancelRunResult(request_id=frame.request_id, run_id=frame.run_id,
+                                 cancelled=cancelled)
 
     @hub.route(p.Status)
     async def status(client: Client, frame: p.Status) -> p.Frame:

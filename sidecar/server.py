@@ -9,12 +9,22 @@ from collections.abc import AsyncIterator
 from aiohttp import WSMsgType, web
 
 from sidecar import PROTOCOL_VERSION, __version__
-from sidecar.appkeys import AGENT_LISTENERS, CONFIG, DELIVERY, HUB, STARTED_AT, STORE, TOKEN
+from sidecar.appkeys import (
+    AGENT_LISTENERS,
+    CONFIG,
+    DELIVERY,
+    HUB,
+    RUNNER,
+    STARTED_AT,
+    STORE,
+    TOKEN,
+)
 from sidecar.auth import origin_allowed, token_ok
 from sidecar.delivery import Delivery
 from sidecar.handlers import register_handlers
 from sidecar.hub import Hub
 from sidecar.paths import Paths
+from sidecar.runner import Runner
 from sidecar.settings import Config
 from sidecar.store import Store
 
@@ -88,6 +98,24 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
     await delivery.stop()
 
 
+def runner_ctx(paths: Paths) -> object:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from sidecar.extractors.pool import ExtractorPool
+        from sidecar.sources.factory import make_source
+
+        store = app[STORE]
+        pool = ExtractorPool(app[CONFIG], paths)
+        runner = Runner(store, app[HUB], app[DELIVERY],
+                        sources=lambda agent, run_id, only: make_source(store, agent, run_id, only),
+                        extractors=pool.for_agent)
+        app[RUNNER] = runner
+        yield
+        await runner.shutdown()
+        await pool.aclose()
+
+    return ctx
+
+
 async def close_websockets(app: web.Application) -> None:
     """Runs before the server waits for handlers: open sockets would hold shutdown up."""
     await app[HUB].close_all()
@@ -102,6 +130,7 @@ def create_app(config: Config, paths: Paths, token: str) -> web.Application:
     app[AGENT_LISTENERS] = []
     app.cleanup_ctx.append(store_ctx(paths))  # type: ignore[arg-type]
     app.cleanup_ctx.append(delivery_ctx)
+    app.cleanup_ctx.append(runner_ctx(paths))  # type: ignore[arg-type]
     app.on_shutdown.append(close_websockets)
     register_handlers(app)
     app.router.add_get("/health", health)

@@ -1,0 +1,209 @@
+"""Cheap, explainable evidence about a candidate span: is it a task, a decision, a milestone?
+
+Weights are log-odds contributions; :func:`task_logit` sums them into a prior that the
+model's yes/no log-probabilities refine. English and Spanish cues.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sidecar.extractors.candidates import Candidate
+
+_W = r"[\wÀ-ÿ'’-]+"
+
+IMPERATIVE_VERBS = frozenset("""
+add adjust agree align answer approve archive arrange ask assign attach audit back backup book
+brief build buy calculate call cancel change check chase choose clarify clean close collect
+compile complete compress configure confirm connect contact convert coordinate copy correct
+create crop deal debug decide define delete deliver deploy describe design double-check download
+draft drop edit email enable estimate evaluate export extend file fill finalise finalize find
+finish fix follow forward gather get give go handle hire implement import improve include
+inform install integrate invite invoice issue keep label launch let list look make manage map
+measure meet merge migrate move negotiate note notify obtain onboard order organise organize
+outline pay pick ping plan post prepare present price print prioritise prioritize produce
+proofread propose provide publish purchase push put raise reach read rebook reconcile record
+redesign reduce refactor register reimburse remind remove rename renew reorder repair replace
+reply report request research reschedule resend reserve resize resolve respond restore
+retest return review revise rewrite run save scan schedule scope secure select send set settle
+setup share ship shoot shorten sign sketch sort source specify split start submit summarise
+summarize swap sync take talk test text tidy track train transfer translate try tweak unblock
+update upgrade upload validate verify wire write
+enviar revisar preparar actualizar llamar confirmar mandar reservar pagar facturar subir
+terminar entregar agendar programar contactar comprar diseñar escribir corregir cambiar
+""".split())
+
+_REQUEST = re.compile(
+    r"\b(please|pls|can you|could you|would you|will you|can we|could we|need you to|"
+    r"i need|we need|needs? to|have to|has to|must|should|make sure|don'?t forget|"
+    r"remember to|be sure to|let'?s|action required|asap|por favor|hay que|tenemos que|"
+    r"tienes que|necesito|necesitamos|no olvides|recuerda)\b", re.I)
+_COMMIT = re.compile(
+    r"\b(i'?ll|i will|we'?ll|we will|i'?m going to|i am going to|will send|will do|"
+    r"will update|will prepare|will follow|voy a|vamos a|me encargo)\b", re.I)
+_ASSIGN = re.compile(rf"^(?:[A-ZÀ-Ý]{_W}(?: (?:and|&|y) [A-ZÀ-Ý]{_W})?|I|we|We|you|You)"
+                     rf"\s+(?:to|will|should|must|needs to|has to|can)\s+({_W})")
+_DEADLINE = re.compile(
+    r"\b(by|before|until|due|deadline|no later than|eod|eow|end of (?:day|week|month)|"
+    r"tomorrow|tonight|today|this week|next week|monday|tuesday|wednesday|thursday|friday|"
+    r"saturday|sunday|mon|tue|wed|thu|fri|jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|"
+    r"may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|"
+    r"dec(?:ember)?|antes del?|para el|el (?:lunes|martes|miércoles|jueves|viernes)|"
+    r"mañana|hoy)\b|\b\d{1,2}[/.-]\d{1,2}(?:[/.-]\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b", re.I)
+_PAST = re.compile(
+    r"\b(was|were|did|done|completed|finished|sent|shipped|delivered|resolved|fixed|"
+    r"merged|approved|signed|paid|received|already|yesterday|last week|went|had|"
+    r"discussed|agreed|decided|talked|met|enviado|terminado|hecho|ya)\b", re.I)
+_QUESTION_START = re.compile(
+    r"^(what|why|how|who|when|where|which|did|do|does|is|are|was|were|has|have|any|"
+    r"qué|por qué|cómo|quién|cuándo)\b", re.I)
+_SOCIAL = re.compile(
+    r"^(thanks|thank you|cheers|best|regards|kind regards|hi|hello|hey|dear|good morning|"
+    r"hope you|sounds good|great|perfect|ok|okay|sure|no worries|lol|haha|gracias|"
+    r"saludos|hola|buenos días|un abrazo)\b", re.I)
+_FYI = re.compile(r"\b(fyi|just so you know|heads up|note that|for reference|"
+                  r"for your information|in case)\b", re.I)
+_TASK_SECTION = re.compile(
+    r"(action|to ?do|todo|task|next step|follow[- ]?up|open item|deliverable|checklist|"
+    r"pendiente|tarea|próximos pasos|acciones|por hacer|requests?|change requests?|"
+    r"feedback|revisions?)", re.I)
+_NON_TASK_SECTION = re.compile(
+    r"(attendee|participant|present|decision|summary|background|context|discussion|notes?$|"
+    r"agenda|minutes|recap|overview|highlights|done|completed|shipped|asistentes|"
+    r"resumen|decisiones|contexto)", re.I)
+_NOTE_CUE = re.compile(
+    r"^(decision|decided|we decided|agreed|we agreed|approved|budget|the client prefers|"
+    r"client prefers|important|key point|note|policy|rule|decisión|acordamos|"
+    r"decidimos)\b|\b(decided|agreed|approved|prefers?|will go with|we go with|"
+    r"going with|signed off)\b", re.I)
+_NOTE_SECTION = re.compile(r"(decision|key point|notes?$|agreement|outcome|decisiones|"
+                           r"acuerdos)", re.I)
+_MILESTONE = re.compile(
+    r"\b(launch|release|go[- ]live|deadline|delivery|deliver|kick-?off|milestone|beta|alpha|"
+    r"demo|presentation|workshop|review meeting|sign-?off|handover|hand-off|opening|"
+    r"event|deadline|lanzamiento|entrega|presentación|reunión)\b", re.I)
+_PRIORITY_HIGH = re.compile(
+    r"\b(urgent|urgently|asap|as soon as possible|critical|blocker|blocking|high priority|"
+    r"top priority|immediately|right away|p0|p1|!!+|urgente|cuanto antes|prioridad alta)\b",
+    re.I)
+_PRIORITY_LOW = re.compile(
+    r"\b(whenever (?:you|i|we) (?:get|have|find) (?:a )?(?:chance|time|a minute)|no rush|"
+    r"nice to have|"
+    r"low priority|if you have time|when you have time|someday|eventually|not urgent|"
+    r"sin prisa|cuando puedas|baja prioridad)\b", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The named contributions behind a score (kept for debugging and tests)."""
+
+    logit: float
+    parts: tuple[tuple[str, float], ...]
+
+
+_CONNECTOR = re.compile(r"^\s*(?:(?:and|then|also|plus|so|but|finally|next|after that|"
+                        r"and then|y|luego|también|después)\b[\s,]*)+", re.I)
+
+
+def strip_connectors(text: str) -> str:
+    """'Then share it' → 'share it': a leading connector hides the imperative verb."""
+    return _CONNECTOR.sub("", text)
+
+
+def _first_word(text: str) -> str:
+    m = re.match(rf"\s*({_W})", strip_connectors(text))
+    return m.group(1).lower().strip("'’") if m else ""
+
+
+def priority_of(text: str, section: str | None = None) -> str:
+    """Priority from words: "urgent"/"ASAP" high, "whenever you get a chance" low."""
+    scope = f"{section or ''} {text}"
+    if _PRIORITY_HIGH.search(scope):
+        return "high"
+    if _PRIORITY_LOW.search(scope):
+        return "low"
+    return "medium"
+
+
+def has_deadline(text: str) -> bool:
+    return bool(_DEADLINE.search(text))
+
+
+def task_evidence(c: Candidate) -> Evidence:
+    text = c.text
+    parts: list[tuple[str, float]] = [("bias", -2.0)]
+
+    def add(name: str, w: float, cond: object = True) -> None:
+        if cond:
+            parts.append((name, w))
+
+    first = _first_word(text)
+    add("checkbox", 3.0, c.shape == "checkbox")
+    add("bullet", 0.6, c.shape == "bullet")
+    add("sentence", -0.6, c.shape == "sentence")
+    label = (c.label or "").lower()
+    add("task_label", 3.5, label in {"action", "actions", "todo", "to do", "to-do", "task",
+                                     "tasks", "next step", "next steps", "follow-up",
+                                     "follow up", "tarea", "pendiente", "reminder"})
+    add("note_label", -3.0, label in {"decision", "decisions", "decided", "agreed", "note",
+                                      "notes", "fyi", "attendees", "present", "date",
+                                      "subject", "from", "to", "cc", "status", "summary",
+                                      "agenda", "budget", "decisión", "acuerdo", "nota",
+                                      "asistentes", "fecha"})
+    section = c.section or ""
+    add("task_section", 2.0, bool(section) and bool(_TASK_SECTION.search(section)))
+    add("non_task_section", -1.5, bool(section) and bool(_NON_TASK_SECTION.search(section))
+        and not _TASK_SECTION.search(section))
+    add("imperative", 2.0, first in IMPERATIVE_VERBS)
+    add("assignment", 2.2, bool(_ASSIGN.match(text)) and
+        (_ASSIGN.match(text).group(1).lower() in IMPERATIVE_VERBS))  # type: ignore[union-attr]
+    add("owner", 0.8, c.owner is not None)
+    add("request", 1.6, bool(_REQUEST.search(text)))
+    add("commitment", 1.2, bool(_COMMIT.search(text)))
+    add("deadline", 1.0, has_deadline(text))
+    add("past", -1.6, bool(_PAST.search(text)) and first not in IMPERATIVE_VERBS)
+    add("question", -1.2, text.rstrip().endswith("?") and not _REQUEST.search(text)
+        and bool(_QUESTION_START.match(text)))
+    add("social", -3.5, bool(_SOCIAL.match(text)))
+    add("fyi", -1.2, bool(_FYI.search(text)))
+    add("note_cue", -1.5, bool(_NOTE_CUE.search(text)) and first not in IMPERATIVE_VERBS)
+    words = len(text.split())
+    add("short", -1.5, words < 3)
+    add("long", -1.0, words > 35)
+    add("heading_like", -1.0, text.isupper())
+    return Evidence(sum(w for _, w in parts), tuple(parts))
+
+
+def note_evidence(c: Candidate) -> Evidence:
+    parts: list[tuple[str, float]] = [("bias", -3.0)]
+    label = (c.label or "").lower()
+    if label in {"decision", "decisions", "decided", "agreed", "note", "notes", "important",
+                 "budget", "decisión", "acuerdo", "nota"}:
+        parts.append(("note_label", 4.0))
+    if c.section and _NOTE_SECTION.search(c.section):
+        parts.append(("note_section", 2.5))
+    if _NOTE_CUE.search(c.text):
+        parts.append(("note_cue", 2.5))
+    if _REQUEST.search(c.text) or _first_word(c.text) in IMPERATIVE_VERBS:
+        parts.append(("actionable", -2.0))
+    if _SOCIAL.match(c.text):
+        parts.append(("social", -3.0))
+    if c.shape == "checkbox":
+        parts.append(("checkbox", -3.0))
+    return Evidence(sum(w for _, w in parts), tuple(parts))
+
+
+def timeline_evidence(c: Candidate, has_date: bool) -> Evidence:
+    parts: list[tuple[str, float]] = [("bias", -3.0)]
+    if not has_date:
+        return Evidence(-10.0, (("no_date", -10.0),))
+    parts.append(("date", 1.5))
+    if _MILESTONE.search(c.text):
+        parts.append(("milestone_word", 2.5))
+    if c.section and re.search(r"(milestone|timeline|schedule|plan|roadmap|dates|calendar|"
+                               r"hitos|cronograma|fechas)", c.section, re.I):
+        parts.append(("timeline_section", 2.0))
+    if _first_word(c.text) in IMPERATIVE_VERBS or _REQUEST.search(c.text):
+        parts.append(("actionable", -1.5))
+    return Evidence(sum(w for _, w in parts), tuple(parts))
