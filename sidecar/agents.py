@@ -27,7 +27,7 @@ _EXT_RE = re.compile(r"^\.[a-z0-9][a-z0-9_+-]{0,15}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 _COMMON = {"id", "kind", "name", "enabled", "schedule_cron", "prompt_template", "data_types",
-           "engine", "min_confidence", "remote"}
+           "engine", "min_confidence", "remote", "project_id"}
 _LOCAL = {"directories", "extensions", "include_globs", "exclude", "max_file_bytes", "watch",
           "poll"}
 _CLOUD = {"provider", "account", "filter_config"}
@@ -48,6 +48,8 @@ class Agent:
     engine: str = "local"
     min_confidence: float = 0.0
     remote: Mapping[str, str] = field(default_factory=dict)
+    #: The app's project these records belong to (required for timelines by the schema).
+    project_id: str | None = None
     # local
     directories: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()
@@ -221,6 +223,7 @@ def validate_agent(raw: Mapping[str, Any], *, existing: Agent | None = None) -> 
         engine=engine,
         min_confidence=float(min_conf),
         remote=_remote(raw),
+        project_id=_str(raw, "project_id", None, max_len=200) or None,
     )
     if kind == "local":
         max_bytes = raw.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
