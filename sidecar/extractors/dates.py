@@ -1,0 +1,309 @@
+"""Find and resolve English date/deadline expressions so extracted items carry epoch-ms dates.
+
+Rules (all relative to ``reference``, in its time zone; a naive reference means local time):
+
+* Date-only expressions resolve to 00:00 of that local day; an adjacent time ("Friday 3pm",
+  "tomorrow at 10:30", "3pm on Friday") gives that local time instead.
+* A day and month without a year ("Dec 1") resolves to the earliest occurrence on or after
+  ``reference - 60 days``: upcoming dates stay upcoming, recently passed ones (documents talk
+  about recent deadlines) stay in the past, anything older rolls over to the next year.
+* "Friday" / "this Friday" = the coming Friday (today if today is Friday); "next Friday" = that
+  plus 7 days; "last Friday" = the most recent one before today. "next week" = Monday of next
+  week, "end of week"/"EOW" = Friday of this week, "end of month"/"EOM" = its last day,
+  "end of day"/"EOD"/"tonight" = today, "next month" = the 1st of next month.
+* Numeric dates: ``2026-12-01`` (ISO), ``12/01/2026`` (US month/day unless the first number
+  is > 12), ``1.12.2026`` (European day.month.year). Invalid dates give None, never raise.
+* A month name alone is not a date, so "we may ship" or "the march" never match.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from datetime import date, datetime, time, timedelta
+from typing import NamedTuple
+
+_MONTHS = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
+           "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12}
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+            "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
+_RELATIVE_DAYS = {"today": 0, "tonight": 0, "tomorrow": 1, "tmrw": 1, "yesterday": -1,
+                  "day after tomorrow": 2, "day before yesterday": -2}
+_RECENT_PAST = timedelta(days=60)
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+_I = re.IGNORECASE
+_MON = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+        r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_WD = (r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+       r"|mon|tues?|wed|thu(?:rs?)?|fri|sat|sun)")
+_NUM = r"(?P<n>\d{1,3}|a\s+couple\s+of|" + "|".join(_NUMBERS) + ")"
+_YEAR = r"(?P<y>(?:19|20|21)\d\d)\b"
+# "Friday, Dec 4" / "Fri 12/04/2026": a leading weekday that the explicit date overrides.
+_WDP = r"(?:\b(?P<wdp>" + _WD + r")\b\.?,?\s+(?:the\s+)?)?"
+_TIME = (r"(?:(?P<h>1[0-2]|0?[1-9])(?::(?P<mi>[0-5]\d))?\s*(?P<ap>[ap])(?:\.m\b\.?|m\b)"
+         r"|(?P<h2>[01]?\d|2[0-3]):(?P<mi2>[0-5]\d)(?::[0-5]\d)?(?![\d:]|\.\d)"
+         r"|(?P<noon>noon|midday)\b)")
+
+_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("iso", re.compile(
+        r"(?<![\w./-])(?P<y>\d{4})(?P<sep>[-/])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})"
+        r"(?P<t>T\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?(?:Z|[+-]\d\d:?\d\d)?)?(?![\w/]|[-.]\d)", _I)),
+    ("num", re.compile(
+        _WDP + r"(?<![\w/.-])(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4}|\d{2})(?![\w/]|[-.]\d)",
+        _I)),
+    ("dot", re.compile(r"(?<![\w.])(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})(?!\w|\.\d)")),
+    ("md", re.compile(
+        _WDP + r"\b(?P<mon>" + _MON + r")(?:\.\s*|\s+)(?P<d>\d{1,2})(?:st|nd|rd|th)?\b"
+        r"(?![.:]\d)(?:,?\s*" + _YEAR + ")?", _I)),
+    ("dm", re.compile(
+        _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?P<ord>st|nd|rd|th)?\s+(?P<of>of\s+)?"
+        r"(?P<mon>" + _MON + r")\b(?:\.?,?\s*" + _YEAR + ")?", _I)),
+    ("rel", re.compile(
+        r"\b(?:the\s+)?(?P<rel>day\s+after\s+tomorrow|day\s+before\s+yesterday)\b"
+        r"|\b(?P<rel1>today|tonight|tomorrow|tmrw|yesterday)\b", _I)),
+    ("end", re.compile(
+        r"\b(?:(?:the\s+)?end\s+of\s+(?:the\s+|this\s+)?(?P<enext>next\s+)?"
+        r"(?:business\s+|working\s+|work\s+)?(?P<eunit>day|week|month|year)"
+        r"|(?P<eabbr>eod|eow|eom|eoy|cob)|close\s+of\s+business)\b", _I)),
+    ("next", re.compile(r"\b(?P<nmod>next|last)\s+(?P<nunit>week|month|year)\b", _I)),
+    ("in", re.compile(
+        r"\b(?:in|within)\s+" + _NUM + r"\s+(?P<unit>day|week|month|year)s?\b", _I)),
+    ("in", re.compile(
+        r"\b" + _NUM + r"\s+(?P<unit>day|week|month|year)s?\s+"
+        r"(?:from\s+(?:now|today)|(?P<ago>ago))\b", _I)),
+    ("wd", re.compile(
+        r"\b(?:(?P<mod>this\s+coming|the\s+coming|this|next|coming|last|past)\s+)?"
+        r"(?P<wd>" + _WD + r")\b", _I)),
+)
+_SUFFIX = re.compile(r"[ \t]*,?[ \t]*(?:(?:at|@|by|around)[ \t]*)?" + _TIME, _I)
+_PREFIX = re.compile(r"(?<![\w:.])(?:(?:at|@)[ \t]*)?" + _TIME + r"[ \t]*,?[ \t]*(?:on[ \t]+)?\Z",
+                     _I)
+_LEAD = re.compile(
+    r"^(?:(?:due|on|by|until|till|til|before|after|from|starting|as\s+of|deadline:?"
+    r"|no\s+later\s+than|not\s+later\s+than)\s+)+", _I)
+_NUMERIC = re.compile(r"[+-]?(?P<int>\d+)(?:\.\d+)?")
+_TRAILING = " \t\r\n.,;:!?)\"'"
+
+
+class _Hit(NamedTuple):
+    start: int
+    end: int
+    kind: str
+    match: re.Match[str]
+    time: re.Match[str] | None
+
+
+def _valid_day(year: int | None, month: int, day: int) -> bool:
+    if not 1 <= month <= 12 or day < 1:
+        return False
+    if year is None:
+        return day <= calendar.monthrange(2000, month)[1]  # leap year: Feb 29 allowed
+    return 1 <= year <= 9999 and day <= calendar.monthrange(year, month)[1]
+
+
+def _num_ymd(m: re.Match[str]) -> tuple[int, int, int]:
+    a, b, y = int(m["a"]), int(m["b"]), m["y"]
+    year = int(y) + 2000 if len(y) == 2 else int(y)
+    return (year, b, a) if a > 12 else (year, a, b)
+
+
+def _plausible(kind: str, m: re.Match[str]) -> bool:
+    if kind in ("iso", "dot"):
+        return _valid_day(int(m["y"]), int(m["m"]), int(m["d"]))
+    if kind == "num":
+        return _valid_day(*_num_ymd(m))
+    if kind in ("md", "dm"):
+        month = _MONTHS[m["mon"][:3].lower()]
+        if not _valid_day(int(m["y"]) if m["y"] else None, month, int(m["d"])):
+            return False
+        # "the 2 may conflict": lowercase verb-like months need stronger evidence after a number.
+        ambiguous = m["mon"] in ("may", "march", "mar")
+        return not (kind == "dm" and ambiguous and not (m["ord"] or m["of"] or m["y"]))
+    if kind == "wd":
+        word = m["wd"]
+        if not word.lower().endswith("day"):  # abbreviation: "Fri" yes, "sun"/"wed" no
+            return word[0].isupper() and (word.lower() != "sun" or m["mod"] is not None)
+    return True
+
+
+def _scan(text: str) -> list[_Hit]:
+    found: list[tuple[int, int, str, re.Match[str]]] = []
+    for kind, rx in _PATTERNS:
+        found.extend((m.start(), m.end(), kind, m) for m in rx.finditer(text)
+                     if _plausible(kind, m))
+    found.sort(key=lambda h: (h[0], h[0] - h[1]))
+    chosen: list[tuple[int, int, str, re.Match[str]]] = []
+    for hit in found:
+        if not chosen or hit[0] >= chosen[-1][1]:
+            chosen.append(hit)
+    hits: list[_Hit] = []
+    prev_end = 0
+    for i, (start, end, kind, m) in enumerate(chosen):
+        limit = chosen[i + 1][0] if i + 1 < len(chosen) else len(text)
+        tm = None
+        if not (kind == "iso" and m["t"]):
+            tm = _SUFFIX.match(text, end, limit)
+            if tm is not None:
+                end = tm.end()
+            else:
+                tm = _PREFIX.search(text, max(prev_end, start - 40), start)
+                if tm is not None:
+                    start = tm.start()
+        hits.append(_Hit(start, end, kind, m, tm))
+        prev_end = end
+    return hits
+
+
+def _add_months(d: date, months: int) -> date:
+    index = d.year * 12 + d.month - 1 + months
+    year, month = divmod(index, 12)
+    return date(year, month + 1, min(d.day, calendar.monthrange(year, month + 1)[1]))
+
+
+def _infer_year(month: int, day: int, today: date) -> date | None:
+    threshold = today - _RECENT_PAST
+    for year in range(today.year - 1, today.year + 9):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if candidate >= threshold:
+            return candidate
+    return None
+
+
+def _count(m: re.Match[str]) -> int:
+    word = m["n"].lower()
+    return int(word) if word.isdigit() else _NUMBERS.get(word, 2)  # "a couple of" -> 2
+
+
+def _hit_date(kind: str, m: re.Match[str], today: date) -> date | None:
+    if kind in ("iso", "dot"):
+        return date(int(m["y"]), int(m["m"]), int(m["d"]))
+    if kind == "num":
+        return date(*_num_ymd(m))
+    if kind in ("md", "dm"):
+        month, day = _MONTHS[m["mon"][:3].lower()], int(m["d"])
+        return date(int(m["y"]), month, day) if m["y"] else _infer_year(month, day, today)
+    if kind == "rel":
+        key = " ".join((m["rel"] or m["rel1"]).lower().split())
+        return today + timedelta(days=_RELATIVE_DAYS[key])
+    monday = today - timedelta(days=today.weekday())
+    if kind == "end":
+        unit = (m["eunit"] or m["eabbr"] or "day").lower()
+        ahead = 1 if m["enext"] else 0
+        if unit in ("day", "eod", "cob", "close"):
+            return today + timedelta(days=ahead)
+        if unit in ("week", "eow"):
+            return monday + timedelta(days=4 + 7 * ahead)
+        if unit in ("month", "eom"):
+            first = _add_months(today.replace(day=1), ahead)
+            return first.replace(day=calendar.monthrange(first.year, first.month)[1])
+        return date(today.year + ahead, 12, 31)
+    if kind == "next":
+        step = 1 if m["nmod"].lower() == "next" else -1
+        unit = m["nunit"].lower()
+        if unit == "week":
+            return monday + timedelta(days=7 * step)
+        if unit == "month":
+            return _add_months(today.replace(day=1), step)
+        return date(today.year + step, 1, 1)
+    if kind == "in":
+        n = _count(m) * (-1 if m.groupdict().get("ago") else 1)
+        unit = m["unit"].lower()
+        if unit in ("day", "week"):
+            return today + timedelta(days=n * (7 if unit == "week" else 1))
+        return _add_months(today, n * (12 if unit == "year" else 1))
+    # weekday
+    target = _WEEKDAYS[m["wd"][:3].lower()]
+    mod = " ".join((m["mod"] or "").lower().split())
+    if mod in ("last", "past"):
+        return today - timedelta(days=(today.weekday() - target) % 7 or 7)
+    coming = today + timedelta(days=(target - today.weekday()) % 7)
+    return coming + timedelta(days=7) if mod == "next" else coming
+
+
+def _hit_time(tm: re.Match[str] | None) -> time | None:
+    if tm is None:
+        return None
+    if tm["noon"]:
+        return time(12)
+    if tm["ap"]:
+        hour = int(tm["h"]) % 12 + (12 if tm["ap"].lower() == "p" else 0)
+        return time(hour, int(tm["mi"] or 0))
+    return time(int(tm["h2"]), int(tm["mi2"]))
+
+
+def _dt_ms(dt: datetime, reference: datetime) -> int | None:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=reference.tzinfo)  # still naive (local) if the reference is
+    ms = round(dt.timestamp() * 1000)
+    return ms if abs(ms) <= _MAX_MS else None
+
+
+def _resolve_hit(hit: _Hit, reference: datetime) -> int | None:
+    m = hit.match
+    if hit.kind == "iso" and m["t"]:
+        stamp = f"{int(m['y']):04d}-{int(m['m']):02d}-{int(m['d']):02d}{m['t'].upper()}"
+        return _dt_ms(datetime.fromisoformat(stamp), reference)
+    day = _hit_date(hit.kind, m, reference.date())
+    if day is None:
+        return None
+    return _dt_ms(datetime.combine(day, _hit_time(hit.time) or time()), reference)
+
+
+def find_date_expressions(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, expression) of every date/deadline expression in text, in order, non-overlapping."""  # noqa: E501
+    if not isinstance(text, str) or not text:
+        return []
+    return [(h.start, h.end, text[h.start:h.end]) for h in _scan(text)]
+
+
+def resolve_date(expr: str, reference: datetime) -> int | None:
+    """The expression as epoch milliseconds (UTC) or None if it cannot be resolved."""
+    if not isinstance(expr, str) or not isinstance(reference, datetime):
+        return None
+    text = _LEAD.sub("", expr.strip())
+    for candidate in dict.fromkeys((text, text.rstrip(_TRAILING))):
+        hits = _scan(candidate)
+        if len(hits) == 1 and hits[0].start == 0 and hits[0].end == len(candidate):
+            try:
+                return _resolve_hit(hits[0], reference)
+            except (ValueError, OverflowError, OSError):
+                return None
+    return None
+
+
+def _number_ms(value: float | int) -> int | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    ms = round(value if abs(value) > 1e11 else value * 1000)
+    return ms if abs(ms) <= _MAX_MS else None
+
+
+def to_epoch_ms(value: object, reference: datetime) -> int | None:
+    """Normalise what a model or API may put in a date field: int/float epoch seconds or ms (ms if > 1e11), ISO strings ("2026-12-01", "2026-12-01T10:00:00Z"), natural expressions -> resolve_date; None/''/garbage -> None."""  # noqa: E501
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, (int, float)):
+            return _number_ms(value)
+        if isinstance(value, datetime):
+            return _dt_ms(value, reference)
+        if isinstance(value, date):
+            return _dt_ms(datetime.combine(value, time()), reference)
+        if not isinstance(value, str) or not value.strip():
+            return None
+        text = value.strip()
+        number = _NUMERIC.fullmatch(text)
+        if number is not None:  # epoch digits; short numbers ("2026", "12") are not dates
+            return _number_ms(float(text)) if len(number["int"]) >= 9 else None
+        try:
+            return _dt_ms(datetime.fromisoformat(text), reference)
+        except ValueError:
+            return resolve_date(text, reference)
+    except (ValueError, OverflowError, OSError):
+        return None
