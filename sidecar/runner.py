@@ -187,7 +187,8 @@ class Runner:
                            counters: dict[str, Any]) -> None:
         request = ExtractionRequest(
             text=doc.text, data_types=agent.data_types, prompt_template=agent.prompt_template,
-            document_date=doc.date, label=doc.item.label, min_confidence=agent.min_confidence)
+            document_date=doc.date, label=doc.item.label, min_confidence=agent.min_confidence,
+            project_id=agent.project_id)
         try:
             result: ExtractionResult = await extractor.extract(request)
         except PermanentError as exc:

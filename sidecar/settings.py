@@ -31,6 +31,8 @@ class Setting:
     #: Computed default (e.g. core count) shown in docs as ``default_text``.
     default_factory: Callable[[], Any] | None = None
     default_text: str | None = None
+    #: Allowed values for a string setting (empty: any).
+    choices: tuple[str, ...] = ()
 
     @property
     def env(self) -> str:
@@ -67,10 +69,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_context", int, 2048, "llama.cpp context size in tokens."),
     Setting("model_idle_unload_seconds", float, 300.0,
             "Unload the local model after this many idle seconds to free memory."),
+    Setting("extraction_strategy", str, "auto",
+            "Local engine strategy: extractive (the model judges document spans), generative "
+            "(grammar-constrained JSON) or auto (extractive for models under 1 GB).",
+            choices=("auto", "extractive", "generative")),
     Setting("remote_base_url", str, "", "Default OpenAI-compatible base URL for remote agents."),
     Setting("remote_model", str, "", "Default model name for the remote engine."),
     Setting("remote_concurrency", int, 4, "Concurrent requests to the remote engine."),
     Setting("remote_timeout_seconds", float, 120.0, "Timeout for one remote completion."),
+    Setting("watch_quiet_seconds", float, 2.0,
+            "Folder watching: wait this long after the last change before a run."),
+    Setting("watch_poll_seconds", float, 5.0,
+            "Folder watching: polling interval for agents with poll on (network folders)."),
     Setting("defer_on_battery", bool, True,
             "Hold scheduled (not manual) runs while on battery below the threshold."),
     Setting("battery_threshold_percent", int, 30, "Battery level under which runs are deferred."),
@@ -81,6 +91,14 @@ _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 def parse_value(setting: Setting, raw: Any) -> Any:
     """Turn a CLI/env string (or an already-typed value) into the setting's type."""
+    value = _parse(setting, raw)
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"setting {setting.name} ({setting.env}) must be one of "
+                          f"{', '.join(setting.choices)}, got {value!r}", field=setting.name)
+    return value
+
+
+def _parse(setting: Setting, raw: Any) -> Any:
     if raw is None or isinstance(raw, setting.type):
         return raw
     text = str(raw).strip()

@@ -39,3 +39,81 @@ async def client(daemon: DaemonProcess) -> AsyncIterator[SidecarClient]:
         yield c
     finally:
         await c.close()
+
+
+# -- the real default model ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """Where ``sidecar models pull`` (run by scripts/setup) put the default GGUF."""
+    from sidecar.paths import Paths
+    from sidecar.settings import Config
+
+    return Paths.from_config(Config.load({})).model_dir
+
+
+@pytest.fixture(scope="session")
+def default_model(model_dir: Path) -> Path:
+    from sidecar.model_files import load_manifest, resolve
+
+    model = resolve(load_manifest().default, model_dir)
+    if not model.path.is_file():
+        pytest.fail(f"the default model is missing at {model.path}: run `sidecar models pull` "
+                    "(scripts/setup does)")
+    return model.path
+
+
+@pytest.fixture(scope="session")
+def local_engine(default_model: Path, model_dir: Path):  # type: ignore[no-untyped-def]
+    """One LocalExtractor for the whole session: the model loads once and stays warm."""
+    from sidecar.extractors.local import LocalExtractor
+    from sidecar.paths import Paths
+    from sidecar.settings import Config
+
+    config = Config.load({"model_dir": model_dir, "model_idle_unload_seconds": 3600.0})
+    engine = LocalExtractor.from_config(config, Paths.from_config(config))
+    yield engine
+    engine.runtime._executor.submit(engine.runtime._unload_sync).result()
+    engine.runtime._executor.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session")
+def llama_server(default_model: Path):  # type: ignore[no-untyped-def]
+    """A real OpenAI-compatible server (llama-cpp-python[server]) on loopback: its /v1 URL."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(default_model.parent / "llama-server-test.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+         "--n_threads", str(max(1, (os.cpu_count() or 2) // 2)), "--model_alias", "default"],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"llama_cpp.server did not start (see {log.name})")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -80,6 +80,8 @@ class ExtractionRequest:
     label: str = ""
     #: Items below this confidence are dropped by the engine.
     min_confidence: float = 0.0
+    #: The agent's project: filled into ``projectId`` (and required by timelines).
+    project_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

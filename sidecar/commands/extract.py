@@ -1,0 +1,146 @@
+"""``sidecar extract PATH…``: run the extraction pipeline on files or folders and print records.
+
+The same readers, extractor and validation as an agent run, without a daemon, store or
+Electron: what a user runs to see what an agent would suggest. Records are printed as the
+insert ``tool_call`` payloads Electron would receive, one JSON object per line
+(``--format text`` for people).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path, PurePath
+from typing import Any, TextIO
+
+from sidecar.agents import DEFAULT_EXCLUDES
+from sidecar.cli import add_setting_flags, config_from_args
+from sidecar.errors import ConfigError
+from sidecar.extractors.base import ALLOWED_TABLES, ExtractionRequest, Extractor
+from sidecar.paths import Paths
+from sidecar.settings import Config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="extract records from files or folders and print them")
+    p.add_argument("paths", nargs="+", type=Path, help="files or folders to read")
+    p.add_argument("--types", default="tasks,notes",
+                   help="comma-separated data types (tasks, notes, timelines, projects, "
+                        "taskComments); default tasks,notes")
+    p.add_argument("--prompt", default="", help="the agent's instructions (prompt_template)")
+    p.add_argument("--engine", choices=("local", "remote"), default="local")
+    p.add_argument("--project-id", default=None, help="projectId for the records (timelines)")
+    p.add_argument("--min-confidence", type=float, default=0.0)
+    p.add_argument("--format", choices=("jsonl", "text"), default="jsonl",
+                   help="jsonl (default): one JSON object per record; text: a readable summary")
+    p.add_argument("--max-file-bytes", type=int, default=20_000_000)
+    add_setting_flags(p, ["model", "model_threads", "model_context", "extraction_strategy",
+                          "remote_base_url", "remote_model", "remote_timeout_seconds"])
+    p.set_defaults(func=_run)
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    from sidecar.pathfilter import included
+    from sidecar.readers import SUPPORTED_EXTENSIONS
+
+    out: list[Path] = []
+    for root in paths:
+        if root.is_file():
+            out.append(root)
+            continue
+        if not root.is_dir():
+            raise ConfigError(f"{root}: no such file or folder", field="paths")
+        for path in sorted(root.rglob("*")):
+            rel = PurePath(path.relative_to(root).as_posix())
+            parents_ok = all(
+                included(PurePath(*rel.parts[: i + 1]), extensions=(), include_globs=(),
+                         exclude=DEFAULT_EXCLUDES, is_dir=True)
+                for i in range(len(rel.parts) - 1))
+            if path.is_file() and parents_ok and included(
+                    rel, extensions=tuple(SUPPORTED_EXTENSIONS), include_globs=(),
+                    exclude=DEFAULT_EXCLUDES, is_dir=False):
+                out.append(path)
+    return out
+
+
+def _extractor(args: argparse.Namespace, config: Config) -> Extractor:
+    paths = Paths.from_config(config)
+    if args.engine == "remote":
+        from sidecar.extractors.remote import RemoteExtractor
+
+        return RemoteExtractor.from_config(config, base_url=config.remote_base_url,
+                                           model=config.remote_model)
+    from sidecar.extractors.local import LocalExtractor
+
+    return LocalExtractor.from_config(config, paths)
+
+
+async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+    from sidecar.readers import SkipFile, read_document
+
+    types = tuple(t.strip() for t in args.types.split(",") if t.strip())
+    bad = [t for t in types if t not in ALLOWED_TABLES]
+    if bad or not types:
+        raise ConfigError(f"unknown data types {bad}; allowed: {sorted(ALLOWED_TABLES)}",
+                          field="types")
+    files = _files(args.paths)
+    total = 0
+    async with _extractor(args, config) as extractor:
+        for path in files:
+            started = time.perf_counter()
+            try:
+                doc = await asyncio.to_thread(read_document, path, max_bytes=args.max_file_bytes)
+            except SkipFile as exc:
+                _emit(out, args.format == "jsonl", {"file": str(path), "skipped": exc.reason,
+                                       "message": exc.message})
+                continue
+            result = await extractor.extract(ExtractionRequest(
+                text=doc.text, data_types=types, prompt_template=args.prompt,
+                document_date=doc.date, label=str(path), min_confidence=args.min_confidence,
+                project_id=args.project_id))
+            took = time.perf_counter() - started
+            if args.format == "text":
+                out.write(f"\n{path}  ({len(doc.text)} chars, {len(result.items)} records, "
+                          f"{took:.1f} s)\n")
+            for item in result.items:
+                total += 1
+                _emit(out, args.format == "jsonl", {
+                    "file": str(path), "type": "tool_call", "action": "insert",
+                    "table": item.table,
+                    "data": {**item.data, "isAiSuggested": 1, "isApproved": 0},
+                    "confidence": round(item.confidence, 3), "source": item.source.to_json()})
+            for problem in result.problems:
+                _emit(out, args.format == "jsonl", {"file": str(path), "problem": problem.message})
+    if args.format == "text":
+        out.write(f"\n{total} record(s) from {len(files)} file(s)\n")
+    return 0
+
+
+def _emit(out: TextIO, as_json: bool, obj: dict[str, Any]) -> None:
+    if as_json:
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        return
+    if "skipped" in obj:
+        out.write(f"\n{obj['file']}: skipped ({obj['skipped']}): {obj['message']}\n")
+    elif "problem" in obj:
+        out.write(f"  ! {obj['problem']}\n")
+    else:
+        data = obj["data"]
+        title = data.get("title") or data.get("name") or data.get("content", "")
+        extra = [f"{k}={data[k]}" for k in ("status", "priority", "assignee", "dueDate", "date")
+                 if k in data]
+        out.write(f"  [{obj['table']:9}] {title}  ({obj['confidence']:.2f}"
+                  f"{'; ' + ', '.join(extra) if extra else ''})\n")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from sidecar.stdio import claim_stdout
+
+    out = claim_stdout()  # llama.cpp must not print into our output
+    config = config_from_args(args)
+    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.WARNING))
+    return asyncio.run(_extract_all(args, config, out))

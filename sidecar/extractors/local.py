@@ -1,0 +1,106 @@
+"""The embedded engine: a llama.cpp model on this laptop, offline, any GGUF by path.
+
+Small models (the 135M default) are used extractively: candidates come from the document and
+the model only judges them (see ``judge.py``). Larger models can write records themselves
+under a JSON-Schema grammar (``generative.py``); ``extraction_strategy=auto`` picks by size.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sidecar.extractors.base import (
+    ExtractionProblem,
+    ExtractionRequest,
+    ExtractionResult,
+    Extractor,
+)
+from sidecar.extractors.dates import find_date_expressions, resolve_date
+from sidecar.extractors.extractive import Tuning, extract_extractive
+from sidecar.extractors.judge import ModelJudge
+from sidecar.extractors.llama_runtime import LlamaRuntime
+from sidecar.extractors.postprocess import finalize, reference_date
+from sidecar.extractors.schema import allowed_tables
+from sidecar.model_files import ModelFile, resolve
+from sidecar.paths import Paths
+from sidecar.settings import Config
+
+log = logging.getLogger(__name__)
+
+#: ``auto`` uses the extractive strategy below this file size.
+SMALL_MODEL_BYTES = 1_000_000_000
+
+
+class LocalExtractor(Extractor):
+    """Extraction with the embedded llama.cpp model."""
+
+    name = "local"
+
+    def __init__(self, runtime: LlamaRuntime, *, strategy: str = "auto",
+                 tuning: Tuning | None = None) -> None:
+        self.runtime = runtime
+        self.tuning = tuning or Tuning()
+        self.strategy = self._choose(strategy)
+
+    @classmethod
+    def from_config(cls, config: Config, paths: Paths) -> LocalExtractor:
+        model = resolve(config.model, paths.model_dir)
+        runtime = LlamaRuntime(model, threads=config.model_threads, n_ctx=config.model_context,
+                               idle_unload_seconds=config.model_idle_unload_seconds)
+        return cls(runtime, strategy=config.extraction_strategy)
+
+    @property
+    def model(self) -> ModelFile:
+        return self.runtime.model
+
+    def _choose(self, strategy: str) -> str:
+        if strategy != "auto":
+            return strategy
+        try:
+            size = self.model.path.stat().st_size
+        except OSError:  # missing: extract() will say so clearly
+            size = self.model.spec.size if self.model.spec else 0
+        return "extractive" if size < SMALL_MODEL_BYTES else "generative"
+
+    def fingerprint(self) -> str:
+        spec = self.model.spec
+        if spec is not None:
+            ident = spec.sha256[:16]
+        else:
+            try:
+                st = self.model.path.stat()
+                ident = f"{st.st_size}-{st.st_mtime_ns}"
+            except OSError:
+                ident = "missing"
+        version = self.tuning.version if self.strategy == "extractive" else "generative-1"
+        return f"local:{self.model.name}:{ident}:{version}"
+
+    async def extract(self, request: ExtractionRequest) -> ExtractionResult:
+        reference = reference_date(request)
+        problems: list[ExtractionProblem] = []
+        stats: dict[str, Any] = {"strategy": self.strategy}
+        if not allowed_tables(request.data_types) or not request.text.strip():
+            return ExtractionResult(stats=stats)
+        before = (self.runtime.tokens_evaluated, self.runtime.tokens_reused)
+        if self.strategy == "extractive":
+            judge = ModelJudge(self.runtime, request.prompt_template)
+            raw = await extract_extractive(
+                request.text, request.data_types, reference=reference, judge=judge,
+                tuning=self.tuning, resolve_date=resolve_date, find_dates=find_date_expressions,
+                project_id=request.project_id)
+            stats["model_calls"] = judge.calls
+            chunks = 1
+        else:
+            from sidecar.extractors.generative import LlamaCompleter, extract_generative
+
+            raw, problems, chunks = await extract_generative(
+                LlamaCompleter(self.runtime), request, reference, n_ctx=self.runtime.n_ctx)
+        stats["tokens_evaluated"] = self.runtime.tokens_evaluated - before[0]
+        stats["tokens_reused"] = self.runtime.tokens_reused - before[1]
+        items = finalize(raw, request, reference, problems)
+        return ExtractionResult(items=tuple(items), problems=tuple(problems), chunks=chunks,
+                                stats=stats)
+
+    async def aclose(self) -> None:
+        await self.runtime.aclose()
