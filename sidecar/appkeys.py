@@ -9,8 +9,10 @@ from aiohttp import web
 from sidecar.delivery import Delivery
 from sidecar.hub import Hub
 from sidecar.runner import Runner
+from sidecar.scheduler import Scheduler
 from sidecar.settings import Config
 from sidecar.store import Store
+from sidecar.watcher import WatchManager
 
 CONFIG = web.AppKey("config", Config)
 TOKEN = web.AppKey("token", str)
@@ -21,3 +23,5 @@ RUNNER = web.AppKey("runner", Runner)
 STARTED_AT = web.AppKey("started_at", float)
 #: Called with an agent id after it was created, changed or deleted (scheduler, watchers).
 AGENT_LISTENERS = web.AppKey("agent_listeners", list[Callable[[str], Awaitable[None]]])
+WATCHERS = web.AppKey("watchers", WatchManager)
+SCHEDULER = web.AppKey("scheduler", Scheduler)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +10,7 @@ from aiohttp import web
 from sidecar import PROTOCOL_VERSION, __version__
 from sidecar import protocol as p
 from sidecar.agents import validate_agent
-from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, STORE
+from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STORE
 from sidecar.clock import iso, now, parse_iso
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
@@ -41,10 +40,14 @@ def available_models(app: web.Application) -> list[dict[str, Any]]:
 async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str, Any]:
     """One agent's line in ``status``: next run, last run outcome."""
     runs = await app[STORE].runs.list(agent_id=record["id"], limit=1)
-    last = parse_iso(record.get("last_run_at"))
-    nxt: datetime | None = None
-    if record.get("enabled"):
-        nxt = next_run(last or now(), record["schedule_cron"])
+    scheduler = app.get(SCHEDULER)
+    nxt: str | None = None
+    if record.get("enabled") and scheduler is not None:
+        nxt = scheduler.upcoming(record["id"], record["schedule_cron"],
+                                 record.get("last_run_at"))
+    elif record.get("enabled"):
+        nxt = iso(next_run(parse_iso(record.get("last_run_at")) or now(),
+                           record["schedule_cron"]))
     return {
         "id": record["id"],
         "name": record["name"],
@@ -53,7 +56,9 @@ async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str
         "state": record["state"],
         "schedule_cron": record["schedule_cron"],
         "last_run_at": record.get("last_run_at"),
-        "next_run_at": iso(nxt),
+        "next_run_at": nxt,
+        "deferred": scheduler.deferred.get(record["id"]) if scheduler else None,
+        "schedule_error": scheduler.invalid.get(record["id"]) if scheduler else None,
         "last_run": runs[0] if runs else None,
         "running_run_id": app[RUNNER].running_run(record["id"]),
     }

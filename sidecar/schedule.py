@@ -9,10 +9,18 @@ log = logging.getLogger(__name__)
 
 
 def local_tz() -> tzinfo:
-    """The user's local time zone (cron is evaluated in it, as a user reads their schedule)."""
-    tz = datetime.now().astimezone().tzinfo
-    assert tz is not None
-    return tz
+    """The user's IANA zone (DST-aware; cron is evaluated in it, as a user reads it).
+
+    ``TZ`` wins (tests, users who set it); a fixed offset is the last resort.
+    """
+    try:
+        import tzlocal
+
+        return tzlocal.get_localzone()
+    except Exception:  # no zone information at all
+        tz = datetime.now().astimezone().tzinfo
+        assert tz is not None
+        return tz
 
 
 def next_run(prev: datetime, cron: str, tz: tzinfo | None = None) -> datetime | None:

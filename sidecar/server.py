@@ -15,9 +15,11 @@ from sidecar.appkeys import (
     DELIVERY,
     HUB,
     RUNNER,
+    SCHEDULER,
     STARTED_AT,
     STORE,
     TOKEN,
+    WATCHERS,
 )
 from sidecar.auth import origin_allowed, token_ok
 from sidecar.delivery import Delivery
@@ -116,6 +118,52 @@ def runner_ctx(paths: Paths) -> object:
     return ctx
 
 
+async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Folder watchers for local agents, re-synced whenever an agent changes."""
+    from sidecar.watcher import WatchManager
+
+    runner, store, config = app[RUNNER], app[STORE], app[CONFIG]
+
+    async def start_run(agent_id: str, trigger: str, only: set[str] | None
+                        ) -> tuple[str, bool]:
+        return await runner.start(agent_id, trigger, only=only)
+
+    manager = WatchManager(start_run, runner.wait, quiet_seconds=config.watch_quiet_seconds,
+                           poll_interval=config.watch_poll_seconds)
+    app[WATCHERS] = manager
+
+    async def on_agent(agent_id: str) -> None:
+        await manager.sync(await store.agents.get_agent(agent_id), agent_id)
+
+    for record in await store.agents.records(kind="local"):
+        await on_agent(record["id"])
+    app[AGENT_LISTENERS].append(on_agent)
+    yield
+    await manager.close()
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Cron jobs per agent; catch-up of overdue agents at start-up and after sleep."""
+    from sidecar.scheduler import Scheduler
+
+    runner, config = app[RUNNER], app[CONFIG]
+
+    async def start_run(agent_id: str, trigger: str) -> tuple[str, bool]:
+        return await runner.start(agent_id, trigger)
+
+    scheduler = Scheduler(app[STORE], start_run, defer_on_battery=config.defer_on_battery,
+                          battery_threshold=config.battery_threshold_percent)
+    app[SCHEDULER] = scheduler
+    await scheduler.start()
+
+    async def on_agent(agent_id: str) -> None:
+        await scheduler.sync(agent_id)
+
+    app[AGENT_LISTENERS].append(on_agent)
+    yield
+    await scheduler.close()
+
+
 async def close_websockets(app: web.Application) -> None:
     """Runs before the server waits for handlers: open sockets would hold shutdown up."""
     await app[HUB].close_all()
@@ -131,6 +179,8 @@ def create_app(config: Config, paths: Paths, token: str) -> web.Application:
     app.cleanup_ctx.append(store_ctx(paths))  # type: ignore[arg-type]
     app.cleanup_ctx.append(delivery_ctx)
     app.cleanup_ctx.append(runner_ctx(paths))  # type: ignore[arg-type]
+    app.cleanup_ctx.append(watch_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
     app.on_shutdown.append(close_websockets)
     register_handlers(app)
     app.router.add_get("/health", health)

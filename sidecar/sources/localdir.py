@@ -128,10 +128,13 @@ class LocalFolderSource(Source):
             last_result={"reason": skip.reason, "message": skip.message}, run_id=self.run_id)
 
     async def finish(self) -> list[str]:
-        """Notice files that are gone (full scans only); delivered records are not retracted."""
-        if self.only is not None or self._scan is None:
+        """Notice files that are gone; records already delivered are not retracted."""
+        if self._scan is None:
             return []
         present = set(self._scan.files) | {r.path for r in self._scan.refused}
-        gone = [p for p, s in self._known.items() if p not in present and s.status != "deleted"]
+        # a watcher batch only speaks for its own paths; a full scan for the whole tree
+        scope = self._known if self.only is None else {
+            p: s for p, s in self._known.items() if p in self.only}
+        gone = [p for p, s in scope.items() if p not in present and s.status != "deleted"]
         await self.files.mark_deleted(self.agent.id, gone)
         return [f"{len(gone)} file(s) no longer present"] if gone else []

@@ -1,0 +1,182 @@
+"""Cron schedules inside the sidecar: one APScheduler job per agent, catch-up once, laptop-aware.
+
+APScheduler fires the regular slots (in the user's IANA zone, DST-correct). What it misses
+while the daemon was stopped or the laptop slept is handled by the seed's overdue rule in
+:meth:`Scheduler.catch_up`, run at start-up and whenever the wall clock jumps ahead of the
+monotonic clock (a wake-up): an overdue agent runs once, not once per missed slot.
+Scheduled runs wait while the laptop is on low battery; they go when power returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, tzinfo
+from typing import Any
+
+from sidecar.clock import iso, parse_iso
+from sidecar.power import PowerSource, PsutilPower, deferral_reason
+from sidecar.schedule import is_overdue, local_tz, next_run
+from sidecar.store import Store
+
+log = logging.getLogger(__name__)
+
+StartRun = Callable[[str, str], Awaitable[tuple[str, bool]]]
+
+#: A wall-clock jump beyond the monotonic clock larger than this means the machine slept.
+WAKE_JUMP_SECONDS = 60.0
+
+
+class Scheduler:
+    """Keeps APScheduler's jobs in step with the agents table and fires runs."""
+
+    def __init__(self, store: Store, start_run: StartRun, *, tz: tzinfo | None = None,
+                 power: PowerSource | None = None, defer_on_battery: bool = True,
+                 battery_threshold: float = 30.0, now: Callable[[], datetime] | None = None,
+                 tick_seconds: float = 15.0, power_poll_seconds: float = 60.0) -> None:
+        self.store = store
+        self.start_run = start_run
+        self.tz = tz or local_tz()
+        self.power = power or PsutilPower()
+        self.defer_on_battery = defer_on_battery
+        self.battery_threshold = battery_threshold
+        self.now = now or (lambda: datetime.now(self.tz))
+        self.tick_seconds = tick_seconds
+        self.power_poll_seconds = power_poll_seconds
+        self.deferred: dict[str, str] = {}  # agent id → reason
+        self.invalid: dict[str, str] = {}  # agent id → why its cron is never fired
+        self.fired: list[tuple[str, str]] = []  # (agent id, trigger), for status and tests
+        self._aps: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deferred_event = asyncio.Event()
+
+    async def start(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._aps = AsyncIOScheduler(timezone=self.tz)
+        self._aps.start()
+        for record in await self.store.agents.records():
+            await self.sync(record["id"])
+        self._tasks = [asyncio.create_task(self._wake_watch(), name="scheduler-wake"),
+                       asyncio.create_task(self._power_watch(), name="scheduler-power")]
+        await self.catch_up("startup")
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+
+    async def sync(self, agent_id: str) -> None:
+        """Reschedule one agent after it was created, changed or deleted."""
+        from apscheduler.jobstores.base import JobLookupError
+        from apscheduler.triggers.cron import CronTrigger
+
+        if self._aps is None:
+            return
+        with contextlib.suppress(JobLookupError):
+            self._aps.remove_job(agent_id)
+        self.invalid.pop(agent_id, None)
+        record = await self.store.agents.record(agent_id)
+        if record is None:
+            self.deferred.pop(agent_id, None)
+            return
+        if not record.get("enabled"):
+            self.deferred.pop(agent_id, None)
+            return
+        try:
+            trigger = CronTrigger.from_crontab(record["schedule_cron"], timezone=self.tz)
+        except ValueError as exc:
+            self.invalid[agent_id] = f"invalid schedule {record['schedule_cron']!r}: {exc}"
+            log.warning("agent %s: %s; it will not run on a schedule", agent_id,
+                        self.invalid[agent_id])
+            return
+        self._aps.add_job(self.fire, trigger, args=[agent_id, "schedule"], id=agent_id,
+                          coalesce=True, max_instances=1, misfire_grace_time=30,
+                          replace_existing=True)
+
+    def next_run_at(self, agent_id: str) -> str | None:
+        if self._aps is None:
+            return None
+        job = self._aps.get_job(agent_id)
+        return iso(job.next_run_time) if job is not None and job.next_run_time else None
+
+    async def fire(self, agent_id: str, trigger: str) -> str | None:
+        """A scheduled or catch-up run: waits (deferred) on low battery; returns the run id."""
+        reason = deferral_reason(self.power.read(), enabled=self.defer_on_battery,
+                                 threshold=self.battery_threshold)
+        if reason is not None:
+            if agent_id not in self.deferred:
+                log.info("agent %s: scheduled run %s", agent_id, reason)
+            self.deferred[agent_id] = reason
+            self._deferred_event.set()
+            return None
+        self.deferred.pop(agent_id, None)
+        try:
+            run_id, already = await self.start_run(agent_id, trigger)
+        except Exception:
+            log.exception("agent %s: could not start a %s run", agent_id, trigger)
+            return None
+        if not already:
+            self.fired.append((agent_id, trigger))
+        return run_id
+
+    async def catch_up(self, why: str) -> list[str]:
+        """Run every enabled agent whose next slot after its last run has passed, once."""
+        started = []
+        now = self.now()
+        for record in await self.store.agents.records():
+            if not record.get("enabled") or record["id"] in self.invalid:
+                continue
+            last = parse_iso(record.get("last_run_at"))
+            if is_overdue(record["schedule_cron"], last, now, self.tz):
+                log.info("agent %s is overdue (%s); catching up once", record["id"], why)
+                run_id = await self.fire(record["id"], "catch_up")
+                if run_id:
+                    started.append(run_id)
+        return started
+
+    def upcoming(self, agent_id: str, cron: str, last_run_at: str | None) -> str | None:
+        """Next run for status: APScheduler's job, else the pure cron math."""
+        scheduled = self.next_run_at(agent_id)
+        if scheduled:
+            return scheduled
+        base = parse_iso(last_run_at) or self.now()
+        return iso(next_run(base, cron, self.tz))
+
+    async def _wake_watch(self) -> None:
+        """A wall-clock jump larger than the monotonic one: the laptop slept; catch up."""
+        wall, mono = time.time(), time.monotonic()
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            new_wall, new_mono = time.time(), time.monotonic()
+            if (new_wall - wall) - (new_mono - mono) > WAKE_JUMP_SECONDS:
+                log.info("clock jumped %.0f s: woke from sleep", (new_wall - wall)
+                         - (new_mono - mono))
+                await self.catch_up("wake")
+            wall, mono = new_wall, new_mono
+
+    async def _power_watch(self) -> None:
+        """While runs are deferred, poll the power state and release them when it allows."""
+        while True:
+            await self._deferred_event.wait()
+            await asyncio.sleep(self.power_poll_seconds)
+            await self.release_deferred()
+
+    async def release_deferred(self) -> None:
+        if not self.deferred:
+            self._deferred_event.clear()
+            return
+        if deferral_reason(self.power.read(), enabled=self.defer_on_battery,
+                           threshold=self.battery_threshold) is not None:
+            return
+        for agent_id in list(self.deferred):
+            await self.fire(agent_id, "schedule")
+        if not self.deferred:
+            self._deferred_event.clear()

@@ -1,0 +1,218 @@
+"""Folder watching: watchdog events become one debounced, incremental run per quiet burst.
+
+watchdog calls us on its own threads; events cross to the event loop with
+``call_soon_threadsafe`` and nothing else happens on those threads. A burst of events
+(a copy of 500 files, an editor's save dance) is gathered until the folder has been quiet
+for ``quiet_seconds`` and every changed file's size and mtime have stopped moving, then
+handed to the runner as one run over just those paths. An observer that dies (buffer
+overflow, a network drive that went away) is restarted and followed by a full rescan, so no
+change is missed; ``poll`` agents use watchdog's polling observer for network folders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sidecar.agents import Agent
+
+log = logging.getLogger(__name__)
+
+#: ``start_run(agent_id, trigger, only)`` → (run_id, already_running); ``only=None`` = full.
+StartRun = Callable[[str, str, "set[str] | None"], Awaitable[tuple[str, bool]]]
+WaitRun = Callable[[str], Awaitable[Any]]
+
+
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+class FolderWatcher:
+    """Watches one agent's folders and triggers incremental runs."""
+
+    def __init__(self, agent: Agent, start_run: StartRun, wait_run: WaitRun, *,
+                 quiet_seconds: float = 2.0, poll_interval: float = 5.0,
+                 health_interval: float = 2.0) -> None:
+        self.agent = agent
+        self.start_run = start_run
+        self.wait_run = wait_run
+        self.quiet_seconds = quiet_seconds
+        self.poll_interval = poll_interval
+        self.health_interval = health_interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._observer: Any = None
+        self._pending: dict[str, tuple[int, int] | None] = {}
+        self._last_event = 0.0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._rescan = False
+        self.runs_triggered = 0
+        self.restarts = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._start_observer)
+        self._task = asyncio.create_task(self._main(), name=f"watch-{self.agent.id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.to_thread(self._stop_observer)
+
+    def _start_observer(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:  # watchdog thread
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                paths = [event.src_path, getattr(event, "dest_path", "") or ""]
+                watcher._threadsafe(paths, bool(event.is_directory))
+
+        observer = (PollingObserver(timeout=self.poll_interval) if self.agent.poll
+                    else Observer())
+        handler = Handler()
+        for d in self.agent.directories:
+            if Path(d).is_dir():
+                observer.schedule(handler, str(d), recursive=True)
+            else:
+                log.warning("agent %s: folder %s does not exist; not watched", self.agent.id, d)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def _stop_observer(self) -> None:
+        obs, self._observer = self._observer, None
+        if obs is not None:
+            with contextlib.suppress(Exception):
+                obs.stop()
+                obs.join(timeout=5)
+
+    def _threadsafe(self, paths: list[str], is_dir: bool) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closing
+            loop.call_soon_threadsafe(self._on_event, paths, is_dir)
+
+    # -- event-loop side ---------------------------------------------------------------------
+
+    def _on_event(self, paths: list[str], is_dir: bool) -> None:
+        for raw in paths:
+            if not raw:
+                continue
+            # the folder as the scan sees it (resolved), the entry itself left unresolved so
+            # the scan can still judge a symlink
+            path = os.fsdecode(raw)
+            path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+            if is_dir:
+                # a folder moved in or out: its files were not reported one by one
+                self._rescan = True
+            self._pending[path] = _stat(path)
+        self._last_event = time.monotonic()
+        self._wake.set()
+
+    async def _main(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.health_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self._check_observer()
+            if not self._pending and not self._rescan:
+                continue
+            await self._settle()
+            await self._fire()
+
+    async def _check_observer(self) -> None:
+        obs = self._observer
+        if obs is not None and not obs.is_alive():
+            self.restarts += 1
+            log.warning("agent %s: folder watcher stopped (overflow or drive gone); restarting "
+                        "and rescanning", self.agent.id)
+            await asyncio.to_thread(self._stop_observer)
+            await asyncio.to_thread(self._start_observer)
+            self._rescan = True
+
+    async def _settle(self) -> None:
+        """Wait for quiet, then until every pending file's size and mtime stop changing."""
+        while True:
+            quiet_for = time.monotonic() - self._last_event
+            if quiet_for < self.quiet_seconds:
+                await asyncio.sleep(self.quiet_seconds - quiet_for)
+                continue
+            now = {p: await asyncio.to_thread(_stat, p) for p in list(self._pending)}
+            moving = [p for p, st in now.items() if st != self._pending.get(p)]
+            self._pending.update(now)
+            if not moving:
+                return
+            self._last_event = time.monotonic()  # still being written: wait another period
+
+    async def _fire(self) -> None:
+        full = self._rescan
+        paths = None if full else set(self._pending)
+        self._pending.clear()
+        self._rescan = False
+        while True:
+            run_id, already = await self.start_run(self.agent.id, "watch", paths)
+            if not already:
+                self.runs_triggered += 1
+                return
+            # a run is going: it may have scanned before these changes; go again after it
+            with contextlib.suppress(Exception):
+                await self.wait_run(run_id)
+
+
+class WatchManager:
+    """One watcher per enabled local agent with ``watch`` on; kept in sync with agent edits."""
+
+    def __init__(self, start_run: StartRun, wait_run: WaitRun, *, quiet_seconds: float = 2.0,
+                 poll_interval: float = 5.0) -> None:
+        self.start_run = start_run
+        self.wait_run = wait_run
+        self.quiet_seconds = quiet_seconds
+        self.poll_interval = poll_interval
+        self.watchers: dict[str, FolderWatcher] = {}
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def wants_watch(agent: Agent) -> bool:
+        return agent.kind == "local" and agent.enabled and agent.watch
+
+    async def sync(self, agent: Agent | None, agent_id: str) -> None:
+        """(Re)start, or stop, the watcher of ``agent_id`` (``agent`` None: deleted)."""
+        async with self._lock:
+            old = self.watchers.pop(agent_id, None)
+            if old is not None:
+                await old.stop()
+            if agent is not None and self.wants_watch(agent):
+                w = FolderWatcher(agent, self.start_run, self.wait_run,
+                                  quiet_seconds=self.quiet_seconds,
+                                  poll_interval=self.poll_interval)
+                await w.start()
+                self.watchers[agent_id] = w
+
+    async def close(self) -> None:
+        async with self._lock:
+            for w in self.watchers.values():
+                await w.stop()
+            self.watchers.clear()
