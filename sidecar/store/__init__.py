@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sidecar.store.agents import AgentStore
+from sidecar.store.cursors import CursorStore
 from sidecar.store.db import Database
 from sidecar.store.outbox import OutboxStore
 from sidecar.store.runs import RunStore
@@ -18,6 +19,7 @@ class Store:
         self.agents = AgentStore(self.db)
         self.runs = RunStore(self.db)
         self.outbox = OutboxStore(self.db)
+        self.cursors = CursorStore(self.db)
 
     async def open(self) -> Store:
         await self.db.open()
