@@ -44,6 +44,14 @@ def extraction_key(agent: Agent, fingerprint: str) -> str:
     return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
+def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
+    """One record, one key: the same suggestion from the same document (re-extracted after an
+    edit or a prompt change, or re-run after a crash) is never queued twice; a new one is."""
+    data = item.data
+    what = data.get("title") or data.get("name") or data.get("content") or ""
+    return idempotency_key(agent.id, doc.item.key, item.table, " ".join(str(what).lower().split()))
+
+
 def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
     source = {"path": doc.meta.get("path"), "key": doc.item.key, "label": doc.item.label,
               **item.source.to_json()}
@@ -200,10 +208,10 @@ class Runner:
             errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
             return
         counters["processed"] += 1
-        items = [NewItem(idempotency_key=idempotency_key(agent.id, doc.content_hash, i),
+        items = [NewItem(idempotency_key=item_key(agent, doc, it),
                          agent_id=agent.id, run_id=run_id, table=it.table, data=dict(it.data),
                          meta=item_meta(doc, it))
-                 for i, it in enumerate(result.items)]
+                 for it in result.items]
         summary = {"items": len(items), "chunks": result.chunks,
                    "problems": [pr.message for pr in result.problems][:20]}
         async with self.store.db.transaction() as conn:

@@ -27,6 +27,14 @@ _LABEL_PREFIX = re.compile(
     r"^\s*(?:action(?: item)?s?|todo|to-do|to do|task|next step|ai|follow[- ]up|"
     r"decision|note|milestone|tarea|acción|pendiente)\s*[:\-–]\s*", re.I)
 _MENTION_PREFIX = re.compile(r"^\s*@(?P<who>[\w.-]{1,30})\s*[:,-]?\s*")
+#: "Priya: set up the server" inside a bullet: Priya owns it.
+_OWNER_PREFIX = re.compile(r"^\s*(?P<who>[A-ZÀ-Ý][\w'À-ÿ-]{1,20}(?: [A-ZÀ-Ý][\w'À-ÿ-]{1,20})?)"
+                           r"\s*:\s+(?=\S)")
+#: Greetings and sign-offs stand alone: "Hi Priya," must not glue onto the request after it.
+_SALUTATION = re.compile(r"^\s*(?:(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|"
+                         r"morning|hola|thanks|thank you|many thanks|best|best regards|"
+                         r"kind regards|regards|cheers|warm regards|saludos|gracias)\b"
+                         r"[^.!?\n]{0,40}|[^.!?\n]{1,40},)\s*$", re.I)
 _OWNER_SUFFIX = re.compile(r"\s*[\(\[](?:owner|assignee|who|resp)\s*:?\s*(?P<who>[^)\]]{1,40})"
                            r"[\)\]]\s*$", re.I)
 #: "Decision: …" is a label, not a speaker.
@@ -96,17 +104,21 @@ def _heading(line: str) -> str | None:
     return None
 
 
-def _clean(text: str, start: int, end: int) -> tuple[int, int, str | None]:
-    """Drop label prefixes ("Action:", "@ana:") and owner suffixes; keep offsets exact."""
-    owner = None
+def _clean(text: str, start: int, end: int) -> tuple[int, int, str | None, str | None]:
+    """Drop label prefixes ("Action:", "@ana:", "Priya:") and owner suffixes; offsets exact.
+
+    Returns (start, end, owner, label).
+    """
+    owner = label = None
     seg = text[start:end]
     m = _LABEL_PREFIX.match(seg)
     if m:
+        label = m.group(0).strip(" \t:-–").lower()
         start += m.end()
         seg = text[start:end]
-    m = _MENTION_PREFIX.match(seg)
-    if m:
-        owner = m.group("who")
+    m = _MENTION_PREFIX.match(seg) or _OWNER_PREFIX.match(seg)
+    if m and m.group("who").strip().lower() not in LABEL_WORDS:
+        owner = m.group("who").strip()
         start += m.end()
         seg = text[start:end]
     m = _OWNER_SUFFIX.search(seg)
@@ -114,7 +126,7 @@ def _clean(text: str, start: int, end: int) -> tuple[int, int, str | None]:
         owner = owner or m.group("who").strip()
         end = start + m.start()
     start, end = _strip_span(text, start, end)
-    return start, end, owner
+    return start, end, owner, label
 
 
 def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
@@ -177,6 +189,11 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
                 _add(out, text, s, e, "chat", section, speaker=m.group("who").strip(),
                      line_no=line.no, max_words=max_words)
             continue
+        if _SALUTATION.match(body) and len(body.split()) <= 6:
+            flush_paragraph()
+            _add(out, text, line.start, line.end, "sentence", section, line_no=line.no,
+                 max_words=max_words)
+            continue
         paragraph.append(line)
         if body.rstrip().endswith((".", "!", "?")) and len(paragraph) == 1 and len(body) < 200:
             flush_paragraph()
@@ -187,7 +204,8 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
 def _add(out: list[Candidate], text: str, start: int, end: int, shape: str,
          section: str | None, *, checked: bool = False, speaker: str | None = None,
          label: str | None = None, line_no: int = 0, max_words: int = 60) -> None:
-    start, end, owner = _clean(text, start, end)
+    start, end, owner, cleaned_label = _clean(text, start, end)
+    label = label or cleaned_label
     span = text[start:end]
     words = span.split()
     if len(words) < 2 or len(words) > max_words or not any(ch.isalpha() for ch in span):

@@ -66,7 +66,9 @@ def _title(c: Candidate, max_len: int = 200) -> tuple[str, int, int]:
         end = start + len(text)
     if text and text[0].islower():
         text = text[0].upper() + text[1:]
-    return text, start, end
+    # a span wrapped over lines (an email paragraph) reads as one line; the span still points
+    # at the document's own text
+    return " ".join(text.split()), start, end
 
 
 def _grounding(c: Candidate, start: int, end: int, quote: str) -> Grounding:

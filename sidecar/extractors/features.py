@@ -39,6 +39,10 @@ _REQUEST = re.compile(
     r"i need|we need|needs? to|have to|has to|must|should|make sure|don'?t forget|"
     r"remember to|be sure to|let'?s|action required|asap|por favor|hay que|tenemos que|"
     r"tienes que|necesito|necesitamos|no olvides|recuerda)\b", re.I)
+#: "Could you please fix…", "Please send…": a request addressed to the reader, verb first.
+_DIRECT_REQUEST = re.compile(
+    rf"^(?:(?:could|can|would|will) you (?:please |kindly |also )?|(?:please|pls|kindly) "
+    rf"|would you mind )({_W})", re.I)
 _COMMIT = re.compile(
     r"\b(i'?ll|i will|we'?ll|we will|i'?m going to|i am going to|will send|will do|"
     r"will update|will prepare|will follow|voy a|vamos a|me encargo)\b", re.I)
@@ -160,6 +164,9 @@ def task_evidence(c: Candidate) -> Evidence:
         (_ASSIGN.match(text).group(1).lower() in IMPERATIVE_VERBS))  # type: ignore[union-attr]
     add("owner", 0.8, c.owner is not None)
     add("request", 1.6, bool(_REQUEST.search(text)))
+    direct = _DIRECT_REQUEST.match(strip_connectors(text))
+    add("direct_request", 2.0, direct is not None and (
+        direct.group(1).lower() in IMPERATIVE_VERBS or direct.group(1).lower().endswith("ing")))
     add("commitment", 1.2, bool(_COMMIT.search(text)))
     add("deadline", 1.0, has_deadline(text))
     add("past", -1.6, bool(_PAST.search(text)) and first not in IMPERATIVE_VERBS)

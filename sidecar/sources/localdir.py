@@ -9,6 +9,7 @@ once, recognised by hash and settled without extraction.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -100,6 +101,8 @@ class LocalFolderSource(Source):
     async def is_current(self, doc: SourceDocument, extraction_key: str) -> bool:
         """Same bytes already extracted with this key (a touch): settle it without the model."""
         state = self._known.get(doc.item.key)
+        if state is None:
+            state = self._renamed_from(doc, extraction_key)
         if state is None or state.status != "extracted":
             return False
         if state.content_hash != doc.content_hash or state.extraction_key != extraction_key:
@@ -110,6 +113,14 @@ class LocalFolderSource(Source):
             extraction_key=extraction_key, status="extracted", last_result=state.last_result,
             run_id=self.run_id)
         return True
+
+    def _renamed_from(self, doc: SourceDocument, extraction_key: str) -> FileState | None:
+        """A new path with the bytes of a file that is gone: a rename or move, not new work."""
+        for path, state in self._known.items():
+            if (state.content_hash == doc.content_hash and state.status == "extracted"
+                    and state.extraction_key == extraction_key and not os.path.exists(path)):
+                return state
+        return None
 
     async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
                    conn: Any = None) -> None:

@@ -19,8 +19,15 @@ def call_id_for(idempotency_key: str) -> str:
     return "c_" + hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:24]
 
 
-def idempotency_key(agent_id: str, content_hash: str, index: int) -> str:
-    return f"{agent_id}:{content_hash}:{index}"
+def idempotency_key(agent_id: str, *parts: object) -> str:
+    """``agent:part:part…``; long parts are hashed so keys stay short and free of user text."""
+    out = [agent_id]
+    for part in parts:
+        text = str(part)
+        if len(text) > 24 or ":" in text:
+            text = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        out.append(text)
+    return ":".join(out)
 
 
 @dataclass(frozen=True, slots=True)
