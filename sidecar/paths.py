@@ -41,7 +41,9 @@ class Paths:
 
         data = config.data_dir or Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
         log = config.log_dir or Path(platformdirs.user_log_dir(APP_NAME, APP_AUTHOR))
-        models = config.model_dir or data / "models"
+        # models are large and shared by every data dir (tests, profiles): not under data_dir
+        shared = Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+        models = config.model_dir or shared / "models"
         return cls(Path(data).resolve(), Path(log).resolve(), Path(models).resolve())
 
     def ensure(self) -> Paths:

@@ -20,7 +20,7 @@ from typing import Any
 from sidecar import protocol as p
 from sidecar.agents import Agent
 from sidecar.delivery import Delivery
-from sidecar.errors import PermanentError, SidecarError
+from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.hub import Hub
 from sidecar.sources.base import Skip, Source, SourceDocument
@@ -201,7 +201,7 @@ class Runner:
             result: ExtractionResult = await extractor.extract(request)
         except PermanentError as exc:
             errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
-            if exc.code in ("model_error", "needs_reauth"):
+            if isinstance(exc, ModelError | NeedsReauth):
                 raise  # the engine itself is unusable: stop the run, say why
             return
         except SidecarError as exc:

@@ -53,7 +53,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_dir", Path, None, "Directory for the rotating log file.",
             default_text="platform user log dir"),
     Setting("model_dir", Path, None, "Directory that holds downloaded GGUF models.",
-            default_text="<data_dir>/models"),
+            default_text="<platform user data dir>/models"),
     Setting("log_level", str, "info", "Log level for stderr and the log file."),
     Setting("max_frame_bytes", int, 1024 * 1024,
             "Largest WebSocket text frame accepted; larger ones get an error frame."),

@@ -31,3 +31,13 @@ def with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) ->
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def quiet_logging(args: argparse.Namespace, config: Any) -> None:
+    """One-shot commands print results; their logs stay at warnings unless asked for."""
+    import os
+
+    explicit = getattr(args, "log_level", None) or os.environ.get("SIDECAR_LOG_LEVEL")
+    level = config.log_level if explicit else "warning"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")

@@ -136,11 +136,10 @@ def _emit(out: TextIO, as_json: bool, obj: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-
+    from sidecar.commands.common import quiet_logging
     from sidecar.stdio import claim_stdout
 
     out = claim_stdout()  # llama.cpp must not print into our output
     config = config_from_args(args)
-    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.WARNING))
+    quiet_logging(args, config)
     return asyncio.run(_extract_all(args, config, out))

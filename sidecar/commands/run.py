@@ -1,0 +1,126 @@
+"""``sidecar run AGENT``: run one agent once, here, and print the records it queued.
+
+The same runner, sources, extractor and outbox as the daemon, without a WebSocket: the
+records wait in the outbox and reach Electron the next time it connects to the daemon.
+``--demo`` creates (or reuses) an agent over ``examples/`` so a new user sees the whole
+loop in one command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from sidecar.agents import validate_agent
+from sidecar.cli import add_setting_flags, config_from_args
+from sidecar.errors import ConfigError
+from sidecar.paths import Paths
+from sidecar.settings import Config
+
+DEMO_ID = "a_demo_examples"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run one agent once (no daemon needed) and print its records")
+    p.add_argument("agent", nargs="?", help="agent id or name")
+    p.add_argument("--demo", metavar="FOLDER", nargs="?", const="examples", default=None,
+                   help="create/reuse a demo agent over FOLDER (default: examples/) and run it")
+    p.add_argument("--full", action="store_true", help="re-extract every document")
+    p.add_argument("--format", choices=("jsonl", "text"), default="text",
+                   help="text (default) or one JSON tool_call payload per line")
+    add_setting_flags(p, ["model", "model_threads", "model_context", "extraction_strategy",
+                          "remote_base_url", "remote_model"])
+    p.set_defaults(func=_run)
+
+
+async def _resolve_agent(store: Any, args: argparse.Namespace) -> str:
+    if args.demo is not None:
+        folder = Path(args.demo)  # resolved by _run, off the event loop
+        existing = await store.agents.get_agent(DEMO_ID)
+        agent = validate_agent({
+            "id": DEMO_ID, "kind": "local", "name": f"Demo: {folder.name}",
+            "directories": [str(folder)], "data_types": ["tasks", "notes"],
+            "schedule_cron": "0 9 * * *", "watch": False}, existing=existing)
+        await store.agents.upsert(agent)
+        return DEMO_ID
+    if not args.agent:
+        raise ConfigError("name an agent (id or name) or pass --demo", field="agent")
+    records = await store.agents.records()
+    match = [r for r in records if args.agent in (r["id"], r["name"])]
+    if len(match) != 1:
+        known = ", ".join(f"{r['id']} ({r['name']})" for r in records) or "none"
+        raise ConfigError(f"{'no' if not match else 'more than one'} agent matches "
+                          f"{args.agent!r}; agents: {known}", field="agent")
+    return str(match[0]["id"])
+
+
+async def _run_once(args: argparse.Namespace, config: Config, paths: Paths,
+                    out: TextIO) -> int:
+    from sidecar.delivery import Delivery
+    from sidecar.extractors.pool import ExtractorPool
+    from sidecar.hub import Hub
+    from sidecar.lifecycle import InstanceLock
+    from sidecar.runner import Runner
+    from sidecar.sources.factory import make_source
+    from sidecar.store import Store
+
+    lock = InstanceLock(paths.lock_file).acquire()  # the daemon must not run on this data dir
+    try:
+        async with Store(paths.database) as store:
+            agent_id = await _resolve_agent(store, args)
+            hub = Hub(max_frame_bytes=config.max_frame_bytes)
+            delivery = Delivery(hub, store.outbox, window=config.delivery_window,
+                                timeout=config.insert_timeout_seconds)
+            pool = ExtractorPool(config, paths)
+            runner = Runner(store, hub, delivery, extractors=pool.for_agent,
+                            sources=lambda a, r, o: make_source(store, a, r, o))
+            try:
+                run_id, _ = await runner.start(agent_id, "manual", full=args.full)
+                record = await runner.wait(run_id)
+            finally:
+                await pool.aclose()
+            rows = await store.db.fetchall(
+                "SELECT table_name, data, meta FROM outbox WHERE run_id = ? ORDER BY seq",
+                (run_id,))
+    finally:
+        lock.release()
+    assert record is not None
+    _print(out, args.format, record, rows)
+    return 0 if record["status"] in ("success", "partial") else 1
+
+
+def _print(out: TextIO, fmt: str, record: dict[str, Any], rows: list[Any]) -> None:
+    for row in rows:
+        data = json.loads(row["data"])
+        meta = json.loads(row["meta"]) if row["meta"] else {}
+        if fmt == "jsonl":
+            out.write(json.dumps({"type": "tool_call", "action": "insert",
+                                  "table": row["table_name"],
+                                  "data": {**data, "isAiSuggested": 1, "isApproved": 0},
+                                  **meta}, ensure_ascii=False) + "\n")
+        else:
+            path = (meta.get("source") or {}).get("path") or ""
+            title = data.get("title") or data.get("name") or data.get("content", "")
+            out.write(f"[{row['table_name']:9}] {title}  ({Path(path).name})\n")
+    summary = (f"run {record['id']}: {record['status']}, {record['items_processed']} "
+               f"document(s) extracted, {len(rows)} record(s) queued for Electron")
+    print(summary, file=sys.stderr)
+    for err in record.get("errors") or []:
+        print(f"  ! {err}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sidecar.commands.common import quiet_logging
+    from sidecar.stdio import claim_stdout
+
+    out = claim_stdout()
+    config = config_from_args(args)
+    quiet_logging(args, config)
+    paths = Paths.from_config(config).ensure()
+    if args.demo is not None:
+        args.demo = str(Path(args.demo).resolve())
+    return asyncio.run(_run_once(args, config, paths, out))
