@@ -115,12 +115,13 @@ def _str_list(raw: Mapping[str, Any], name: str, default: tuple[str, ...]) -> tu
 
 
 def validate_cron(expr: str) -> str:
-    """Refuse what croniter refuses (the seed's fail-safe starts at the door)."""
-    from croniter import croniter
+    """Refuse what the scheduler could not fire (the seed's fail-safe starts at the door)."""
+    from sidecar.schedule import cron_error
 
     expr = " ".join(expr.split())
-    if not croniter.is_valid(expr):
-        raise _fail("schedule_cron", f"invalid cron expression {expr!r} "
+    why = cron_error(expr)
+    if why is not None:
+        raise _fail("schedule_cron", f"invalid cron expression {expr!r}: {why} "
                     "(five fields: minute hour day-of-month month day-of-week)")
     return expr
 

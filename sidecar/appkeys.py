@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from sidecar.accounts import Accounts
 from sidecar.delivery import Delivery
 from sidecar.hub import Hub
 from sidecar.runner import Runner
@@ -25,3 +26,4 @@ STARTED_AT = web.AppKey("started_at", float)
 AGENT_LISTENERS = web.AppKey("agent_listeners", list[Callable[[str], Awaitable[None]]])
 WATCHERS = web.AppKey("watchers", WatchManager)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+ACCOUNTS = web.AppKey("accounts", Accounts)

@@ -18,7 +18,8 @@ from sidecar.schedule import next_run
 
 log = logging.getLogger(__name__)
 
-CAPABILITIES = ["agents", "runs", "run_agent", "cancel_run", "progress", "status", "insert"]
+CAPABILITIES = ["agents", "runs", "run_agent", "cancel_run", "progress", "status", "insert",
+                "oauth", "secrets"]
 
 
 def available_models(app: web.Application) -> list[dict[str, Any]]:
@@ -136,3 +137,39 @@ def register_handlers(app: web.Application) -> None:
         return p.StatusResult(request_id=frame.request_id, version=__version__, agents=agents,
                               outbox_pending=pending, clients=len(hub.clients))
 
+
+
+def register_account_handlers(app: web.Application) -> None:
+    """Connect accounts and store secrets; both answer without ever echoing a secret."""
+    from sidecar.appkeys import ACCOUNTS
+
+    hub = app[HUB]
+
+    @hub.route(p.OAuthStart)
+    async def oauth_start(client: Client, frame: p.OAuthStart) -> p.Frame:
+        flow_id, url, user_code, message = await app[ACCOUNTS].start(
+            frame.provider, frame.client, frame.account_hint, frame.flow)
+        return p.OAuthStartResult(request_id=frame.request_id, flow_id=flow_id, url=url,
+                                  user_code=user_code, message=message)
+
+    @hub.route(p.OAuthCancel)
+    async def oauth_cancel(client: Client, frame: p.OAuthCancel) -> p.Frame:
+        cancelled = await app[ACCOUNTS].cancel(frame.flow_id)
+        return p.OAuthCancelResult(request_id=frame.request_id, flow_id=frame.flow_id,
+                                   cancelled=cancelled)
+
+    @hub.route(p.SecretSet)
+    async def secret_set(client: Client, frame: p.SecretSet) -> p.Frame:
+        from sidecar.extractors.remote import KEY_KIND
+        from sidecar.secrets import delete_secret, set_secret
+
+        kinds = {"remote_api_key": KEY_KIND}
+        if frame.kind not in kinds:
+            raise SidecarError(f"unknown secret kind {frame.kind!r}; known: "
+                               f"{', '.join(kinds)}", code="invalid_field")
+        if frame.value:
+            set_secret(kinds[frame.kind], frame.account, frame.value)
+        else:
+            delete_secret(kinds[frame.kind], frame.account)
+        return p.SecretSetResult(request_id=frame.request_id, kind=frame.kind,
+                                 stored=bool(frame.value))

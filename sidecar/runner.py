@@ -137,6 +137,9 @@ class Runner:
         except asyncio.CancelledError:
             active.cancelled = True
             errors.append("cancelled")
+        except NeedsReauth as exc:
+            errors.append(exc.message)
+            await self._needs_reauth(agent, exc)
         except SidecarError as exc:
             errors.append(exc.message)
         except Exception as exc:
@@ -223,6 +226,13 @@ class Runner:
             errors.append(f"{doc.item.label}{where}: {pr.message}")
         if items:
             self.delivery.notify()
+
+    async def _needs_reauth(self, agent: Agent, exc: NeedsReauth) -> None:
+        """The grant is gone: mark the agent and tell Electron to ask for a reconnect."""
+        await self.store.agents.set_state(agent.id, "needs_reauth")
+        await self.hub.broadcast(p.AgentNeedsReauth(
+            agent_id=agent.id, provider=agent.provider, account=agent.account,
+            message=exc.message))
 
     async def _progress(self, agent: Agent, run_id: str, counters: dict[str, Any],
                         current: str | None) -> None:

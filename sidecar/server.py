@@ -10,6 +10,7 @@ from aiohttp import WSMsgType, web
 
 from sidecar import PROTOCOL_VERSION, __version__
 from sidecar.appkeys import (
+    ACCOUNTS,
     AGENT_LISTENERS,
     CONFIG,
     DELIVERY,
@@ -23,7 +24,7 @@ from sidecar.appkeys import (
 )
 from sidecar.auth import origin_allowed, token_ok
 from sidecar.delivery import Delivery
-from sidecar.handlers import register_handlers
+from sidecar.handlers import register_account_handlers, register_handlers
 from sidecar.hub import Hub
 from sidecar.paths import Paths
 from sidecar.runner import Runner
@@ -102,16 +103,21 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def runner_ctx(paths: Paths) -> object:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        from sidecar.accounts import Accounts
         from sidecar.extractors.pool import ExtractorPool
         from sidecar.sources.factory import make_source
 
         store = app[STORE]
         pool = ExtractorPool(app[CONFIG], paths)
+        accounts = Accounts(store, app[HUB], app[CONFIG])
+        app[ACCOUNTS] = accounts
         runner = Runner(store, app[HUB], app[DELIVERY],
-                        sources=lambda agent, run_id, only: make_source(store, agent, run_id, only),
+                        sources=lambda agent, run_id, only: make_source(store, agent, run_id, only,
+                                                                        accounts),
                         extractors=pool.for_agent)
         app[RUNNER] = runner
         yield
+        await accounts.close()
         await runner.shutdown()
         await pool.aclose()
 
@@ -183,6 +189,7 @@ def create_app(config: Config, paths: Paths, token: str) -> web.Application:
     app.cleanup_ctx.append(scheduler_ctx)
     app.on_shutdown.append(close_websockets)
     register_handlers(app)
+    register_account_handlers(app)
     app.router.add_get("/health", health)
     app.router.add_get("/ws", websocket)
     return app

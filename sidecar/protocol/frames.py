@@ -11,55 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-MAX_FRAME_BYTES = 1024 * 1024
-
-
-class ProtocolError(Exception):
-    """A frame the sidecar cannot accept; becomes an ``error`` frame, never a disconnect."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        request_id: str | None = None,
-        field: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-        self.field = field
-
-    def to_frame(self) -> Error:
-        return Error(code=self.code, message=self.message, request_id=self.request_id,
-                     field=self.field)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Frame:
-    """Base of all frames; ``TYPE`` is the wire tag, ``DIRECTION`` who sends it."""
-
-    TYPE: ClassVar[str] = ""
-    DIRECTION: ClassVar[str] = ""  # "client" (client → sidecar) or "sidecar"
-    EXAMPLE: ClassVar[dict[str, Any]] = {}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request(Frame):
-    """A client request; the reply echoes ``request_id``."""
-
-    DIRECTION: ClassVar[str] = "client"
-    request_id: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reply(Frame):
-    """A reply to a :class:`Request`."""
-
-    DIRECTION: ClassVar[str] = "sidecar"
-    request_id: str
-
+from sidecar.protocol.accounts import (
+    AgentNeedsReauth,
+    OAuthCancel,
+    OAuthCancelResult,
+    OAuthStart,
+    OAuthStartResult,
+    OAuthStatus,
+    SecretSet,
+    SecretSetResult,
+)
+from sidecar.protocol.base import MAX_FRAME_BYTES, Frame, ProtocolError, Reply, Request
 
 # ── client → sidecar ────────────────────────────────────────────────────────
 
@@ -333,14 +295,48 @@ FRAME_TYPES: dict[str, type[Frame]] = {
     for cls in (Hello, AgentList, AgentUpsert, AgentDelete, RunList, Status, RunAgent,
                 CancelRun, ToolResult, HelloResult, AgentListResult, AgentUpsertResult,
                 AgentDeleteResult, RunListResult, StatusResult, RunAgentResult, CancelRunResult,
-                RunStarted, RunProgress, RunFinished, ToolCall, Error)
+                RunStarted, RunProgress, RunFinished, ToolCall, Error, OAuthStart,
+                OAuthStartResult, OAuthStatus, OAuthCancel, OAuthCancelResult, SecretSet,
+                SecretSetResult, AgentNeedsReauth)
 }
 CLIENT_FRAMES = {t: c for t, c in FRAME_TYPES.items() if c.DIRECTION == "client"}
 
 __all__ = [
-    "CLIENT_FRAMES", "FRAME_TYPES", "MAX_FRAME_BYTES", "AgentDelete", "AgentDeleteResult",
-    "AgentList", "AgentListResult", "AgentUpsert", "AgentUpsertResult", "CancelRun",
-    "CancelRunResult", "Error", "Frame", "Hello", "HelloResult", "ProtocolError", "Reply",
-    "Request", "RunAgent", "RunAgentResult", "RunFinished", "RunList", "RunListResult",
-    "RunProgress", "RunStarted", "Status", "StatusResult", "ToolCall", "ToolResult",
+    "CLIENT_FRAMES",
+    "FRAME_TYPES",
+    "MAX_FRAME_BYTES",
+    "AgentDelete",
+    "AgentDeleteResult",
+    "AgentList",
+    "AgentListResult",
+    "AgentNeedsReauth",
+    "AgentUpsert",
+    "AgentUpsertResult",
+    "CancelRun",
+    "CancelRunResult",
+    "Error",
+    "Frame",
+    "Hello",
+    "HelloResult",
+    "OAuthCancel",
+    "OAuthCancelResult",
+    "OAuthStart",
+    "OAuthStartResult",
+    "OAuthStatus",
+    "ProtocolError",
+    "Reply",
+    "Request",
+    "RunAgent",
+    "RunAgentResult",
+    "RunFinished",
+    "RunList",
+    "RunListResult",
+    "RunProgress",
+    "RunStarted",
+    "SecretSet",
+    "SecretSetResult",
+    "Status",
+    "StatusResult",
+    "ToolCall",
+    "ToolResult",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from sidecar.store.agents import AgentStore
 from sidecar.store.cursors import CursorStore
 from sidecar.store.db import Database
+from sidecar.store.kv import KeyValueStore
 from sidecar.store.outbox import OutboxStore
 from sidecar.store.runs import RunStore
 
@@ -20,6 +21,7 @@ class Store:
         self.runs = RunStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.cursors = CursorStore(self.db)
+        self.kv = KeyValueStore(self.db)
 
     async def open(self) -> Store:
         await self.db.open()
