@@ -14,12 +14,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
 
 from sidecar.clock import iso, parse_iso
 from sidecar.power import PowerSource, PsutilPower, deferral_reason
-from sidecar.schedule import is_overdue, local_tz, next_run
+from sidecar.schedule import cron_error, is_overdue, local_tz, next_run
 from sidecar.store import Store
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,41 @@ StartRun = Callable[[str, str], Awaitable[tuple[str, bool]]]
 
 #: A wall-clock jump beyond the monotonic clock larger than this means the machine slept.
 WAKE_JUMP_SECONDS = 60.0
+#: Slots older than this are never enumerated one by one (they are misfires anyway).
+_MISSED_WINDOW = timedelta(hours=1)
+#: Seconds late a slot may still fire; older ones are the catch-up's business.
+MISFIRE_GRACE_SECONDS = 30
+
+
+class CronTrigger(BaseTrigger):
+    """Fires the slots of :func:`sidecar.schedule.next_run`, the ones the overdue rule sees."""
+
+    # APScheduler 3's own CronTrigger.from_crontab reads day-of-week 0 as Monday (so "1-5"
+    # ran Tuesday-Saturday), ANDs day-of-month with day-of-week, and fires a repeated
+    # fall-back wall time twice; croniter via next_run has crontab's meaning.
+
+    __slots__ = ("cron", "tz")
+
+    def __init__(self, cron: str, tz: tzinfo) -> None:
+        self.cron = cron
+        self.tz = tz
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        # UTC throughout: same-zone aware datetimes compare and subtract by wall time, so a
+        # zoned fire time would be mis-ordered inside a repeated fall-back hour.
+        now = now.astimezone(UTC)
+        base = (previous_fire_time or now).astimezone(UTC)
+        if now - base > _MISSED_WINDOW:  # after a long sleep: skip straight to the recent slots
+            base = now - _MISSED_WINDOW
+        nxt = next_run(base, self.cron, self.tz)
+        return nxt.astimezone(UTC) if nxt is not None else None
+
+    def __str__(self) -> str:
+        return f"cron[{self.cron!r}, {self.tz}]"
+
+    def __repr__(self) -> str:
+        return f"<CronTrigger {self.cron!r} tz={self.tz}>"
 
 
 class Scheduler:
@@ -76,7 +113,6 @@ class Scheduler:
     async def sync(self, agent_id: str) -> None:
         """Reschedule one agent after it was created, changed or deleted."""
         from apscheduler.jobstores.base import JobLookupError
-        from apscheduler.triggers.cron import CronTrigger
 
         if self._aps is None:
             return
@@ -90,15 +126,17 @@ class Scheduler:
         if not record.get("enabled"):
             self.deferred.pop(agent_id, None)
             return
-        try:
-            trigger = CronTrigger.from_crontab(record["schedule_cron"], timezone=self.tz)
-        except ValueError as exc:
-            self.invalid[agent_id] = f"invalid schedule {record['schedule_cron']!r}: {exc}"
+        cron = record.get("schedule_cron")
+        problem = cron_error(cron)
+        if problem is not None:
+            self.invalid[agent_id] = f"invalid schedule {cron!r}: {problem}"
+            self.deferred.pop(agent_id, None)
             log.warning("agent %s: %s; it will not run on a schedule", agent_id,
                         self.invalid[agent_id])
             return
-        self._aps.add_job(self.fire, trigger, args=[agent_id, "schedule"], id=agent_id,
-                          coalesce=True, max_instances=1, misfire_grace_time=30,
+        self._aps.add_job(self.fire, CronTrigger(cron, self.tz),
+                          args=[agent_id, "schedule"], id=agent_id, coalesce=True,
+                          max_instances=1, misfire_grace_time=MISFIRE_GRACE_SECONDS,
                           replace_existing=True)
 
     def next_run_at(self, agent_id: str) -> str | None:
@@ -144,6 +182,8 @@ class Scheduler:
 
     def upcoming(self, agent_id: str, cron: str, last_run_at: str | None) -> str | None:
         """Next run for status: APScheduler's job, else the pure cron math."""
+        if agent_id in self.invalid:
+            return None
         scheduled = self.next_run_at(agent_id)
         if scheduled:
             return scheduled
@@ -156,18 +196,32 @@ class Scheduler:
         while True:
             await asyncio.sleep(self.tick_seconds)
             new_wall, new_mono = time.time(), time.monotonic()
-            if (new_wall - wall) - (new_mono - mono) > WAKE_JUMP_SECONDS:
-                log.info("clock jumped %.0f s: woke from sleep", (new_wall - wall)
-                         - (new_mono - mono))
-                await self.catch_up("wake")
+            jump = (new_wall - wall) - (new_mono - mono)
             wall, mono = new_wall, new_mono
+            if jump > WAKE_JUMP_SECONDS:
+                log.info("clock jumped %.0f s: woke from sleep", jump)
+                await self._woke()
+
+    async def _woke(self) -> None:
+        """After sleep: re-arm APScheduler's timer (it counts monotonic time) and catch up."""
+        try:
+            if self._aps is not None:
+                # asyncio's call_later ignores the time asleep: without this the next slot
+                # fires that much late, and a daily slot passed in the meantime is lost.
+                self._aps.wakeup()
+            await self.catch_up("wake")
+        except Exception:  # the watcher must survive a failing catch-up
+            log.exception("catch-up after wake-up failed")
 
     async def _power_watch(self) -> None:
         """While runs are deferred, poll the power state and release them when it allows."""
         while True:
             await self._deferred_event.wait()
             await asyncio.sleep(self.power_poll_seconds)
-            await self.release_deferred()
+            try:
+                await self.release_deferred()
+            except Exception:  # the watcher must survive a failing release
+                log.exception("releasing deferred runs failed")
 
     async def release_deferred(self) -> None:
         if not self.deferred:
