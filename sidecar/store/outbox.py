@@ -123,28 +123,34 @@ class OutboxStore:
         if not outcomes:
             return []
         ts = now_iso()
+        by_id = {o.call_id: o for o in outcomes}  # a repeated ack in one batch counts once
         applied: list[str] = []
         runs: dict[str, tuple[int, list[str]]] = {}
+        marks = ",".join("?" * len(by_id))
+        # a few statements per batch, not per ack: each aiosqlite call is a thread hop
         async with self.db.transaction() as conn:
-            for o in outcomes:
-                state = "failed" if o.error is not None else "acked"
-                async with conn.execute(
-                    "UPDATE outbox SET state = ?, last_error = ?, acked_at = ?, "
-                    "attempts = attempts + 1 WHERE call_id = ? AND state = 'pending' "
-                    "RETURNING run_id, table_name, meta", (state, o.error, ts, o.call_id),
-                ) as cur:
-                    row = await cur.fetchone()
-                if row is None:
-                    continue
+            async with conn.execute(
+                f"SELECT call_id, run_id, table_name, meta FROM outbox "
+                f"WHERE state = 'pending' AND call_id IN ({marks})", list(by_id)) as cur:
+                rows = await cur.fetchall()
+            updates = []
+            for row in rows:
+                o = by_id[row["call_id"]]
+                updates.append(("failed" if o.error is not None else "acked", o.error, ts,
+                                o.call_id))
                 applied.append(o.call_id)
-                if row["run_id"]:
-                    created, errors = runs.setdefault(row["run_id"], (0, []))
-                    if o.error is None:
-                        runs[row["run_id"]] = (created + 1, errors)
-                    else:
-                        where = json.loads(row["meta"]).get("source", {}).get("path", "?")
-                        errors.append(f"Insert failed ({row['table_name']}, {where!r}): "
-                                      f"{o.error}")
+                if not row["run_id"]:
+                    continue
+                created, errors = runs.setdefault(row["run_id"], (0, []))
+                if o.error is None:
+                    runs[row["run_id"]] = (created + 1, errors)
+                else:
+                    where = json.loads(row["meta"]).get("source", {}).get("path", "?")
+                    errors.append(f"Insert failed ({row['table_name']}, {where!r}): "
+                                  f"{o.error}")
+            await conn.executemany(
+                "UPDATE outbox SET state = ?, last_error = ?, acked_at = ?, "
+                "attempts = attempts + 1 WHERE call_id = ? AND state = 'pending'", updates)
             for run_id, (created, errors) in runs.items():
                 await self._credit_run(conn, run_id, created, errors)
         return applied
