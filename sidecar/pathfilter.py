@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -10,8 +11,8 @@ from pathlib import PurePath
 __all__ = ["included"]
 
 
-def included(rel: PurePath, *, extensions: Sequence[str], include_globs: Sequence[str],
-             exclude: Sequence[str], is_dir: bool) -> bool:
+def included(rel: PurePath | tuple[str, ...], *, extensions: Sequence[str],
+             include_globs: Sequence[str], exclude: Sequence[str], is_dir: bool) -> bool:
     """Does the entry at ``rel`` (relative to the agent's folder root) belong to the agent?
 
     Directories are only tested against ``exclude``; files also against ``extensions`` (a
@@ -28,30 +29,43 @@ def included(rel: PurePath, *, extensions: Sequence[str], include_globs: Sequenc
     A file under an excluded folder is excluded too, so a watcher event for
     ``node_modules/x/readme.md`` is refused though the walker never enters ``node_modules``.
     """
-    parts = tuple(p for p in PurePath(rel).parts if p not in ("", ".", "/"))
+    raw = rel if isinstance(rel, tuple) else PurePath(rel).parts
+    parts = tuple(p for p in raw if p not in ("", ".", "/"))
     if not parts:
         return True  # the root itself
     patterns = _compile_all(tuple(exclude))
     if is_dir:
-        return not _excluded(parts, patterns, is_dir=True)
-    for i in range(1, len(parts)):
-        if _excluded(parts[:i], patterns, is_dir=True):
-            return False
-    if _excluded(parts, patterns, is_dir=False):
+        return not _dir_excluded(parts, patterns)
+    if len(parts) > 1 and _under_excluded(parts[:-1], patterns):
+        return False
+    if patterns.matches(parts, is_dir=False):
         return False
     exts = _normalise_extensions(tuple(extensions))
     globs = _compile_all(tuple(include_globs))
-    if not exts and not globs:
+    if not exts and not globs.patterns:
         return True
-    if exts and PurePath(parts[-1]).suffix.lower() in exts:
+    if exts and os.path.splitext(parts[-1])[1].lower() in exts:
         return True
-    return _matches_any(parts, globs, is_dir=False)
+    return globs.matches(parts, is_dir=False)
+
+
+@lru_cache(maxsize=8192)
+def _dir_excluded(parts: tuple[str, ...], patterns: _PatternSet) -> bool:
+    return patterns.matches(parts, is_dir=True)
+
+
+@lru_cache(maxsize=8192)
+def _under_excluded(parts: tuple[str, ...], patterns: _PatternSet) -> bool:
+    """Is this folder, or one above it, excluded? Memoised: siblings share their parents."""
+    if len(parts) > 1 and _under_excluded(parts[:-1], patterns):
+        return True
+    return _dir_excluded(parts, patterns)
 
 
 class _Pattern:
     """One compiled pattern: which entries it may match and the regex it tests."""
 
-    __slots__ = ("dir_only", "on_path", "regex")
+    __slots__ = ("dir_only", "on_path", "regex", "source")
 
     def __init__(self, raw: str) -> None:
         pattern = raw.strip().replace("\\", "/")
@@ -59,7 +73,8 @@ class _Pattern:
         pattern = pattern.rstrip("/")
         self.on_path = "/" in pattern
         pattern = pattern.lstrip("/")
-        self.regex = re.compile(_glob_to_regex(pattern.lower()), re.DOTALL)
+        self.source = _glob_to_regex(pattern.lower())
+        self.regex = re.compile(self.source, re.DOTALL)
 
     def matches(self, parts: tuple[str, ...], *, is_dir: bool) -> bool:
         if self.dir_only and not is_dir:
@@ -69,9 +84,42 @@ class _Pattern:
         return self.regex.fullmatch(parts[-1].lower()) is not None
 
 
+class _PatternSet:
+    """Patterns merged into one regex per kind (name/path × any/dir-only): one match per test.
+
+    Hashed by identity, so memoised folder checks are per compiled set.
+    """
+
+    __slots__ = ("name_any", "name_dir", "path_any", "path_dir", "patterns")
+
+    def __init__(self, patterns: tuple[_Pattern, ...]) -> None:
+        self.patterns = patterns
+
+        def union(on_path: bool, dir_only: bool) -> re.Pattern[str] | None:
+            parts = [p.source for p in patterns if p.on_path == on_path
+                     and p.dir_only == dir_only]
+            return re.compile("|".join(f"(?:{x})" for x in parts), re.DOTALL) if parts else None
+
+        self.name_any, self.name_dir = union(False, False), union(False, True)
+        self.path_any, self.path_dir = union(True, False), union(True, True)
+
+    def matches(self, parts: tuple[str, ...], *, is_dir: bool) -> bool:
+        name = parts[-1].lower()
+        if self.name_any is not None and self.name_any.fullmatch(name):
+            return True
+        if is_dir and self.name_dir is not None and self.name_dir.fullmatch(name):
+            return True
+        if self.path_any is None and (not is_dir or self.path_dir is None):
+            return False
+        path = "/".join(parts).lower()
+        if self.path_any is not None and self.path_any.fullmatch(path):
+            return True
+        return bool(is_dir and self.path_dir is not None and self.path_dir.fullmatch(path))
+
+
 @lru_cache(maxsize=256)
-def _compile_all(raw: tuple[str, ...]) -> tuple[_Pattern, ...]:
-    return tuple(_Pattern(p) for p in raw if p.strip().strip("/"))
+def _compile_all(raw: tuple[str, ...]) -> _PatternSet:
+    return _PatternSet(tuple(_Pattern(p) for p in raw if p.strip().strip("/")))
 
 
 @lru_cache(maxsize=256)
@@ -83,14 +131,6 @@ def _normalise_extensions(raw: tuple[str, ...]) -> frozenset[str]:
         if e and e != ".":
             out.add(e if e.startswith(".") else "." + e)
     return frozenset(out)
-
-
-def _excluded(parts: tuple[str, ...], patterns: Sequence[_Pattern], *, is_dir: bool) -> bool:
-    return _matches_any(parts, patterns, is_dir=is_dir)
-
-
-def _matches_any(parts: tuple[str, ...], patterns: Sequence[_Pattern], *, is_dir: bool) -> bool:
-    return any(p.matches(parts, is_dir=is_dir) for p in patterns)
 
 
 def _glob_to_regex(pattern: str) -> str:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from sidecar.scan import scan_paths, scan_tree
 
 
-def accept_md(rel: PurePath, is_dir: bool) -> bool:
-    if any(part.startswith(".") for part in rel.parts):
+def accept_md(rel: tuple[str, ...], is_dir: bool) -> bool:
+    if any(part.startswith(".") for part in rel):
         return False
-    return is_dir or rel.suffix == ".md"
+    return is_dir or rel[-1].endswith(".md")
 
 
 def test_finds_accepted_files_with_size_and_mtime(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from sidecar.agents import Agent
@@ -24,7 +24,7 @@ def agent_accept(agent: Agent) -> Any:
     """The agent's include/exclude rules as a scan filter."""
     from sidecar.pathfilter import included
 
-    def accept(rel: PurePath, is_dir: bool) -> bool:
+    def accept(rel: tuple[str, ...], is_dir: bool) -> bool:
         return included(rel, extensions=agent.extensions, include_globs=agent.include_globs,
                         exclude=agent.exclude, is_dir=is_dir)
 

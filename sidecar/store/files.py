@@ -22,7 +22,12 @@ class FileState:
     content_hash: str | None
     extraction_key: str | None
     status: str
-    last_result: dict[str, Any] | None
+    #: JSON text; decoded only when asked for (a 20k-file rescan never needs it).
+    last_result_json: str | None
+
+    @property
+    def last_result(self) -> dict[str, Any] | None:
+        return json.loads(self.last_result_json) if self.last_result_json else None
 
     def settled_for(self, size: int, mtime_ns: int, extraction_key: str) -> bool:
         """Unchanged since it was last handled with this key: no read, no model call."""
@@ -36,9 +41,7 @@ _SELECT = ("SELECT path, size, mtime_ns, content_hash, extraction_key, status, l
 
 
 def _state(r: Any) -> FileState:
-    last = json.loads(r["last_result"]) if r["last_result"] else None
-    return FileState(r["path"], r["size"], r["mtime_ns"], r["content_hash"],
-                     r["extraction_key"], r["status"], last)
+    return FileState(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
 
 
 class FileStateStore:
