@@ -110,7 +110,16 @@ def resolve(spec: str, model_dir: Path, manifest: Manifest | None = None) -> Mod
         names = ", ".join(m.name for m in manifest.models)
         raise ConfigError(f"unknown model {spec!r}: use a manifest name ({names}) or a path "
                           "to a .gguf file", field="model")
-    return ModelFile(path=model_dir / entry.file, name=entry.name, spec=entry)
+    path = model_dir / entry.file
+    bundled = _bundled_dir()
+    if not path.exists() and bundled is not None and (bundled / entry.file).is_file():
+        path = bundled / entry.file  # baked into the bundle (SIDECAR_BUNDLE_MODEL=1)
+    return ModelFile(path=path, name=entry.name, spec=entry)
+
+
+def _bundled_dir() -> Path | None:
+    bundle = getattr(sys, "_MEIPASS", None)
+    return Path(bundle) / "models" if bundle else None
 
 
 def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:

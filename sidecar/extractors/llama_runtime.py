@@ -174,7 +174,12 @@ def eval_prompt(llm: Any, tokens: Sequence[int], runtime: LlamaRuntime | None = 
     if runtime is not None:
         runtime.tokens_reused += common
         runtime.tokens_evaluated += len(tokens) - common
-    return llm.scores[llm.n_tokens - 1]
+    # llama-cpp-python keeps ``scores`` only with logits_all=True (costly: a row per token);
+    # the context still holds the last token's logits, so read those
+    import numpy as np
+
+    ptr = llm._ctx.get_logits_ith(-1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
 
 
 def token_ids(llm: Any, words: Sequence[str]) -> list[int]:

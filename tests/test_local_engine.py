@@ -1,0 +1,85 @@
+"""The embedded model really takes part: its yes/no scores move, prefixes are reused, it unloads."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sidecar.extractors.candidates import find_candidates
+from sidecar.extractors.judge import ModelJudge
+from sidecar.extractors.llama_runtime import LlamaRuntime
+from sidecar.model_files import load_manifest, resolve
+
+TEXT = ("- Send the invoice to Dana by Friday\n- Thanks everyone for coming\n"
+        "- The weather was nice\n")
+
+
+async def test_judge_scores_come_from_the_model(local_engine) -> None:  # type: ignore[no-untyped-def]
+    judge = ModelJudge(local_engine.runtime)
+    cands = find_candidates(TEXT)
+    scores = await judge("tasks", cands, "Meeting notes")
+    assert len(scores) == 3 and len(set(scores)) == 3, scores  # real logits, not a constant
+    assert all(-30 < s < 30 for s in scores)
+    task, thanks, weather = scores
+    assert task > thanks and task > weather, scores
+
+
+async def test_prefix_is_reused_across_spans(local_engine) -> None:  # type: ignore[no-untyped-def]
+    rt = local_engine.runtime
+    judge = ModelJudge(rt)
+    before = (rt.tokens_evaluated, rt.tokens_reused)
+    await judge("tasks", find_candidates(TEXT), "Meeting notes")
+    evaluated, reused = rt.tokens_evaluated - before[0], rt.tokens_reused - before[1]
+    assert reused > 2 * evaluated, (evaluated, reused)
+
+
+async def test_idle_unload_and_reload(model_dir: Path, default_model: Path) -> None:
+    model = resolve(load_manifest().default, model_dir)
+    rt = LlamaRuntime(model, threads=1, n_ctx=512, idle_unload_seconds=0.3)
+    try:
+        assert not rt.loaded  # lazy: nothing loaded until first use
+        await rt.call(lambda llm: llm.n_vocab())
+        assert rt.loaded
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if not rt.loaded:
+                break
+        assert not rt.loaded, "idle model was not unloaded"
+        await rt.call(lambda llm: llm.n_vocab())
+        assert rt.loaded and rt.loads == 2
+    finally:
+        await rt.aclose()
+
+
+async def test_missing_and_corrupt_models_name_the_path_and_hash(tmp_path: Path) -> None:
+    import pytest
+
+    from sidecar.errors import ModelError
+
+    missing = resolve(load_manifest().default, tmp_path)
+    rt = LlamaRuntime(missing, threads=1)
+    with pytest.raises(ModelError) as err:
+        await rt.call(lambda llm: None)
+    assert str(missing.path) in err.value.message and missing.spec.sha256 in err.value.message
+    await rt.aclose()
+    missing.path.write_bytes(b"GGUF" + b"\0" * 100)
+    rt = LlamaRuntime(missing, threads=1)
+    with pytest.raises(ModelError, match="corrupt or incomplete"):
+        await rt.call(lambda llm: None)
+    await rt.aclose()
+    other = tmp_path / "notes.gguf"
+    other.write_text("not a model")
+    rt = LlamaRuntime(resolve(str(other), tmp_path), threads=1)
+    with pytest.raises(ModelError, match="not a GGUF"):
+        await rt.call(lambda llm: None)
+    await rt.aclose()
+
+
+async def test_any_gguf_by_path(default_model: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "my model.gguf"
+    copy.symlink_to(default_model)
+    rt = LlamaRuntime(resolve(str(copy), tmp_path), threads=1, n_ctx=512)
+    try:
+        assert await rt.call(lambda llm: llm.n_vocab()) > 1000
+    finally:
+        await rt.aclose()
