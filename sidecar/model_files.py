@@ -40,6 +40,8 @@ class ModelSpec:
     license: str = ""
     description: str = ""
     sources: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    #: How much the extractive strategy trusts this model's yes/no (bench/calibrate.py).
+    judge_weight: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,8 @@ def load_manifest(path: Path | None = None) -> Manifest:
             ModelSpec(name=m["name"], file=m["file"], sha256=m["sha256"].lower(),
                       size=int(m["size"]), license=m.get("license", ""),
                       description=m.get("description", ""),
-                      sources=tuple(m.get("sources", ())))
+                      sources=tuple(m.get("sources", ())),
+                      judge_weight=m.get("judge_weight"))
             for m in raw["models"])
         return Manifest(default=raw.get("default", models[0].name if models else ""),
                         models=models)

@@ -73,6 +73,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Local engine strategy: extractive (the model judges document spans), generative "
             "(grammar-constrained JSON) or auto (extractive for models under 1 GB).",
             choices=("auto", "extractive", "generative")),
+    Setting("judge_weight", float, None,
+            "Extractive strategy: weight of the model's yes/no against the evidence prior; 0 "
+            "never asks the model.", default_text="the model manifest's measured value, 0.6 "
+            "for other GGUFs"),
     Setting("remote_base_url", str, "", "Default OpenAI-compatible base URL for remote agents."),
     Setting("remote_model", str, "", "Default model name for the remote engine."),
     Setting("remote_concurrency", int, 4, "Concurrent requests to the remote engine."),

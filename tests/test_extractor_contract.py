@@ -29,12 +29,26 @@ Thanks everyone for joining!
 """
 
 
-@pytest.fixture(params=["rules", "local", "remote"])
+@pytest.fixture(params=["rules", "local", "local-judge", "local-generative", "remote"])
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Extractor]:
     if request.param == "rules":
         yield RulesExtractor()
-    elif request.param == "local":
+    elif request.param == "local":  # the default: the manifest's measured judge weight
         yield request.getfixturevalue("local_engine")
+    elif request.param == "local-judge":  # the model asked about every unsure span
+        from dataclasses import replace
+
+        from sidecar.extractors.extractive import Tuning
+        from sidecar.extractors.local import LocalExtractor
+
+        runtime = request.getfixturevalue("local_engine").runtime
+        yield LocalExtractor(runtime, strategy="extractive",
+                             tuning=replace(Tuning(), model_weight=0.6))
+    elif request.param == "local-generative":  # JSON written by the model under a grammar
+        from sidecar.extractors.local import LocalExtractor
+
+        yield LocalExtractor(request.getfixturevalue("local_engine").runtime,
+                             strategy="generative")
     else:
         server = request.getfixturevalue("llama_server")
         from sidecar.extractors.remote import RemoteExtractor
@@ -104,9 +118,9 @@ async def test_event_loop_keeps_turning_during_extraction(engine: Extractor) -> 
 
 
 async def test_long_documents_are_not_truncated(engine: Extractor) -> None:
-    if engine.name == "remote":
+    if engine.name == "remote" or getattr(engine, "strategy", "") == "generative":
         pytest.skip("a 135M model writing JSON for ~40 chunks takes minutes; chunk coverage "
-                    "of the remote engine is tested with a recording server in "
+                    "of the generative path is tested with a recording server in "
                     "test_remote_engine.py")
     filler = "\n".join(f"Background paragraph {i} about the market." for i in range(600))
     text = filler + "\n\n## Action items\n- [ ] Maria to send the final invoice by Friday\n"

@@ -8,6 +8,7 @@ under a JSON-Schema grammar (``generative.py``); ``extraction_strategy=auto`` pi
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from sidecar.extractors.base import (
@@ -48,7 +49,11 @@ class LocalExtractor(Extractor):
         model = resolve(config.model, paths.model_dir)
         runtime = LlamaRuntime(model, threads=config.model_threads, n_ctx=config.model_context,
                                idle_unload_seconds=config.model_idle_unload_seconds)
-        return cls(runtime, strategy=config.extraction_strategy)
+        weight = config.judge_weight
+        if weight is None and model.spec is not None and model.spec.judge_weight is not None:
+            weight = model.spec.judge_weight
+        tuning = Tuning() if weight is None else replace(Tuning(), model_weight=weight)
+        return cls(runtime, strategy=config.extraction_strategy, tuning=tuning)
 
     @property
     def model(self) -> ModelFile:
@@ -73,7 +78,8 @@ class LocalExtractor(Extractor):
                 ident = f"{st.st_size}-{st.st_mtime_ns}"
             except OSError:
                 ident = "missing"
-        version = self.tuning.version if self.strategy == "extractive" else "generative-1"
+        version = (f"{self.tuning.version}-w{self.tuning.model_weight:g}"
+                   if self.strategy == "extractive" else "generative-1")
         return f"local:{self.model.name}:{ident}:{version}"
 
     async def extract(self, request: ExtractionRequest) -> ExtractionResult:
@@ -84,12 +90,14 @@ class LocalExtractor(Extractor):
             return ExtractionResult(stats=stats)
         before = (self.runtime.tokens_evaluated, self.runtime.tokens_reused)
         if self.strategy == "extractive":
-            judge = ModelJudge(self.runtime, request.prompt_template)
+            # a model measured to add nothing (weight 0) is neither asked nor loaded
+            judge = (ModelJudge(self.runtime, request.prompt_template)
+                     if self.tuning.model_weight else None)
             raw = await extract_extractive(
                 request.text, request.data_types, reference=reference, judge=judge,
                 tuning=self.tuning, resolve_date=resolve_date, find_dates=find_date_expressions,
                 project_id=request.project_id)
-            stats["model_calls"] = judge.calls
+            stats["model_calls"] = judge.calls if judge else 0
             chunks = 1
         else:
             from sidecar.extractors.generative import LlamaCompleter, extract_generative
