@@ -122,6 +122,7 @@ async def extract_extractive(
                 return ms
         return None
 
+    sender = _sender(text)
     claimed: set[int] = set()
     if "tasks" in data_types:
         scored = [(c, task_evidence(c)) for c in cands]
@@ -135,7 +136,7 @@ async def extract_extractive(
             ms = due(c)
             if ms is not None:
                 data["dueDate"] = ms
-            owner = c.owner or _assignee(c.text)
+            owner = c.owner or _assignee(c.text) or _first_person_owner(c, sender)
             if owner:
                 data["assignee"] = json.dumps([owner], ensure_ascii=False)
             if project_id:
@@ -177,6 +178,26 @@ def _assignee(text: str) -> str | None:
                                         "that", "someone", "everyone", "nobody"}:
         return m.group(1)
     return None
+
+
+_I_WILL = re.compile(r"\b(?:i'?ll|i will|i'?m going to|i am going to|let me|i can)\s", re.I)
+_FROM = re.compile(r"^From:\s*\"?([^<\"\n@]+?)\"?\s*(?:<[^>]*>)?\s*$", re.M)
+
+
+def _sender(text: str) -> str | None:
+    """An email's sender's name (the reader's "From:" header line), for "I'll …" tasks."""
+    m = _FROM.search(text[:2000])
+    if not m:
+        return None
+    name = m.group(1).strip()
+    return name.split()[0] if name else None
+
+
+def _first_person_owner(c: Candidate, sender: str | None) -> str | None:
+    """"I'll send it" belongs to whoever says it: the chat speaker, else the email's sender."""
+    if not _I_WILL.search(c.text):
+        return None
+    return (c.speaker.split()[0] if c.speaker else None) or sender
 
 
 def _line_of(text: str, c: Candidate) -> str:

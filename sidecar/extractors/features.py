@@ -43,6 +43,19 @@ _REQUEST = re.compile(
 _DIRECT_REQUEST = re.compile(
     rf"^(?:(?:could|can|would|will) you (?:please |kindly |also )?|(?:please|pls|kindly) "
     rf"|would you mind )({_W})", re.I)
+#: "Sam to refine…", "Jess will adapt…": a named person and a verb, whatever the verb.
+_NAMED_ASSIGN = re.compile(
+    r"^(?:[A-ZÀ-Ý][\wÀ-ÿ'’-]+(?: (?:and|&|y) [A-ZÀ-Ý][\wÀ-ÿ'’-]+)?)\s+(?:(to)|will|is going to|"
+    r"should|needs to|has to|must)\s+(?!be\b|have\b|not\b)([a-z][\wÀ-ÿ'’-]+)")
+#: "I'll send…", "we will prepare…", "he'll send…": a commitment with its verb.
+_FIRST_PERSON = re.compile(
+    r"\b(?:i'?ll|i will|i'?m going to|i am going to|we'?ll|we will|we'?re going to|he'?ll|"
+    r"she'?ll|they'?ll|i can|let me)\s+(?:also\s+|just\s+|then\s+|quickly\s+)?"
+    r"(?!be\b|have\b|see\b|try\b|probably\b|need\b)([a-z][\w'’-]+)", re.I)
+#: Requests phrased as questions: "would you mind…", "is it possible to…", "Sam can you…".
+_ASKING = re.compile(
+    r"\b(?:(?:can|could|would|will) you|would you mind|is it possible to|would it be "
+    r"possible to|any chance you could|do you mind)\b", re.I)
 _COMMIT = re.compile(
     r"\b(i'?ll|i will|we'?ll|we will|i'?m going to|i am going to|will send|will do|"
     r"will update|will prepare|will follow|voy a|vamos a|me encargo)\b", re.I)
@@ -134,6 +147,11 @@ def has_deadline(text: str) -> bool:
     return bool(_DEADLINE.search(text))
 
 
+def add_if_seen(parts: list[tuple[str, float]], name: str) -> bool:
+    """Has feature ``name`` already fired (so a stronger sibling need not double-count)?"""
+    return any(n == name for n, _ in parts)
+
+
 def task_evidence(c: Candidate) -> Evidence:
     text = c.text
     parts: list[tuple[str, float]] = [("bias", -2.0)]
@@ -167,12 +185,20 @@ def task_evidence(c: Candidate) -> Evidence:
     direct = _DIRECT_REQUEST.match(strip_connectors(text))
     add("direct_request", 2.0, direct is not None and (
         direct.group(1).lower() in IMPERATIVE_VERBS or direct.group(1).lower().endswith("ing")))
+    named = _NAMED_ASSIGN.match(strip_connectors(text))
+    add("named_assignment", 1.8, named is not None and not add_if_seen(parts, "assignment"))
+    promise = _FIRST_PERSON.search(text)
     add("commitment", 1.2, bool(_COMMIT.search(text)))
+    add("promise_verb", 1.2, promise is not None)
+    asking = bool(_ASKING.search(text))
+    add("asking", 1.4, asking and direct is None)
     add("deadline", 1.0, has_deadline(text))
-    add("past", -1.6, bool(_PAST.search(text)) and first not in IMPERATIVE_VERBS)
+    actionable = direct is not None or asking or promise is not None or named is not None
+    add("past", -1.6, bool(_PAST.search(text)) and first not in IMPERATIVE_VERBS
+        and not actionable)
     add("question", -1.2, text.rstrip().endswith("?") and not _REQUEST.search(text)
-        and bool(_QUESTION_START.match(text)))
-    add("social", -3.5, bool(_SOCIAL.match(text)))
+        and not asking and bool(_QUESTION_START.match(text)))
+    add("social", -3.5, bool(_SOCIAL.match(text)) and not actionable)
     add("fyi", -1.2, bool(_FYI.search(text)))
     add("note_cue", -1.5, bool(_NOTE_CUE.search(text)) and first not in IMPERATIVE_VERBS)
     words = len(text.split())
