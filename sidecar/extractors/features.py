@@ -94,6 +94,10 @@ _NOTE_CUE = re.compile(
     r"client prefers|important|key point|note|policy|rule|decisión|acordamos|"
     r"decidimos)\b|\b(decided|agreed|approved|prefers?|will go with|we go with|"
     r"going with|signed off)\b", re.I)
+#: Sections whose lines are facts worth keeping (money, scope, dates, constraints).
+_FACT_SECTION = re.compile(r"(budget|scope|timeline|key dates|constraints?|goals?|"
+                           r"requirements?|risks?|pricing|terms|presupuesto|alcance)", re.I)
+_FIGURE = re.compile(r"[£$€¥]\s?\d|\d\s?(?:%|eur|usd|gbp|k\b)|\b\d{1,3}(?:,\d{3})+\b", re.I)
 _NOTE_SECTION = re.compile(r"(decision|key point|notes?$|agreement|outcome|decisiones|"
                            r"acuerdos)", re.I)
 _MILESTONE = re.compile(
@@ -215,15 +219,23 @@ def note_evidence(c: Candidate) -> Evidence:
                  "budget", "decisión", "acuerdo", "nota"}:
         parts.append(("note_label", 4.0))
     if c.section and _NOTE_SECTION.search(c.section):
-        parts.append(("note_section", 2.5))
+        parts.append(("note_section", 3.5))
+    elif c.section and _FACT_SECTION.search(c.section):
+        parts.append(("fact_section", 2.5))
     if _NOTE_CUE.search(c.text):
-        parts.append(("note_cue", 2.5))
+        parts.append(("note_cue", 3.0))
+    if _FIGURE.search(c.text):
+        parts.append(("figure", 0.8))
     if _REQUEST.search(c.text) or _first_word(c.text) in IMPERATIVE_VERBS:
         parts.append(("actionable", -2.0))
     if _SOCIAL.match(c.text):
         parts.append(("social", -3.0))
     if c.shape == "checkbox":
         parts.append(("checkbox", -3.0))
+    if c.text.rstrip().endswith("?"):
+        parts.append(("question", -2.0))
+    if len(c.text.split()) < 4:
+        parts.append(("short", -1.0))
     return Evidence(sum(w for _, w in parts), tuple(parts))
 
 
