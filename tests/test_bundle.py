@@ -105,8 +105,11 @@ async def test_bundle_runs_an_agent_with_the_embedded_model(
     folder.mkdir()
     _write_docx(folder / "atlas-sync.docx", MEETING)  # also exercises lxml + python-docx
 
+    # --judge-weight: the default model is measured not to help the extractive engine, so it is
+    # not asked by default; here it must be, to prove llama.cpp's libraries are in the bundle
     d = await DaemonProcess.start(data_dir, token=token, command=[str(bundle_exe)],
-                                  extra_args=["--model-dir", str(model_dir)])
+                                  extra_args=["--model-dir", str(model_dir),
+                                              "--judge-weight", "0.6"])
     try:
         assert d.ready.pid == d.proc.pid  # one-dir: no bootloader parent in between
         assert d.ready.protocol == 1 and d.ready.token_file is None
@@ -138,6 +141,7 @@ async def test_bundle_runs_an_agent_with_the_embedded_model(
         await asyncio.wait_for(c.closed.wait(), 10)
         await c.close()
         assert await d.read_stdout_rest() == b"", "the bundle printed more than the ready line"
+        assert any("loaded model" in line for line in d.stderr_lines), d.stderr_lines[-30:]
         assert any("stopped cleanly" in line for line in d.stderr_lines), d.stderr_lines[-20:]
         errors = [line for line in d.stderr_lines if "Traceback" in line or "ERROR" in line]
         assert not errors, d.stderr_lines
