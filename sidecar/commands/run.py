@@ -105,7 +105,9 @@ def _print(out: TextIO, fmt: str, record: dict[str, Any], rows: list[Any]) -> No
         else:
             path = (meta.get("source") or {}).get("path") or ""
             title = data.get("title") or data.get("name") or data.get("content", "")
-            out.write(f"[{row['table_name']:9}] {title}  ({Path(path).name})\n")
+            done = " (done)" if data.get("status") == "done" else ""
+            out.write(f"[{row['table_name']:9}] {title}{done}  ({Path(path).name})\n")
+    out.flush()
     summary = (f"run {record['id']}: {record['status']}, {record['items_processed']} "
                f"document(s) extracted, {len(rows)} record(s) queued for Electron")
     print(summary, file=sys.stderr)
