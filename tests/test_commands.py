@@ -1,0 +1,70 @@
+"""The one-shot commands a new user meets first: run --demo, extract, models pull/verify."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sidecar(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sidecar", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_run_demo_queues_records_once(tmp_path: Path, model_dir: Path) -> None:
+    examples = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", examples)
+    first = sidecar("run", "--demo", str(examples), "--data-dir", str(tmp_path / "d"))
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert any("Luis to send the first homepage mockups by Friday" in ln for ln in lines)
+    assert "3 document(s) extracted" in first.stderr
+    again = sidecar("run", "--demo", str(examples), "--data-dir", str(tmp_path / "d"))
+    assert again.returncode == 0 and again.stdout == ""
+    assert "0 document(s) extracted, 0 record(s) queued" in again.stderr
+    jsonl = sidecar("run", "a_demo_examples", "--full", "--format", "jsonl",
+                    "--data-dir", str(tmp_path / "d"))
+    assert jsonl.returncode == 0 and jsonl.stdout == ""  # same records: never queued twice
+
+
+def test_extract_prints_insert_frames_as_json_lines(model_dir: Path) -> None:
+    r = sidecar("extract", "examples/kickoff-meeting.md", "--types", "tasks")
+    assert r.returncode == 0, r.stderr
+    frames = [json.loads(line) for line in r.stdout.splitlines()]
+    assert frames and all(f["type"] == "tool_call" and f["table"] == "tasks" for f in frames)
+    assert all(f["data"]["isAiSuggested"] == 1 and f["data"]["isApproved"] == 0 for f in frames)
+    luis = next(f for f in frames if "homepage mockups" in f["data"]["title"])
+    assert luis["data"]["assignee"] == '["Luis"]' and luis["source"]["grounded"]
+    bad = sidecar("extract", "examples/", "--types", "users")
+    assert bad.returncode == 5 and "unknown data types" in bad.stderr
+
+
+def test_models_pull_from_file_and_verify(tmp_path: Path, default_model: Path) -> None:
+    mdir = tmp_path / "models"
+    r = sidecar("models", "pull", "--from", str(default_model), "--model-dir", str(mdir))
+    assert r.returncode == 0, r.stderr
+    assert (mdir / default_model.name).is_file() and "sha256 verified" in r.stderr
+    listed = json.loads(sidecar("models", "list", "--json", "--model-dir", str(mdir)).stdout)
+    assert listed[0]["state"] == "present" and listed[0]["default"]
+
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + b"\0" * 1000)
+    r = sidecar("models", "pull", "--force", "--from", str(corrupt), "--model-dir",
+                str(tmp_path / "other"))
+    assert r.returncode == 1 and "does not match the manifest" in r.stderr
+    assert not list((tmp_path / "other").glob("*.gguf")), "an unverified file was kept"
+
+    target = mdir / default_model.name
+    with target.open("r+b") as f:  # flip one byte in place: same size, new hash
+        f.seek(5_000_000)
+        byte = f.read(1)
+        f.seek(5_000_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    r = sidecar("models", "verify", "--model-dir", str(mdir))
+    assert r.returncode == 1
+    assert str(target) in r.stderr and "expected sha256" in r.stderr and "corrupt" in r.stderr
