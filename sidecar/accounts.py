@@ -54,6 +54,9 @@ class Accounts:
     async def start(self, provider: str, client: dict[str, Any], account_hint: str | None,
                     flow_kind: str | None) -> tuple[str, str, str | None, str | None]:
         """Begin a sign-in; returns (flow_id, url, user_code, message)."""
+        from sidecar.secrets import require_keyring
+
+        require_keyring()  # tokens can only go to the OS keyring
         flow_id = "f_" + secrets.token_hex(6)
         user_code = message = None
         if provider == "gmail":

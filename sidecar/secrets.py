@@ -37,6 +37,11 @@ def _keyring():  # type: ignore[no-untyped-def]
     return keyring
 
 
+def require_keyring() -> None:
+    """Fail now, with the reason, rather than after the user has signed in."""
+    _keyring()
+
+
 def _name(kind: str, account: str) -> str:
     return f"{kind}:{account}"
 

@@ -148,6 +148,12 @@ async def test_without_a_keyring_secrets_fail_clearly(data_dir: Path, token: str
                                  "account": "https://api.example/v1", "value": "sk-12345678"})
         assert reply["type"] == "error" and reply["code"] == "no_keyring", reply
         assert "keyring" in reply["message"] and "sk-12345678" not in reply["message"]
+        connect = await c.request({"type": "oauth_start", "provider": "gmail", "client": {
+            "client_config": {"installed": {"client_id": "x", "client_secret": "y",
+                                            "auth_uri": "https://a.example/auth",
+                                            "token_uri": f"{gmail.url}/token"}}}})
+        assert connect["type"] == "error" and connect["code"] == "no_keyring", connect
+        assert "Secret Service" in connect["message"]
         await c.close()
     finally:
         await d.stop()

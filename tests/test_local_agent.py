@@ -203,3 +203,34 @@ async def test_watch_partial_write_and_burst_make_one_incremental_run(
     (folder / "note0.md").rename(folder / "renamed.md")
     run3, calls3 = await collect_until_finished(c, None, timeout=60)
     assert run3["items_processed"] == 0 and calls3 == [], run3
+
+
+async def test_socket_stays_responsive_while_the_model_works(
+        data_dir: Path, token: str, model_dir: Path, default_model: Path, tmp_path: Path) -> None:
+    """With the model asked about every unsure span, frames are still answered mid-run."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    body = "".join(f"Paragraph {i}. We might look at option {i} later if time allows.\n"
+                   f"- Maybe ask Dana about item {i}\n" for i in range(60))
+    (folder / "long.md").write_text(body)
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=[
+        "--model-dir", str(model_dir), "--judge-weight", "0.6"])
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = await make_agent(c, folder)
+        started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
+        answered_during_run = 0
+        for _ in range(5):
+            status = await c.request({"type": "status"}, timeout=10)
+            by_id = {a["id"]: a for a in status["agents"]}
+            if by_id[agent["id"]]["running_run_id"] == started["run_id"]:
+                answered_during_run += 1
+            await asyncio.sleep(0.05)
+        assert answered_during_run >= 3, "status was not answered while the model ran"
+        run, _ = await collect_until_finished(c, started["run_id"], timeout=300)
+        assert run["status"] == "success"
+        assert any("loaded model" in line for line in d.stderr_lines)
+        await c.close()
+    finally:
+        await d.stop()
