@@ -49,7 +49,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sidecar.commands import agents, extract, models, run, runs, serve, settings
+    from sidecar.commands import agents, extract, models, run, runs, serve, settings, status
 
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (serve, run, agents, runs, extract, models, settings):
+    for module in (serve, run, status, agents, runs, extract, models, settings):
         module.register(sub)
     for choice in sub.choices.values():
         _ensure_common_flags(choice)

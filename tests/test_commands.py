@@ -30,6 +30,10 @@ def test_run_demo_queues_records_once(tmp_path: Path, model_dir: Path) -> None:
     jsonl = sidecar("run", "a_demo_examples", "--full", "--format", "jsonl",
                     "--data-dir", str(tmp_path / "d"))
     assert jsonl.returncode == 0 and jsonl.stdout == ""  # same records: never queued twice
+    status = json.loads(sidecar("status", "--json", "--data-dir", str(tmp_path / "d")).stdout)
+    (demo,) = status["agents"]
+    assert demo["last_run"]["status"] == "success" and demo["next_run_at"].endswith("Z")
+    assert status["outbox_pending"] > 0  # waiting for Electron
 
 
 def test_extract_prints_insert_frames_as_json_lines(model_dir: Path) -> None:
