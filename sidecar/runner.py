@@ -49,7 +49,8 @@ def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
     edit or a prompt change, or re-run after a crash) is never queued twice; a new one is."""
     data = item.data
     what = data.get("title") or data.get("name") or data.get("content") or ""
-    return idempotency_key(agent.id, doc.item.key, item.table, " ".join(str(what).lower().split()))
+    title = hashlib.sha256(" ".join(str(what).lower().split()).encode("utf-8")).hexdigest()
+    return idempotency_key(agent.id, doc.item.key, item.table, title[:16])
 
 
 def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:

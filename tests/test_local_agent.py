@@ -234,3 +234,53 @@ async def test_socket_stays_responsive_while_the_model_works(
         await c.close()
     finally:
         await d.stop()
+
+
+async def test_kill_9_mid_run_loses_and_duplicates_nothing(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """The sidecar dies mid-run; after a restart every record arrives exactly once."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"n{i:03}.md").write_text(f"- [ ] Call supplier {i} about the flour order\n"
+                                           f"- [ ] Send invoice {i} to Dana\n")
+    args = ["--model-dir", str(model_dir)]
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=args)
+    c = await d.connect()
+    await c.hello()
+    agent = await make_agent(c, folder)
+    await c.request({"type": "run_agent", "agent_id": agent["id"]})
+    first_keys: list[str] = []
+    while True:  # take some inserts (ack a few), then pull the plug mid-run
+        frame = await c.next_push(None, timeout=120)
+        if frame["type"] == "tool_call":
+            first_keys.append(frame["idempotency_key"])
+            if len(first_keys) % 2:
+                await c.ack(frame, result={"id": frame["id"]})
+        if len(first_keys) >= 40 or frame["type"] == "run_finished":
+            break
+    assert frame["type"] != "run_finished", "the run ended before the kill: make it longer"
+    await asyncio.sleep(0.3)  # acks are committed in batches every few ms; then pull the plug
+    await d.kill()
+    await c.close()
+
+    d2 = await DaemonProcess.start(data_dir, token=token, extra_args=args)
+    try:
+        c2 = await d2.connect()
+        await c2.hello()
+        started = await c2.request({"type": "run_agent", "agent_id": agent["id"]})
+        run, calls = await collect_until_finished(c2, started["run_id"], timeout=300)
+        assert run["status"] == "success", run
+        await asyncio.sleep(0.5)
+        keys = [f["idempotency_key"] for f in calls]
+        assert len(keys) == len(set(keys)), "a record was delivered twice after the restart"
+        acked_before = set(first_keys[0::2])
+        assert not acked_before & set(keys), "an acked record was sent again"
+        unacked = set(first_keys[1::2])
+        assert unacked <= set(keys), "a record sent but not acked before the crash was lost"
+        assert len(acked_before) + len(keys) == 800, (len(acked_before), len(keys))
+        status = await c2.request({"type": "status"})
+        assert status["outbox_pending"] == 0
+        await c2.close()
+    finally:
+        await d2.stop()
