@@ -4,7 +4,9 @@
 
 (a) the seed's way: one fresh prompt per document (its system prompt + schema + the document
     cut at 8,000 characters), KV cache reset, free JSON generation, sequential;
-(b) our local engine (``LocalExtractor``: candidates + the model's yes/no, prefix reuse);
+(b) our local engine with the model asked about every unsure span (``--judge-weight 0.6``:
+    candidates + the model's yes/no, prefix reuse); (b0) the shipped default for this model
+    (judge weight 0 from the manifest, measured by bench/calibrate.py: no model calls);
 (c) raw llama-cpp-python replaying exactly the prompts (b) evaluated, with the same prefix
     reuse and nothing else: (b)/(c) is the cost of our pipeline around the model.
 
@@ -138,7 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     docs = documents(args.docs)
     # 4096: the seed-style prompt (8,000 characters + schema + answer) must fit
-    config = Config.load({"extraction_strategy": "extractive", "model_context": 4096})
+    config = Config.load({"extraction_strategy": "extractive", "model_context": 4096,
+                          "judge_weight": 0.6})
     engine = LocalExtractor.from_config(config, Paths.from_config(config))
     asyncio.run(engine.runtime.call(lambda llm: None))  # load once, outside the timings
 
@@ -147,8 +150,12 @@ def main() -> None:
     with Recorder() as rec:
         b = asyncio.run(ours(engine, docs))
     c = raw_replay(engine, rec.prompts, len(docs))
+    default = LocalExtractor(engine.runtime, strategy="extractive",
+                             tuning=LocalExtractor.from_config(
+                                 Config.load({}), Paths.from_config(config)).tuning)
+    b0 = asyncio.run(ours(default, docs))
     out = {"docs": len(docs), "chars": sum(len(t) for _, t in docs), "seed_style": a,
-           "ours": b, "raw_llama_same_prompts": c,
+           "ours": b, "ours_default_weight": b0, "raw_llama_same_prompts": c,
            "ratio_ours_vs_seed": b["docs_per_min"] / a["docs_per_min"],
            "ratio_ours_vs_raw": b["docs_per_min"] / c["docs_per_min"]}
     if args.json:
@@ -160,6 +167,8 @@ def main() -> None:
           f"({a['seconds']:.1f} s; {a['valid_json']}/{len(docs)} answers were a JSON array)")
     print(f"(b) our local engine:                    {b['docs_per_min']:7.1f} docs/min "
           f"({b['seconds']:.1f} s; {b['items']} records)")
+    print(f"(b0) shipped default (judge weight {default.tuning.model_weight:g}):"
+          f"{b0['docs_per_min']:9.1f} docs/min ({b0['seconds']:.2f} s; {b0['items']} records)")
     print(f"(c) raw llama-cpp-python, same prompts:  {c['docs_per_min']:7.1f} docs/min "
           f"({c['seconds']:.1f} s; {c['prompts']} prompts)")
     print(f"b/a = {out['ratio_ours_vs_seed']:.2f} (target >= 1.5)   "

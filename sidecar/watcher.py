@@ -84,6 +84,8 @@ class FolderWatcher:
             def on_any_event(self, event: Any) -> None:  # watchdog thread
                 if event.event_type in ("opened", "closed_no_write"):
                     return
+                if event.is_directory and event.event_type == "modified":
+                    return  # a folder's listing changed: its files are reported themselves
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
                 watcher._threadsafe(paths, bool(event.is_directory))
 
