@@ -134,10 +134,11 @@ class FolderWatcher:
 
     async def _main(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.health_interval)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
+            # with the event being set, and stop() would then wait forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.health_interval):
+                    await self._wake.wait()
             self._wake.clear()
             await self._check_observer()
             if not self._pending and not self._rescan:
