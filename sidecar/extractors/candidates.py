@@ -129,10 +129,16 @@ def _clean(text: str, start: int, end: int) -> tuple[int, int, str | None, str |
     return start, end, owner, label
 
 
+_ABBREV = re.compile(r"(?:\b(?:dr|mr|mrs|ms|prof|st|sr|jr|vs|etc|approx|no|e\.g|i\.e|"
+                     r"inc|ltd|co)|\b[A-Z])\.$", re.I)
+
+
 def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
     seg = text[start:end]
     spans, pos = [], 0
     for m in _SENTENCE_END.finditer(seg):
+        if _ABBREV.search(seg[pos:m.start()]):
+            continue  # "Dr. Patel", "e.g. the logo": not a sentence end
         spans.append((start + pos, start + m.start()))
         pos = m.end()
     spans.append((start + pos, end))

@@ -41,8 +41,8 @@ _REQUEST = re.compile(
     r"tienes que|necesito|necesitamos|no olvides|recuerda)\b", re.I)
 #: "Could you please fix…", "Please send…": a request addressed to the reader, verb first.
 _DIRECT_REQUEST = re.compile(
-    rf"^(?:(?:could|can|would|will) you (?:please |kindly |also )?|(?:please|pls|kindly) "
-    rf"|would you mind )({_W})", re.I)
+    rf"^(?:would you mind |(?:could|can|would|will) you (?:please |kindly |also )?|"
+    rf"(?:please|pls|kindly) )({_W})", re.I)
 #: "Sam to refine…", "Jess will adapt…": a named person and a verb, whatever the verb.
 _NAMED_ASSIGN = re.compile(
     r"^(?:[A-ZÀ-Ý][\wÀ-ÿ'’-]+(?: (?:and|&|y) [A-ZÀ-Ý][\wÀ-ÿ'’-]+)?)\s+(?:(to)|will|is going to|"
@@ -187,15 +187,17 @@ def task_evidence(c: Candidate) -> Evidence:
     add("owner", 0.8, c.owner is not None)
     add("request", 1.6, bool(_REQUEST.search(text)))
     direct = _DIRECT_REQUEST.match(strip_connectors(text))
-    add("direct_request", 2.0, direct is not None and (
-        direct.group(1).lower() in IMPERATIVE_VERBS or direct.group(1).lower().endswith("ing")))
+    direct_verb = direct is not None and (
+        direct.group(1).lower() in IMPERATIVE_VERBS or direct.group(1).lower().endswith("ing"))
+    add("direct_request", 2.0, direct_verb)
     named = _NAMED_ASSIGN.match(strip_connectors(text))
-    add("named_assignment", 1.8, named is not None and not add_if_seen(parts, "assignment"))
+    add("named_assignment", 2.6 if named is not None and named.group(1) else 2.0,
+        named is not None and not add_if_seen(parts, "assignment"))
     promise = _FIRST_PERSON.search(text)
     add("commitment", 1.2, bool(_COMMIT.search(text)))
     add("promise_verb", 1.2, promise is not None)
     asking = bool(_ASKING.search(text))
-    add("asking", 1.4, asking and direct is None)
+    add("asking", 1.4, asking and not direct_verb)
     add("deadline", 1.0, has_deadline(text))
     actionable = direct is not None or asking or promise is not None or named is not None
     add("past", -1.6, bool(_PAST.search(text)) and first not in IMPERATIVE_VERBS

@@ -1,0 +1,91 @@
+"""The extractive pipeline without a model: candidate spans, evidence, and the records built."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sidecar.extractors.base import ExtractionRequest
+from sidecar.extractors.candidates import find_candidates
+from sidecar.extractors.features import task_evidence
+from sidecar.extractors.rules import RulesExtractor
+
+REF = datetime(2026, 11, 25, 9, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # a Wednesday
+
+
+def texts(doc: str) -> list[str]:
+    return [c.text for c in find_candidates(doc)]
+
+
+def test_shapes_owners_and_labels() -> None:
+    doc = ("## Action items\n- [x] Book the venue\n- [ ] Priya: set up staging\n"
+           "* Send the deck (owner: Li)\nDecision: we keep the blue logo\n"
+           "[10:02] Ana: I'll fix the login bug\n")
+    cands = find_candidates(doc)
+    by_text = {c.text: c for c in cands}
+    assert by_text["Book the venue"].checked and by_text["Book the venue"].shape == "checkbox"
+    assert by_text["set up staging"].owner == "Priya"
+    assert by_text["Send the deck"].owner == "Li"
+    assert (by_text["we keep the blue logo"].label or "").lower() == "decision"
+    assert by_text["I'll fix the login bug"].speaker == "Ana"
+    for c in cands:
+        assert doc[c.start:c.end] == c.text  # spans are the document's own text
+
+
+def test_greetings_and_abbreviations_do_not_glue_sentences() -> None:
+    doc = "Hi Priya,\nCould you send the file?\nThanks, Dana\n\nDr. Patel wants e.g. a map."
+    assert texts(doc) == ["Hi Priya", "Could you send the file?", "Thanks, Dana",
+                          "Dr. Patel wants e.g. a map."]
+
+
+@pytest.mark.parametrize(("line", "is_task"), [
+    ("Send the signed contract to Maria by Friday", True),
+    ("Could you please fix the opening hours before Monday?", True),
+    ("Would you mind swapping the stock photo on the Services page?", True),
+    ("I'll send over the new team bios by Monday.", True),
+    ("Sam to refine concept B with the darker green", True),
+    ("Thanks everyone for joining today!", False),
+    ("We shipped version 2 last week.", False),
+    ("The weather was lovely in Lisbon.", False),
+])
+def test_task_evidence_direction(line: str, is_task: bool) -> None:
+    (cand,) = find_candidates(line)
+    # emitted when sigmoid(logit) >= the task threshold 0.5, i.e. logit >= 0
+    assert (task_evidence(cand).logit >= 0) is is_task, task_evidence(cand).parts
+
+
+async def test_records_carry_owner_due_priority_and_status() -> None:
+    doc = ("From: Dana Whitfield <dana@bakery.example>\nSubject: Launch\n\n"
+           "## Action items\n- [ ] Luis to send the mockups by Friday (urgent)\n"
+           "- [x] Collect the brand assets\n\nI'll review the copy tomorrow.\n")
+    result = await RulesExtractor().extract(ExtractionRequest(
+        text=doc, data_types=("tasks",), document_date=REF))
+    by_title = {i.data["title"]: i.data for i in result.items}
+    luis = by_title["Luis to send the mockups by Friday (urgent)"]
+    assert json.loads(luis["assignee"]) == ["Luis"] and luis["priority"] == "high"
+    assert luis["dueDate"] == int(datetime(2026, 11, 27, tzinfo=REF.tzinfo).timestamp() * 1000)
+    assert by_title["Collect the brand assets"]["status"] == "done"
+    mine = by_title["I'll review the copy tomorrow"]
+    assert json.loads(mine["assignee"]) == ["Dana"]  # the email's sender said "I'll"
+
+
+async def test_timelines_need_a_project_and_a_date() -> None:
+    doc = "## Milestones\n- Beta release on December 10, 2026\n"
+    without = await RulesExtractor().extract(ExtractionRequest(
+        text=doc, data_types=("timelines",), document_date=REF))
+    assert without.items == ()
+    with_project = await RulesExtractor().extract(ExtractionRequest(
+        text=doc, data_types=("timelines",), document_date=REF, project_id="p1"))
+    (item,) = with_project.items
+    assert item.data["projectId"] == "p1" and isinstance(item.data["date"], int)
+
+
+@given(st.text(max_size=2000))
+def test_candidates_never_raise_and_stay_inside(text: str) -> None:
+    for c in find_candidates(text):
+        assert 0 <= c.start < c.end <= len(text) and text[c.start:c.end] == c.text
