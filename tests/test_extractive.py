@@ -89,3 +89,19 @@ async def test_timelines_need_a_project_and_a_date() -> None:
 def test_candidates_never_raise_and_stay_inside(text: str) -> None:
     for c in find_candidates(text):
         assert 0 <= c.start < c.end <= len(text) and text[c.start:c.end] == c.text
+
+
+async def test_markdown_table_rows_become_tasks_with_owner_and_due() -> None:
+    doc = ("## Actions\n\n| # | Action | Owner | Due |\n|---|---|---|---|\n"
+           "| 1 | Update the stamp card designs | Sam | 30 May 2027 |\n"
+           "| 2 | Submit the build for review | Ana | 10 June 2027 |\n")
+    result = await RulesExtractor().extract(ExtractionRequest(
+        text=doc, data_types=("tasks",), document_date=REF))
+    by_title = {i.data["title"]: i for i in result.items}
+    assert set(by_title) == {"Update the stamp card designs", "Submit the build for review"}
+    sam = by_title["Update the stamp card designs"]
+    assert json.loads(sam.data["assignee"]) == ["Sam"]
+    assert sam.data["dueDate"] == int(datetime(2027, 5, 30, tzinfo=REF.tzinfo).timestamp()
+                                      * 1000)
+    s, e = sam.source.span  # type: ignore[misc]
+    assert doc[s:e] == "Update the stamp card designs"

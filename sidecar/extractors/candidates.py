@@ -9,6 +9,7 @@ prior; the model's yes/no log-probabilities refine it.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class Candidate:
     label: str | None = None
     line_no: int = 0
     features: dict[str, float] = field(default_factory=dict)
+    #: Text beside the span that may carry its date (a table's "Due" cell).
+    date_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +148,69 @@ def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return spans
 
 
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_TEXT_HEAD = re.compile(r"^(?:action|actions|task|tasks|item|to ?do|what|description|"
+                        r"deliverable|next steps?|activity|tarea|acción)$", re.I)
+_OWNER_HEAD = re.compile(r"^(?:owner|who|assignee|responsible|resp\.?|assigned to|"
+                         r"responsable)$", re.I)
+_DUE_HEAD = re.compile(r"^(?:due|due date|deadline|date|when|by|fecha|plazo)$", re.I)
+
+
+def _cells(line: _Line) -> list[tuple[int, int]]:
+    """Offsets of a markdown table row's cells (stripped), in the document."""
+    body = line.text
+    out = []
+    bars = [i for i, ch in enumerate(body) if ch == "|"]
+    for a, b in itertools.pairwise(bars):
+        s, e = a + 1, b
+        while s < e and body[s] == " ":
+            s += 1
+        while e > s and body[e - 1] == " ":
+            e -= 1
+        out.append((line.start + s, line.start + e))
+    return out
+
+
+def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | None,
+           max_words: int) -> None:
+    """A markdown table: one candidate per data row, from its task column, with owner/due."""
+    if len(rows) < 3 or not _TABLE_RULE.match(rows[1].text):
+        return
+    head = [text[s:e].strip(" *_").lower() for s, e in _cells(rows[0])]
+
+    def col(pattern: re.Pattern[str]) -> int | None:
+        return next((i for i, h in enumerate(head) if pattern.match(h)), None)
+
+    text_col, owner_col, due_col = col(_TEXT_HEAD), col(_OWNER_HEAD), col(_DUE_HEAD)
+    label = head[text_col] if text_col is not None else None
+    for row in rows[2:]:
+        cells = _cells(row)
+        if not cells:
+            continue
+        i = text_col
+        if i is None or i >= len(cells):  # no named column: the row's longest cell
+            i = max(range(len(cells)), key=lambda k: cells[k][1] - cells[k][0])
+        s, e = cells[i]
+        owner = text[slice(*cells[owner_col])].strip() if owner_col is not None \
+            and owner_col < len(cells) else None
+        due = text[slice(*cells[due_col])].strip() if due_col is not None \
+            and due_col < len(cells) else None
+        before = len(out)
+        _add(out, text, s, e, "cell", section, label=label, line_no=row.no,
+             max_words=max_words)
+        if len(out) > before:
+            c = out[-1]
+            out[-1] = Candidate(c.start, c.end, c.text, c.shape, c.section, owner=owner or None,
+                                label=c.label, line_no=c.line_no, date_text=due or None)
+
+
 def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
     """All bullet/checkbox/chat/sentence spans of ``text`` in document order."""
     out: list[Candidate] = []
     section: str | None = None
     paragraph: list[_Line] = []
+    table: list[_Line] = []
 
     def flush_paragraph() -> None:
         if not paragraph:
@@ -161,6 +222,13 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
 
     for line in _lines(text):
         body = line.text
+        if _TABLE_ROW.match(body):
+            flush_paragraph()
+            table.append(line)
+            continue
+        if table:
+            _table(out, text, table, section, max_words)
+            table.clear()
         if not body.strip():
             flush_paragraph()
             continue
@@ -204,6 +272,8 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
         if body.rstrip().endswith((".", "!", "?")) and len(paragraph) == 1 and len(body) < 200:
             flush_paragraph()
     flush_paragraph()
+    if table:
+        _table(out, text, table, section, max_words)
     return out
 
 

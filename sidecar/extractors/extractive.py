@@ -113,7 +113,7 @@ async def extract_extractive(
     cands = find_candidates(text)
     context = _context(text)
     items: list[ExtractedItem] = []
-    dates = {id(c): find_dates(c.text) for c in cands}
+    dates = {id(c): find_dates(c.text) or find_dates(c.date_text or "") for c in cands}
 
     def due(c: Candidate) -> int | None:
         for _s, _e, expr in dates[id(c)]:

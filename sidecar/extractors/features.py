@@ -168,8 +168,10 @@ def task_evidence(c: Candidate) -> Evidence:
     add("checkbox", 3.0, c.shape == "checkbox")
     add("bullet", 0.6, c.shape == "bullet")
     add("sentence", -0.6, c.shape == "sentence")
+    add("table_row", 0.8, c.shape == "cell")
     label = (c.label or "").lower()
     add("task_label", 3.5, label in {"action", "actions", "todo", "to do", "to-do", "task",
+                                     "item", "what", "deliverable", "activity",
                                      "tasks", "next step", "next steps", "follow-up",
                                      "follow up", "tarea", "pendiente", "reminder"})
     add("note_label", -3.0, label in {"decision", "decisions", "decided", "agreed", "note",
