@@ -110,6 +110,9 @@ def _print(out: TextIO, fmt: str, record: dict[str, Any], rows: list[Any]) -> No
     out.flush()
     summary = (f"run {record['id']}: {record['status']}, {record['items_processed']} "
                f"document(s) extracted, {len(rows)} record(s) queued for Electron")
+    if record["items_processed"] == 0 and not rows and not record.get("errors"):
+        summary += " (nothing new since the last run; --full re-extracts, and records "
+        summary += "already queued are never queued twice)"
     print(summary, file=sys.stderr)
     for err in record.get("errors") or []:
         print(f"  ! {err}", file=sys.stderr)
