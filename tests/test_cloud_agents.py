@@ -159,3 +159,52 @@ async def test_without_a_keyring_secrets_fail_clearly(data_dir: Path, token: str
         await d.stop()
         await asyncio.sleep(0)
     assert not any("sk-12345678" in line for line in d.stderr_lines)
+
+
+async def test_outlook_device_code_connect_and_run(data_dir: Path, token: str, tmp_path: Path,
+                                                   model_dir: Path) -> None:
+    """Microsoft through the daemon: device-code sign-in, msal refresh, Graph paging, a run."""
+    from tests.fakes.graph_server import FakeGraph
+
+    graph = await FakeGraph(tmp_path).start()
+    env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+           "XDG_DATA_HOME": str(tmp_path / "xdg"), "SIDECAR_GRAPH_API_BASE": graph.api_base}
+    d = await DaemonProcess.start(data_dir, token=token, env=env,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        reply = await c.request({"type": "oauth_start", "provider": "outlook",
+                                 "flow": "device_code", "client": {
+                                     "client_id": graph.client_id, "authority": graph.authority,
+                                     "verify": str(graph.ca_file),
+                                     "instance_discovery": False}})
+        assert reply["type"] == "oauth_start_result" and reply["user_code"], reply
+        graph.approve_device(reply["user_code"])  # the user types the code on another device
+        status = await c.next_push("oauth_status", timeout=30)
+        assert status["status"] == "connected", status
+        account = status["account"]
+        assert account == graph.user.username
+
+        now = datetime.now(UTC)
+        for i in range(3):  # more than one page (page size 2)
+            graph.add_message(f"m{i}", (now - timedelta(days=1, minutes=i)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"), subject=f"Report {i}",
+                body=f"<p>Hi Ada,</p><p>Please send the March report {i} by Friday.</p>")
+        graph.add_message("old", (now - timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                          subject="Old", body="<p>Please renew the domain.</p>")
+        agent = (await c.request({"type": "agent_upsert", "agent": {
+            "kind": "cloud", "provider": "outlook", "account": account, "name": "Mail",
+            "data_types": ["tasks"], "schedule_cron": "0 3 * * *"}}))["agent"]
+        started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
+        run, calls = await finish(c, started["run_id"])
+        assert run["status"] == "success" and run["items_processed"] == 3, run
+        titles = sorted(f["data"]["title"] for f in calls)
+        assert titles == [f"Please send the March report {i} by Friday" for i in range(3)]
+        again = await c.request({"type": "run_agent", "agent_id": agent["id"]})
+        run2, calls2 = await finish(c, again["run_id"])
+        assert run2["items_processed"] == 0 and calls2 == []
+        await c.close()
+    finally:
+        await d.stop()
+        await graph.stop()
