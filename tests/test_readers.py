@@ -171,17 +171,19 @@ def test_csv_rows_use_header(tmp_path: Path) -> None:
     doc = read_document(write(tmp_path, "tasks.csv", src), max_bytes=MAX)
     assert doc.kind == "csv"
     assert doc.text.splitlines() == [
-        "task: Write spec | owner: Ana | due: 2024-06-01",
-        "task: Review | owner: Bob, Jr.",
+        "| task | owner | due |",
+        "|---|---|---|",
+        "| Write spec | Ana | 2024-06-01 |",
+        "| Review | Bob, Jr. |  |",
     ]
 
 
 def test_semicolon_csv_and_tsv(tmp_path: Path) -> None:
     doc = read_document(write(tmp_path, "eu.csv", "name;city\nJosé;Lisboa\n"), max_bytes=MAX)
-    assert doc.text == "name: José | city: Lisboa"
+    assert doc.text == "| name | city |\n|---|---|\n| José | Lisboa |"
     doc = read_document(write(tmp_path, "t.tsv", "a\tb\n1\t2\n"), max_bytes=MAX)
     assert doc.kind == "csv"
-    assert doc.text == "a: 1 | b: 2"
+    assert doc.text == "| a | b |\n|---|---|\n| 1 | 2 |"
 
 
 def test_json_flattened(tmp_path: Path) -> None:

@@ -119,13 +119,19 @@ def read_md(data: bytes, name: str) -> Document:
 
 
 def read_csv(data: bytes, name: str, *, tab: bool = False) -> Document:
-    """One line per row, ``header: value | header: value``, using the first row as header."""
+    """A spreadsheet export as a Markdown table: readable, and its rows become candidates
+    with their owner and due columns, like a table in a note."""
     text, encoding = decode(data, name)
     try:
         lines = _csv_lines(text, tab=tab)
     except csv.Error:
         return _doc(data, text, "csv", encoding, name, meta={"csv_invalid": True})
-    return _doc(data, "\n".join(lines), "csv", encoding, name, meta={"rows": len(lines)})
+    return _doc(data, "\n".join(lines), "csv", encoding, name,
+                meta={"rows": max(0, len(lines) - 2)})
+
+
+def _cell(value: str) -> str:
+    return " ".join(value.replace("|", "/").split())
 
 
 def _csv_lines(text: str, *, tab: bool) -> list[str]:
@@ -138,19 +144,13 @@ def _csv_lines(text: str, *, tab: bool) -> list[str]:
     rows = [r for r in csv.reader(io.StringIO(text), dialect) if any(c.strip() for c in r)]
     if not rows:
         return []
-    header = [h.strip() for h in rows[0]]
-    if len(rows) == 1:
-        return [" | ".join(header)]
-    out: list[str] = []
+    width = max(len(r) for r in rows)
+    header = [_cell(h) or f"column {i + 1}" for i, h in
+              enumerate(rows[0] + [""] * (width - len(rows[0])))]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * width]
     for row in rows[1:]:
-        cells = []
-        for i, value in enumerate(row):
-            value = value.strip()
-            if not value:
-                continue
-            label = header[i] if i < len(header) and header[i] else f"column {i + 1}"
-            cells.append(f"{label}: {value}")
-        out.append(" | ".join(cells))
+        cells = [_cell(v) for v in row] + [""] * (width - len(row))
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
