@@ -58,7 +58,8 @@ async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str
         "schedule_cron": record["schedule_cron"],
         "last_run_at": record.get("last_run_at"),
         "next_run_at": nxt,
-        "deferred": scheduler.deferred.get(record["id"]) if scheduler else None,
+        "deferred": (scheduler.deferred.get(record["id"]) or scheduler.skipped.get(record["id"])
+                     if scheduler else None),
         "schedule_error": scheduler.invalid.get(record["id"]) if scheduler else None,
         "last_run": runs[0] if runs else None,
         "running_run_id": app[RUNNER].running_run(record["id"]),

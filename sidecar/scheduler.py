@@ -84,6 +84,7 @@ class Scheduler:
         self.tick_seconds = tick_seconds
         self.power_poll_seconds = power_poll_seconds
         self.deferred: dict[str, str] = {}  # agent id → reason
+        self.skipped: dict[str, str] = {}  # agent id → why its schedule is on hold
         self.invalid: dict[str, str] = {}  # agent id → why its cron is never fired
         self.fired: list[tuple[str, str]] = []  # (agent id, trigger), for status and tests
         self._aps: Any = None
@@ -146,7 +147,16 @@ class Scheduler:
         return iso(job.next_run_time) if job is not None and job.next_run_time else None
 
     async def fire(self, agent_id: str, trigger: str) -> str | None:
-        """A scheduled or catch-up run: waits (deferred) on low battery; returns the run id."""
+        """A scheduled or catch-up run: waits (deferred) on low battery; returns the run id.
+
+        An agent whose account needs a reconnect is not run on schedule: every run would fail
+        the same way. Electron was told once (``agent_needs_reauth``); a manual run still goes.
+        """
+        record = await self.store.agents.record(agent_id)
+        if record is not None and record.get("state") == "needs_reauth":
+            self.skipped[agent_id] = "skipped: the account needs to be reconnected"
+            return None
+        self.skipped.pop(agent_id, None)
         reason = deferral_reason(self.power.read(), enabled=self.defer_on_battery,
                                  threshold=self.battery_threshold)
         if reason is not None:

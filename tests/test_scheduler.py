@@ -675,3 +675,24 @@ async def test_daemon_status_next_run_and_run_now_while_running(
         if c is not None:
             await c.close()
         await d.stop()
+
+
+async def test_an_agent_that_needs_a_reconnect_is_not_run_on_schedule(tmp_path: Path) -> None:
+    """Its runs would all fail the same way; Electron was told once; manual runs still go."""
+    async with Store(tmp_path / "s.db") as store:
+        agent = validate_agent({"kind": "cloud", "provider": "gmail", "name": "Inbox",
+                                "account": "me@example.com", "schedule_cron": "0 * * * *"})
+        await store.agents.upsert(agent)
+        started: list[str] = []
+
+        async def start_run(agent_id: str, trigger: str) -> tuple[str, bool]:
+            started.append(agent_id)
+            return "r1", False
+
+        sched = Scheduler(store, start_run, tz=ZoneInfo("UTC"))
+        await store.agents.set_state(agent.id, "needs_reauth")
+        assert await sched.fire(agent.id, "schedule") is None and started == []
+        assert "reconnected" in sched.skipped[agent.id]
+        await store.agents.set_state(agent.id, "ok")
+        assert await sched.fire(agent.id, "schedule") == "r1" and started == [agent.id]
+        assert agent.id not in sched.skipped
