@@ -66,6 +66,11 @@ class Accounts:
             if not isinstance(config, dict):
                 raise ConfigError("oauth_start.client.client_config must be Google's "
                                   "installed-app client JSON", field="client.client_config")
+            from sidecar.logging_setup import register_secret
+
+            for section in config.values():  # the client secret is never logged either
+                if isinstance(section, dict):
+                    register_secret(section.get("client_secret"))
             flow = await start_google_flow(config, account_hint,
                                            api_base=self.config.gmail_api_base)
             url = flow.url

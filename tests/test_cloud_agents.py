@@ -80,7 +80,8 @@ async def finish(c: SidecarClient, run_id: str) -> tuple[dict[str, Any], list[di
             return frame["run"], calls
 
 
-async def test_connect_run_incrementally_and_reauth(c: SidecarClient, gmail: FakeGmail) -> None:
+async def test_connect_run_incrementally_and_reauth(c: SidecarClient, gmail: FakeGmail,
+                                                     data_dir: Path) -> None:
     status = await connect_gmail(c, gmail)
     assert status["status"] == "connected" and status["account"] == ACCOUNT
 
@@ -122,6 +123,19 @@ async def test_connect_run_incrementally_and_reauth(c: SidecarClient, gmail: Fak
     assert (await connect_gmail(c, gmail))["status"] == "connected"
     listed = await c.request({"type": "agent_list", "kind": "cloud"})
     assert listed["agents"][0]["state"] == "ok"
+
+    # run once more with the new grant, then look for any token or the client secret in the
+    # database, its WAL and the logs
+    started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
+    await finish(c, started["run_id"])
+    secrets_now = [*gmail.access_tokens, *gmail.refresh_tokens, gmail.client_secret]
+    assert len(secrets_now) >= 3
+    files = [p for p in data_dir.rglob("*") if p.is_file() and p.name != "token"]
+    assert any(p.name.startswith("sidecar.sqlite3") for p in files)
+    for path in files:
+        blob = path.read_bytes()
+        for secret in secrets_now:
+            assert secret.encode() not in blob, f"a secret was written to {path.name}"
 
 
 async def test_denied_sign_in_is_reported(c: SidecarClient, gmail: FakeGmail) -> None:
