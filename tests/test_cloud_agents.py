@@ -222,3 +222,44 @@ async def test_outlook_device_code_connect_and_run(data_dir: Path, token: str, t
     finally:
         await d.stop()
         await graph.stop()
+
+
+async def test_teams_chats_become_one_document_per_chat(data_dir: Path, token: str,
+                                                       tmp_path: Path, model_dir: Path) -> None:
+    from tests.fakes.graph_server import FakeGraph
+
+    graph = await FakeGraph(tmp_path).start()
+    env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+           "XDG_DATA_HOME": str(tmp_path / "xdg"), "SIDECAR_GRAPH_API_BASE": graph.api_base}
+    d = await DaemonProcess.start(data_dir, token=token, env=env,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        reply = await c.request({"type": "oauth_start", "provider": "teams",
+                                 "flow": "device_code", "client": {
+                                     "client_id": graph.client_id, "authority": graph.authority,
+                                     "verify": str(graph.ca_file),
+                                     "instance_discovery": False}})
+        graph.approve_device(reply["user_code"])
+        status = await c.next_push("oauth_status", timeout=30)
+        assert status["status"] == "connected", status
+        stamp = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        graph.chats = [{"id": "19:c1@thread.v2", "topic": "Launch plan", "chatType": "group",
+                        "members": [{"displayName": "Ada"}, {"displayName": "Bob"}]}]
+        graph.add_chat_message("19:c1@thread.v2", "1001", stamp, "Ada",
+                               "<p>Bob, can you <b>draft</b> the launch post by Friday?</p>")
+        graph.add_chat_message("19:c1@thread.v2", "1002", stamp, "Bob",
+                               "<div>Sure, I'll send it tomorrow</div>")
+        agent = (await c.request({"type": "agent_upsert", "agent": {
+            "kind": "cloud", "provider": "teams", "account": status["account"],
+            "name": "Chats", "data_types": ["tasks"], "schedule_cron": "0 3 * * *"}}))["agent"]
+        started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
+        run, calls = await finish(c, started["run_id"])
+        assert run["status"] == "success" and run["items_processed"] == 1, run
+        titles = [f["data"]["title"].lower() for f in calls]
+        assert any("draft the launch post" in t for t in titles), titles
+        await c.close()
+    finally:
+        await d.stop()
+        await graph.stop()
