@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from sidecar.agents import DEFAULT_EXCLUDES
 from sidecar.cli import add_setting_flags, config_from_args
+from sidecar.delivery import REVIEW_FLAGS
 from sidecar.errors import ConfigError
 from sidecar.extractors.base import ALLOWED_TABLES, ExtractionRequest, Extractor
 from sidecar.paths import Paths
@@ -109,7 +110,7 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                 _emit(out, args.format == "jsonl", {
                     "file": str(path), "type": "tool_call", "action": "insert",
                     "table": item.table,
-                    "data": {**item.data, "isAiSuggested": 1, "isApproved": 0},
+                    "data": {**item.data, **REVIEW_FLAGS},
                     "confidence": round(item.confidence, 3), "source": item.source.to_json()})
             for problem in result.problems:
                 _emit(out, args.format == "jsonl", {"file": str(path), "problem": problem.message})

@@ -20,6 +20,7 @@ from sidecar.cli import add_setting_flags, config_from_args
 from sidecar.errors import ConfigError
 from sidecar.paths import Paths
 from sidecar.settings import Config
+from sidecar.store.outbox import Entry
 
 DEMO_ID = "a_demo_examples"
 
@@ -83,34 +84,31 @@ async def _run_once(args: argparse.Namespace, config: Config, paths: Paths,
                 record = await runner.wait(run_id)
             finally:
                 await pool.aclose()
-            rows = await store.db.fetchall(
-                "SELECT table_name, data, meta FROM outbox WHERE run_id = ? ORDER BY seq",
-                (run_id,))
+            entries = await store.outbox.for_run(run_id)
     finally:
         lock.release()
     assert record is not None
-    _print(out, args.format, record, rows)
+    _print(out, args.format, record, entries)
     return 0 if record["status"] in ("success", "partial") else 1
 
 
-def _print(out: TextIO, fmt: str, record: dict[str, Any], rows: list[Any]) -> None:
-    for row in rows:
-        data = json.loads(row["data"])
-        meta = json.loads(row["meta"]) if row["meta"] else {}
-        if fmt == "jsonl":
-            out.write(json.dumps({"type": "tool_call", "action": "insert",
-                                  "table": row["table_name"],
-                                  "data": {**data, "isAiSuggested": 1, "isApproved": 0},
-                                  **meta}, ensure_ascii=False) + "\n")
-        else:
-            path = (meta.get("source") or {}).get("path") or ""
-            title = data.get("title") or data.get("name") or data.get("content", "")
-            done = " (done)" if data.get("status") == "done" else ""
-            out.write(f"[{row['table_name']:9}] {title}{done}  ({Path(path).name})\n")
+def _print(out: TextIO, fmt: str, record: dict[str, Any], entries: list[Entry]) -> None:
+    from sidecar import protocol as p
+    from sidecar.delivery import tool_call_for
+
+    for entry in entries:
+        if fmt == "jsonl":  # exactly the frame Electron will receive
+            out.write(json.dumps(p.to_dict(tool_call_for(entry)), ensure_ascii=False) + "\n")
+            continue
+        data = entry.data
+        path = (entry.meta.get("source") or {}).get("path") or ""
+        title = data.get("title") or data.get("name") or data.get("content", "")
+        done = " (done)" if data.get("status") == "done" else ""
+        out.write(f"[{entry.table:9}] {title}{done}  ({Path(path).name})\n")
     out.flush()
     summary = (f"run {record['id']}: {record['status']}, {record['items_processed']} "
-               f"document(s) extracted, {len(rows)} record(s) queued for Electron")
-    if record["items_processed"] == 0 and not rows and not record.get("errors"):
+               f"document(s) extracted, {len(entries)} record(s) queued for Electron")
+    if record["items_processed"] == 0 and not entries and not record.get("errors"):
         summary += " (nothing new since the last run; --full re-extracts, and records "
         summary += "already queued are never queued twice)"
     print(summary, file=sys.stderr)

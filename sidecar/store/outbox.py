@@ -102,6 +102,12 @@ class OutboxStore:
             (seq, limit))
         return [_entry(r) for r in rows]
 
+    async def for_run(self, run_id: str) -> list[Entry]:
+        """Everything a run queued, in order (whatever its delivery state)."""
+        rows = await self.db.fetchall("SELECT * FROM outbox WHERE run_id = ? ORDER BY seq",
+                                      (run_id,))
+        return [_entry(r) for r in rows]
+
     async def by_call_id(self, call_id: str) -> tuple[int, str] | None:
         row = await self.db.fetchone("SELECT seq, state FROM outbox WHERE call_id = ?",
                                      (call_id,))
