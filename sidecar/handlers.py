@@ -11,10 +11,8 @@ from sidecar import PROTOCOL_VERSION, __version__
 from sidecar import protocol as p
 from sidecar.agents import validate_agent
 from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STORE
-from sidecar.clock import iso, now, parse_iso
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
-from sidecar.schedule import next_run
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +39,9 @@ def available_models(app: web.Application) -> list[dict[str, Any]]:
 async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str, Any]:
     """One agent's line in ``status``: next run, last run outcome."""
     runs = await app[STORE].runs.list(agent_id=record["id"], limit=1)
-    scheduler = app.get(SCHEDULER)
-    nxt: str | None = None
-    if record.get("enabled") and scheduler is not None:
-        nxt = scheduler.upcoming(record["id"], record["schedule_cron"],
-                                 record.get("last_run_at"))
-    elif record.get("enabled"):
-        nxt = iso(next_run(parse_iso(record.get("last_run_at")) or now(),
-                           record["schedule_cron"]))
+    scheduler = app[SCHEDULER]  # set by scheduler_ctx before the first request
+    nxt = (scheduler.upcoming(record["id"], record["schedule_cron"], record.get("last_run_at"))
+           if record.get("enabled") else None)
     return {
         "id": record["id"],
         "name": record["name"],
@@ -58,9 +51,8 @@ async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str
         "schedule_cron": record["schedule_cron"],
         "last_run_at": record.get("last_run_at"),
         "next_run_at": nxt,
-        "deferred": (scheduler.deferred.get(record["id"]) or scheduler.skipped.get(record["id"])
-                     if scheduler else None),
-        "schedule_error": scheduler.invalid.get(record["id"]) if scheduler else None,
+        "deferred": scheduler.deferred.get(record["id"]) or scheduler.skipped.get(record["id"]),
+        "schedule_error": scheduler.invalid.get(record["id"]),
         "last_run": runs[0] if runs else None,
         "running_run_id": app[RUNNER].running_run(record["id"]),
     }

@@ -95,3 +95,11 @@ def is_overdue(cron: str, last_run_at: datetime | None, now: datetime,
     nxt = next_run(last_run_at, cron, tz)
     # compare instants: same-zone aware datetimes compare by wall time, ignoring DST fold
     return nxt is not None and now.astimezone(UTC) >= nxt.astimezone(UTC)
+
+
+def upcoming(cron: str, last_run_at: datetime | None, now: datetime,
+             tz: tzinfo | None = None) -> datetime | None:
+    """The slot after the last run (after ``now`` if it never ran); None if unschedulable."""
+    if cron_error(cron) is not None:
+        return None
+    return next_run(last_run_at or now, cron, tz)

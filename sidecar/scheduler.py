@@ -21,7 +21,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from sidecar.clock import iso, parse_iso
 from sidecar.power import PowerSource, PsutilPower, deferral_reason
-from sidecar.schedule import cron_error, is_overdue, local_tz, next_run
+from sidecar.schedule import cron_error, is_overdue, local_tz, next_run, upcoming
 from sidecar.store import Store
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,7 @@ class Scheduler:
         scheduled = self.next_run_at(agent_id)
         if scheduled:
             return scheduled
-        base = parse_iso(last_run_at) or self.now()
-        return iso(next_run(base, cron, self.tz))
+        return iso(upcoming(cron, parse_iso(last_run_at), self.now(), self.tz))
 
     async def _wake_watch(self) -> None:
         """A wall-clock jump larger than the monotonic one: the laptop slept; catch up."""

@@ -21,15 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 async def _collect(store: Store) -> dict[str, Any]:
     from sidecar.clock import iso, now, parse_iso
-    from sidecar.schedule import cron_error, next_run
+    from sidecar.schedule import cron_error, upcoming
 
     agents = []
     for r in await store.agents.records():
         runs = await store.runs.list(agent_id=r["id"], limit=1)
         error = cron_error(r["schedule_cron"])
-        nxt = None
-        if r["enabled"] and error is None:
-            nxt = iso(next_run(parse_iso(r.get("last_run_at")) or now(), r["schedule_cron"]))
+        nxt = iso(upcoming(r["schedule_cron"], parse_iso(r.get("last_run_at")), now())) \
+            if r["enabled"] else None
         agents.append({"id": r["id"], "name": r["name"], "kind": r["kind"],
                        "enabled": r["enabled"], "state": r["state"],
                        "schedule_cron": r["schedule_cron"], "schedule_error": error,
