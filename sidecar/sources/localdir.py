@@ -42,6 +42,7 @@ class LocalFolderSource(Source):
         self.only = only
         self.roots = resolve_roots(agent.directories)
         self._known: dict[str, FileState] = {}
+        self._by_hash: dict[str, list[FileState]] | None = None
         self._scan: ScanResult | None = None
         self._refusals: dict[str, Refused] = {}
 
@@ -56,6 +57,7 @@ class LocalFolderSource(Source):
                       ) -> AsyncIterator[WorkItem]:
         self._scan = await self._scan_now()
         self._known = await self.files.all(self.agent.id)
+        self._by_hash = None
         for refused in self._scan.refused:
             state = self._known.get(refused.path)
             if state is not None and state.settled_for(refused.size, refused.mtime_ns, ""):
@@ -116,9 +118,13 @@ class LocalFolderSource(Source):
 
     def _renamed_from(self, doc: SourceDocument, extraction_key: str) -> FileState | None:
         """A new path with the bytes of a file that is gone: a rename or move, not new work."""
-        for path, state in self._known.items():
-            if (state.content_hash == doc.content_hash and state.status == "extracted"
-                    and state.extraction_key == extraction_key and not os.path.exists(path)):
+        if self._by_hash is None:  # built on the first new file, not on every one
+            self._by_hash = {}
+            for state in self._known.values():
+                if state.status == "extracted" and state.content_hash:
+                    self._by_hash.setdefault(state.content_hash, []).append(state)
+        for state in self._by_hash.get(doc.content_hash, ()):
+            if state.extraction_key == extraction_key and not os.path.exists(state.path):
                 return state
         return None
 
