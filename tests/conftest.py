@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,3 +117,17 @@ def llama_server(default_model: Path):  # type: ignore[no-untyped-def]
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture
+def keyring_file(tmp_path: Path) -> Iterator[Path]:
+    """A plaintext keyring in tmp_path (keyrings.alt) standing in for the OS keyring."""
+    import keyring
+    from keyrings.alt.file import PlaintextKeyring
+
+    previous = keyring.get_keyring()
+    backend = PlaintextKeyring()
+    backend.file_path = str(tmp_path / "keyring.cfg")  # instance-level override
+    keyring.set_keyring(backend)
+    yield tmp_path / "keyring.cfg"
+    keyring.set_keyring(previous)

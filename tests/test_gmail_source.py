@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,20 +26,6 @@ from sidecar.store import Store
 ACCOUNT = "me@example.com"
 NOW = utc(2025, 3, 10, 12, 0, 0)
 KEY = "extract-v1"
-
-
-@pytest.fixture
-def keyring_file(tmp_path: Path) -> Iterator[Path]:
-    """A plaintext keyring in tmp_path (keyrings.alt) standing in for the OS keyring."""
-    import keyring
-    from keyrings.alt.file import PlaintextKeyring
-
-    previous = keyring.get_keyring()
-    backend = PlaintextKeyring()
-    backend.file_path = str(tmp_path / "keyring.cfg")  # instance-level override
-    keyring.set_keyring(backend)
-    yield tmp_path / "keyring.cfg"
-    keyring.set_keyring(previous)
 
 
 @pytest.fixture

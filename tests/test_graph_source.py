@@ -6,7 +6,7 @@ import html
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ import aiohttp
 import keyring
 import pytest
 from keyring.backends import fail
-from keyrings.alt.file import PlaintextKeyring
 
 from sidecar import msal_auth
 from sidecar.agents import Agent
@@ -33,14 +32,8 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 KEY = "ek-1"
 
 
-@pytest.fixture(autouse=True)
-def plaintext_keyring(tmp_path: Path) -> Iterator[PlaintextKeyring]:
-    previous = keyring.get_keyring()
-    kr = PlaintextKeyring()
-    kr.file_path = str(tmp_path / "keyring.cfg")  # an instance-level override (NonDataProperty)
-    keyring.set_keyring(kr)
-    yield kr
-    keyring.set_keyring(previous)
+#: every test here talks to a plaintext keyring file in tmp_path (conftest.keyring_file)
+pytestmark = pytest.mark.usefixtures("keyring_file")
 
 
 @pytest.fixture
