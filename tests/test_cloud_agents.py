@@ -8,6 +8,7 @@ has no Secret Service), and a run with the fail backend shows the product's clea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from sidecar.client import DaemonProcess, SidecarClient
 from tests.fakes.gmail_server import FakeGmail
+from tests.fakes.graph_server import FakeGraph
 
 ACCOUNT = "me@example.com"
 
@@ -175,11 +177,10 @@ async def test_without_a_keyring_secrets_fail_clearly(data_dir: Path, token: str
     assert not any("sk-12345678" in line for line in d.stderr_lines)
 
 
-async def test_outlook_device_code_connect_and_run(data_dir: Path, token: str, tmp_path: Path,
-                                                   model_dir: Path) -> None:
-    """Microsoft through the daemon: device-code sign-in, msal refresh, Graph paging, a run."""
-    from tests.fakes.graph_server import FakeGraph
-
+@contextlib.asynccontextmanager
+async def graph_daemon(data_dir: Path, token: str, tmp_path: Path, model_dir: Path
+                       ) -> AsyncIterator[tuple[FakeGraph, SidecarClient]]:
+    """A fake Graph + identity provider, and a daemon pointed at it with a file keyring."""
     graph = await FakeGraph(tmp_path).start()
     env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
            "XDG_DATA_HOME": str(tmp_path / "xdg"), "SIDECAR_GRAPH_API_BASE": graph.api_base}
@@ -188,16 +189,31 @@ async def test_outlook_device_code_connect_and_run(data_dir: Path, token: str, t
     try:
         c = await d.connect()
         await c.hello()
-        reply = await c.request({"type": "oauth_start", "provider": "outlook",
-                                 "flow": "device_code", "client": {
-                                     "client_id": graph.client_id, "authority": graph.authority,
-                                     "verify": str(graph.ca_file),
-                                     "instance_discovery": False}})
-        assert reply["type"] == "oauth_start_result" and reply["user_code"], reply
-        graph.approve_device(reply["user_code"])  # the user types the code on another device
-        status = await c.next_push("oauth_status", timeout=30)
-        assert status["status"] == "connected", status
-        account = status["account"]
+        yield graph, c
+        await c.close()
+    finally:
+        await d.stop()
+        await graph.stop()
+
+
+async def connect_microsoft(c: SidecarClient, graph: FakeGraph, provider: str) -> str:
+    """Device-code sign-in over the WebSocket; returns the connected account."""
+    reply = await c.request({"type": "oauth_start", "provider": provider,
+                             "flow": "device_code", "client": {
+                                 "client_id": graph.client_id, "authority": graph.authority,
+                                 "verify": str(graph.ca_file), "instance_discovery": False}})
+    assert reply["type"] == "oauth_start_result" and reply["user_code"], reply
+    graph.approve_device(reply["user_code"])  # the user types the code on another device
+    status = await c.next_push("oauth_status", timeout=30)
+    assert status["status"] == "connected", status
+    return str(status["account"])
+
+
+async def test_outlook_device_code_connect_and_run(data_dir: Path, token: str, tmp_path: Path,
+                                                   model_dir: Path) -> None:
+    """Microsoft through the daemon: device-code sign-in, msal refresh, Graph paging, a run."""
+    async with graph_daemon(data_dir, token, tmp_path, model_dir) as (graph, c):
+        account = await connect_microsoft(c, graph, "outlook")
         assert account == graph.user.username
 
         now = datetime.now(UTC)
@@ -218,32 +234,12 @@ async def test_outlook_device_code_connect_and_run(data_dir: Path, token: str, t
         again = await c.request({"type": "run_agent", "agent_id": agent["id"]})
         run2, calls2 = await finish(c, again["run_id"])
         assert run2["items_processed"] == 0 and calls2 == []
-        await c.close()
-    finally:
-        await d.stop()
-        await graph.stop()
 
 
 async def test_teams_chats_become_one_document_per_chat(data_dir: Path, token: str,
                                                        tmp_path: Path, model_dir: Path) -> None:
-    from tests.fakes.graph_server import FakeGraph
-
-    graph = await FakeGraph(tmp_path).start()
-    env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-           "XDG_DATA_HOME": str(tmp_path / "xdg"), "SIDECAR_GRAPH_API_BASE": graph.api_base}
-    d = await DaemonProcess.start(data_dir, token=token, env=env,
-                                  extra_args=["--model-dir", str(model_dir)])
-    try:
-        c = await d.connect()
-        await c.hello()
-        reply = await c.request({"type": "oauth_start", "provider": "teams",
-                                 "flow": "device_code", "client": {
-                                     "client_id": graph.client_id, "authority": graph.authority,
-                                     "verify": str(graph.ca_file),
-                                     "instance_discovery": False}})
-        graph.approve_device(reply["user_code"])
-        status = await c.next_push("oauth_status", timeout=30)
-        assert status["status"] == "connected", status
+    async with graph_daemon(data_dir, token, tmp_path, model_dir) as (graph, c):
+        account = await connect_microsoft(c, graph, "teams")
         stamp = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
         graph.chats = [{"id": "19:c1@thread.v2", "topic": "Launch plan", "chatType": "group",
                         "members": [{"displayName": "Ada"}, {"displayName": "Bob"}]}]
@@ -252,14 +248,10 @@ async def test_teams_chats_become_one_document_per_chat(data_dir: Path, token: s
         graph.add_chat_message("19:c1@thread.v2", "1002", stamp, "Bob",
                                "<div>Sure, I'll send it tomorrow</div>")
         agent = (await c.request({"type": "agent_upsert", "agent": {
-            "kind": "cloud", "provider": "teams", "account": status["account"],
+            "kind": "cloud", "provider": "teams", "account": account,
             "name": "Chats", "data_types": ["tasks"], "schedule_cron": "0 3 * * *"}}))["agent"]
         started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
         run, calls = await finish(c, started["run_id"])
         assert run["status"] == "success" and run["items_processed"] == 1, run
         titles = [f["data"]["title"].lower() for f in calls]
         assert any("draft the launch post" in t for t in titles), titles
-        await c.close()
-    finally:
-        await d.stop()
-        await graph.stop()
