@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import DATA, load_docs, load_gold, similarity  # noqa: E402
+from bench.quality import DATA, load_docs  # noqa: E402
+from bench.quality_gold import load_gold, similarity  # noqa: E402
 from sidecar.extractors.candidates import find_candidates  # noqa: E402
 from sidecar.extractors.extractive import _context  # noqa: E402
 from sidecar.extractors.features import task_evidence  # noqa: E402
