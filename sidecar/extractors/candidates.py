@@ -66,6 +66,8 @@ class Candidate:
     features: dict[str, float] = field(default_factory=dict)
     #: Text beside the span that may carry its date (a table's "Due" cell).
     date_text: str | None = None
+    #: A table's Priority cell, as the schema's value (high | medium | low).
+    priority: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +153,31 @@ def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _TEXT_HEAD = re.compile(r"^(?:action|actions|task|tasks|item|to ?do|what|description|"
-                        r"deliverable|next steps?|activity|tarea|acción)$", re.I)
-_OWNER_HEAD = re.compile(r"^(?:owner|who|assignee|responsible|resp\.?|assigned to|"
-                         r"responsable)$", re.I)
-_DUE_HEAD = re.compile(r"^(?:due|due date|deadline|date|when|by|fecha|plazo)$", re.I)
+                        r"deliverable|next steps?|activity|tarea|acción|name|title|card|"
+                        r"summary|milestone)$", re.I)
+_OWNER_HEAD = re.compile(r"^(?:owner|who|assignee|assignees|responsible|resp\.?|assigned to|"
+                         r"members?|responsable)$", re.I)
+_DUE_HEAD = re.compile(r"^(?:due|due ?date|due_?on|due_?at|deadline|date|when|by|fecha|plazo)$",
+                       re.I)
+#: Columns that say whether a row is finished, and the values that mean it is.
+_STATUS_HEAD = re.compile(r"^(?:status|state|stage|list|column|estado|done|completed?|"
+                          r"is_?done|is_?completed|duecomplete)$", re.I)
+_DONE_VALUE = re.compile(r"^(?:done|complete|completed|closed|finished|resolved|shipped|true|"
+                         r"yes|x|✓|✔|✅|hecho|terminado|listo|hecha|terminada)$", re.I)
+_ARCHIVED_HEAD = re.compile(r"^(?:closed|archived|deleted|trashed)$", re.I)
+_PRIORITY_HEAD = re.compile(r"^(?:priority|prio|importance|urgency|prioridad)$", re.I)
+_PRIORITY_VALUE = (
+    (re.compile(r"^(?:high|highest|urgent|critical|blocker|p[01]|alta|urgente|must)\b", re.I),
+     "high"),
+    (re.compile(r"^(?:low|lowest|minor|trivial|p[34]|baja|nice to have|could)\b", re.I), "low"),
+    (re.compile(r"^(?:medium|normal|p2|media|should)\b", re.I), "medium"),
+)
+
+
+def table_priority(cell: str) -> str | None:
+    """A Priority column's value as the schema's high | medium | low (None: unrecognised)."""
+    cell = cell.strip(" *_")
+    return next((value for pattern, value in _PRIORITY_VALUE if pattern.match(cell)), None)
 
 
 def _cells(line: _Line) -> list[tuple[int, int]]:
@@ -183,26 +206,34 @@ def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | No
         return next((i for i, h in enumerate(head) if pattern.match(h)), None)
 
     text_col, owner_col, due_col = col(_TEXT_HEAD), col(_OWNER_HEAD), col(_DUE_HEAD)
+    status_cols = [i for i, h in enumerate(head) if _STATUS_HEAD.match(h)]
+    archived_cols = [i for i, h in enumerate(head) if _ARCHIVED_HEAD.match(h)]
+    prio_col = col(_PRIORITY_HEAD)
     label = head[text_col] if text_col is not None else None
     for row in rows[2:]:
         cells = _cells(row)
         if not cells:
             continue
+
+        def cell(i: int | None, cells: list[tuple[int, int]] = cells) -> str:
+            return text[slice(*cells[i])].strip() if i is not None and i < len(cells) else ""
+
+        if any(cell(i).lower() in {"true", "yes"} for i in archived_cols):
+            continue  # an archived card is not a suggestion
+        done = any(_DONE_VALUE.match(cell(i).strip(" *_")) for i in status_cols)
         i = text_col
         if i is None or i >= len(cells):  # no named column: the row's longest cell
             i = max(range(len(cells)), key=lambda k: cells[k][1] - cells[k][0])
         s, e = cells[i]
-        owner = text[slice(*cells[owner_col])].strip() if owner_col is not None \
-            and owner_col < len(cells) else None
-        due = text[slice(*cells[due_col])].strip() if due_col is not None \
-            and due_col < len(cells) else None
+        owner, due = cell(owner_col), cell(due_col)
         before = len(out)
         _add(out, text, s, e, "cell", section, label=label, line_no=row.no,
              max_words=max_words)
         if len(out) > before:
             c = out[-1]
-            out[-1] = Candidate(c.start, c.end, c.text, c.shape, c.section, owner=owner or None,
-                                label=c.label, line_no=c.line_no, date_text=due or None)
+            out[-1] = Candidate(c.start, c.end, c.text, c.shape, c.section, checked=done,
+                                owner=owner or None, label=c.label, line_no=c.line_no,
+                                date_text=due or None, priority=table_priority(cell(prio_col)))
 
 
 def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:

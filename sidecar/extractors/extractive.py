@@ -132,7 +132,7 @@ async def extract_extractive(
             title, s, e = _title(c)
             data: dict[str, object] = {
                 "title": title, "status": "done" if c.checked else "todo",
-                "priority": priority_of(_line_of(text, c), c.section)}
+                "priority": c.priority or priority_of(_line_of(text, c), c.section)}
             ms = due(c)
             if ms is not None:
                 data["dueDate"] = ms

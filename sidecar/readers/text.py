@@ -10,6 +10,7 @@ import unicodedata
 from typing import Any
 
 from sidecar.readers.base import Document, SkipFile, normalise_newlines, require_text, sha256_hex
+from sidecar.readers.records import render_json
 from sidecar.readers.sniff import binary_reason, bom_encoding, text_looks_binary
 
 _MD_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -155,31 +156,15 @@ def _csv_lines(text: str, *, tab: bool) -> list[str]:
 
 
 def read_json(data: bytes, name: str) -> Document:
-    """Flattened ``key.path: value`` lines; invalid JSON is still text, so it is kept as is."""
+    """Record arrays as tables, the rest as ``key.path: value`` lines (see records.py); invalid
+    JSON is still text, so it is kept as is."""
     text, encoding = decode(data, name)
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return _doc(data, text, "json", encoding, name, meta={"json_invalid": True})
-    lines: list[str] = []
     try:
-        _flatten(value, "", lines)
+        lines = render_json(value)
     except RecursionError:
         return _doc(data, text, "json", encoding, name)
     return _doc(data, "\n".join(lines), "json", encoding, name)
-
-
-def _flatten(value: Any, path: str, out: list[str]) -> None:
-    if isinstance(value, dict):
-        if not value:
-            out.append(f"{path}: {{}}" if path else "{}")
-        for key, item in value.items():
-            _flatten(item, f"{path}.{key}" if path else str(key), out)
-    elif isinstance(value, list):
-        if not value:
-            out.append(f"{path}: []" if path else "[]")
-        for i, item in enumerate(value):
-            _flatten(item, f"{path}[{i}]", out)
-    else:
-        scalar = value if isinstance(value, str) else json.dumps(value)
-        out.append(f"{path}: {scalar}" if path else scalar)
