@@ -155,6 +155,42 @@ def test_find(text: str, expected: list[str]) -> None:
     assert all(a[1] <= b[0] for a, b in pairwise(found))
 
 
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("14 de abril", (2027, 4, 14)),
+    ("14 de abril de 2025", (2025, 4, 14)),
+    ("1 de diciembre", (2026, 12, 1)),
+    ("el viernes", (2026, 11, 27)),
+    ("antes del viernes", (2026, 11, 27)),
+    ("el lunes", (2026, 11, 30)),
+    ("miércoles", (2026, 11, 25)),
+    ("hoy", (2026, 11, 25)),
+    ("mañana", (2026, 11, 26)),
+    ("pasado mañana", (2026, 11, 27)),
+    ("la próxima semana", (2026, 11, 30)),
+    ("la semana que viene", (2026, 11, 30)),
+    ("el mes que viene", (2026, 12, 1)),
+    ("fin de mes", (2026, 11, 30)),
+    ("a finales de mes", (2026, 11, 30)),
+])
+def test_resolve_spanish(expr: str, expected: tuple[int, ...]) -> None:
+    assert resolve_date(expr, REF) == ms(*expected)
+
+
+@pytest.mark.parametrize("text", [
+    "la sesión es por la mañana",      # "la mañana": the morning, not tomorrow
+    "cerramos los lunes en agosto",     # every Monday, not a date
+    "mar en calma",                     # the sea, not a month or a weekday
+])
+def test_spanish_non_dates(text: str) -> None:
+    assert find_date_expressions(text) == []
+
+
+def test_find_spanish_sentence() -> None:
+    text = "Marta envía los textos antes del viernes y Jorge hace las fotos el 14 de abril."
+    found = [expr for _, _, expr in find_date_expressions(text)]
+    assert found == ["viernes", "14 de abril"]
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (1764547200, ms(2025, 12, 1, tz=UTC)),
     (1764547200000, ms(2025, 12, 1, tz=UTC)),

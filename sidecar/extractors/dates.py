@@ -1,4 +1,4 @@
-"""Find and resolve English date/deadline expressions so extracted items carry epoch-ms dates.
+"""Find and resolve English (and common Spanish) date/deadline expressions as epoch-ms dates.
 
 Rules (all relative to ``reference``, in its time zone; a naive reference means local time):
 
@@ -14,6 +14,9 @@ Rules (all relative to ``reference``, in its time zone; a naive reference means 
 * Numeric dates: ``2026-12-01`` (ISO), ``12/01/2026`` (US month/day unless the first number
   is > 12), ``1.12.2026`` (European day.month.year). Invalid dates give None, never raise.
 * A month name alone is not a date, so "we may ship" or "the march" never match.
+* Spanish: "14 de abril (de 2025)", "el viernes", "antes del lunes", "hoy", "mañana" (not
+  "la mañana": the morning), "pasado mañana", "la próxima semana"/"la semana que viene",
+  "el mes que viene", "fin de mes" — resolved with the same rules.
 """
 
 from __future__ import annotations
@@ -25,19 +28,28 @@ from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 
 _MONTHS = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
-           "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12}
-_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+           "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12,
+           "ene": 1, "abr": 4, "ago": 8, "set": 9, "dic": 12}
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6,
+             "lun": 0, "mar": 1, "mié": 2, "mie": 2, "jue": 3, "vie": 4, "sáb": 5, "sab": 5,
+             "dom": 6}
+_ES_WEEKDAYS = ("lunes", "martes", "miércoles", "miercoles", "jueves", "viernes", "sábado",
+                "sabado", "domingo")
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
             "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
 _RELATIVE_DAYS = {"today": 0, "tonight": 0, "tomorrow": 1, "tmrw": 1, "yesterday": -1,
-                  "day after tomorrow": 2, "day before yesterday": -2}
+                  "day after tomorrow": 2, "day before yesterday": -2,
+                  "hoy": 0, "mañana": 1, "pasado mañana": 2, "ayer": -1, "anteayer": -2}
 _RECENT_PAST = timedelta(days=60)
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 _I = re.IGNORECASE
 _MON = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-        r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+        r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
+        r"|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre"
+        r"|noviembre|diciembre)")
 _WD = (r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+       r"|lunes|martes|mi[ée]rcoles|jueves|viernes|s[áa]bado|domingo"
        r"|mon|tues?|wed|thu(?:rs?)?|fri|sat|sun)")
 _NUM = r"(?P<n>\d{1,3}|a\s+couple\s+of|" + "|".join(_NUMBERS) + ")"
 _YEAR = r"(?P<y>(?:19|20|21)\d\d)\b"
@@ -59,16 +71,22 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         _WDP + r"\b(?P<mon>" + _MON + r")(?:\.\s*|\s+)(?P<d>\d{1,2})(?:st|nd|rd|th)?\b"
         r"(?![.:]\d)(?:,?\s*" + _YEAR + ")?", _I)),
     ("dm", re.compile(
-        _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?P<ord>st|nd|rd|th)?\s+(?P<of>of\s+)?"
-        r"(?P<mon>" + _MON + r")\b(?:\.?,?\s*" + _YEAR + ")?", _I)),
+        _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?P<ord>st|nd|rd|th)?\s+(?P<of>(?:of|de)\s+)?"
+        r"(?P<mon>" + _MON + r")\b(?:\.?,?\s*(?:de(?:l)?\s+)?" + _YEAR + ")?", _I)),
     ("rel", re.compile(
         r"\b(?:the\s+)?(?P<rel>day\s+after\s+tomorrow|day\s+before\s+yesterday)\b"
-        r"|\b(?P<rel1>today|tonight|tomorrow|tmrw|yesterday)\b", _I)),
+        r"|\b(?P<rel1>today|tonight|tomorrow|tmrw|yesterday|hoy|ayer|anteayer)\b"
+        r"|\b(?P<rel2>pasado\s+mañana)(?!\w)"
+        r"|(?<!\bla\s)(?<!\bpor\s)(?<!\bde\s)(?<!\bsta\s)(?<!\w)(?P<rel3>mañana)(?!\w)", _I)),
     ("end", re.compile(
         r"\b(?:(?:the\s+)?end\s+of\s+(?:the\s+|this\s+)?(?P<enext>next\s+)?"
         r"(?:business\s+|working\s+|work\s+)?(?P<eunit>day|week|month|year)"
-        r"|(?P<eabbr>eod|eow|eom|eoy|cob)|close\s+of\s+business)\b", _I)),
+        r"|(?P<eabbr>eod|eow|eom|eoy|cob)|close\s+of\s+business"
+        r"|(?:a\s+)?(?:fin(?:al)?(?:es)?)\s+de(?:l)?\s+(?P<esunit>mes|año))\b", _I)),
     ("next", re.compile(r"\b(?P<nmod>next|last)\s+(?P<nunit>week|month|year)\b", _I)),
+    ("es_next", re.compile(
+        r"\b(?:(?:la|el)\s+)?(?:(?P<pre>pr[óo]xim[oa]|siguiente)\s+(?P<unit1>semana|mes|año)"
+        r"|(?P<unit2>semana|mes|año)\s+(?:que\s+viene|pr[óo]xim[oa]|siguiente))(?!\w)", _I)),
     ("in", re.compile(
         r"\b(?:in|within)\s+" + _NUM + r"\s+(?P<unit>day|week|month|year)s?\b", _I)),
     ("in", re.compile(
@@ -83,7 +101,8 @@ _PREFIX = re.compile(r"(?<![\w:.])(?:(?:at|@)[ \t]*)?" + _TIME + r"[ \t]*,?[ \t]
                      _I)
 _LEAD = re.compile(
     r"^(?:(?:due|on|by|until|till|til|before|after|from|starting|as\s+of|deadline:?"
-    r"|no\s+later\s+than|not\s+later\s+than)\s+)+", _I)
+    r"|no\s+later\s+than|not\s+later\s+than|antes\s+del?|para\s+el|para|hasta\s+el|hasta"
+    r"|el|a\s+m[áa]s\s+tardar)\s+)+", _I)
 _NUMERIC = re.compile(r"[+-]?(?P<int>\d+)(?:\.\d+)?")
 _TRAILING = " \t\r\n.,;:!?)\"'"
 
@@ -124,7 +143,10 @@ def _plausible(kind: str, m: re.Match[str]) -> bool:
         return not (kind == "dm" and ambiguous and not (m["ord"] or m["of"] or m["y"]))
     if kind == "wd":
         word = m["wd"]
-        if not word.lower().endswith("day"):  # abbreviation: "Fri" yes, "sun"/"wed" no
+        if m.string[max(0, m.start() - 4): m.start()].lower() == "los ":
+            return False  # "los lunes": every Monday, not a date
+        # an abbreviation: "Fri" yes, "sun"/"wed" no
+        if not word.lower().endswith("day") and word.lower() not in _ES_WEEKDAYS:
             return word[0].isupper() and (word.lower() != "sun" or m["mod"] is not None)
     return True
 
@@ -189,11 +211,12 @@ def _hit_date(kind: str, m: re.Match[str], today: date) -> date | None:
         month, day = _MONTHS[m["mon"][:3].lower()], int(m["d"])
         return date(int(m["y"]), month, day) if m["y"] else _infer_year(month, day, today)
     if kind == "rel":
-        key = " ".join((m["rel"] or m["rel1"]).lower().split())
+        key = " ".join((m["rel"] or m["rel1"] or m["rel2"] or m["rel3"]).lower().split())
         return today + timedelta(days=_RELATIVE_DAYS[key])
     monday = today - timedelta(days=today.weekday())
     if kind == "end":
-        unit = (m["eunit"] or m["eabbr"] or "day").lower()
+        unit = {"mes": "month", "año": "year"}.get((m["esunit"] or "").lower()) or (
+            m["eunit"] or m["eabbr"] or "day").lower()
         ahead = 1 if m["enext"] else 0
         if unit in ("day", "eod", "cob", "close"):
             return today + timedelta(days=ahead)
@@ -211,6 +234,13 @@ def _hit_date(kind: str, m: re.Match[str], today: date) -> date | None:
         if unit == "month":
             return _add_months(today.replace(day=1), step)
         return date(today.year + step, 1, 1)
+    if kind == "es_next":
+        unit = (m["unit1"] or m["unit2"]).lower()
+        if unit == "semana":
+            return monday + timedelta(days=7)
+        if unit == "mes":
+            return _add_months(today.replace(day=1), 1)
+        return date(today.year + 1, 1, 1)
     if kind == "in":
         n = _count(m) * (-1 if m.groupdict().get("ago") else 1)
         unit = m["unit"].lower()

@@ -169,13 +169,19 @@ async def extract_extractive(
     return items
 
 
-_ASSIGNEE = re.compile(r"^([A-ZÀ-Ý][\wÀ-ÿ'-]+)\s+(?:to|will|should|must|needs to|has to)\s")
+_ASSIGNEE = re.compile(
+    r"^([A-ZÀ-Ý][\wÀ-ÿ'-]+)\s+(?:to|will|should|must|needs to|has to"
+    r"|se encarga(?:rá)? de|tiene que|debe|va a|\w+(?:ará|erá|irá))\s")
+
+
+_NOT_NAMES = frozenset({"we", "i", "you", "they", "he", "she", "it", "this", "that", "someone",
+                        "everyone", "nobody", "yo", "nosotros", "alguien", "todos", "esto",
+                        "eso"})
 
 
 def _assignee(text: str) -> str | None:
     m = _ASSIGNEE.match(strip_connectors(text))
-    if m and m.group(1).lower() not in {"we", "i", "you", "they", "he", "she", "it", "this",
-                                        "that", "someone", "everyone", "nobody"}:
+    if m and m.group(1).lower() not in _NOT_NAMES:
         return m.group(1)
     return None
 
