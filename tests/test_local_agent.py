@@ -141,6 +141,32 @@ async def test_prompt_change_re_extracts_every_file(c: SidecarClient, tmp_path: 
     assert second["items_processed"] == 2
 
 
+
+async def test_every_record_carries_a_confidence_and_min_confidence_is_per_agent(
+        c: SidecarClient, tmp_path: Path) -> None:
+    """Two agents over one folder: the stricter one gets exactly the confident records."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "kickoff.md").write_text(MEETING)
+    (folder / "dana.eml").write_text(EMAIL)
+    (folder / "plan.md").write_text(
+        "# Plan\n\nWe could maybe look at the footer at some point.\n"
+        "Tom will update the price list by Thursday.\n"
+        "It might be nice to revisit the colours.\n")
+    loose = await make_agent(c, folder, name="Loose")
+    _, all_calls = await run_and_collect(c, loose["id"])
+    confidences = sorted(f["confidence"] for f in all_calls)
+    assert all(isinstance(x, float) and 0.0 < x <= 1.0 for x in confidences), confidences
+    assert confidences[0] < confidences[-1], "confidence does not vary: the filter proves nothing"
+    cut = (confidences[0] + confidences[-1]) / 2
+    strict = await make_agent(c, folder, name="Strict", min_confidence=cut)
+    assert strict["min_confidence"] == cut
+    _, strict_calls = await run_and_collect(c, strict["id"])
+    expected = sorted((f["table"], titles([f])[0]) for f in all_calls if f["confidence"] >= cut)
+    got = sorted((f["table"], titles([f])[0]) for f in strict_calls)
+    assert got == expected and 0 < len(got) < len(all_calls)
+    assert all(f["confidence"] >= cut for f in strict_calls)
+
 async def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(
         c: SidecarClient, tmp_path: Path) -> None:
     folder = tmp_path / "docs"
