@@ -2,7 +2,8 @@
 
 Blocking by nature (run it with ``asyncio.to_thread``). Symlinks are resolved and anything
 whose target leaves the configured folders is refused; directory loops are detected by
-(device, inode); FIFOs, devices and sockets are never opened.
+(device, inode); FIFOs, devices and sockets are never opened; names that are not UTF-8 are
+refused (the store, the protocol and the app all need text).
 """
 
 from __future__ import annotations
@@ -90,9 +91,14 @@ def _walk(directory: str, rel: tuple[str, ...], roots: list[Path], accept: Accep
     for entry in entries:
         try:
             is_link = entry.is_symlink()
-            is_dir = entry.is_dir(follow_symlinks=True)
         except OSError:
             continue  # vanished between listing and looking
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:
+            if not is_link:
+                continue
+            is_dir = False  # ELOOP: a symlink loop, which _classify names instead of dropping
         _classify(entry.path, (*rel, entry.name), is_link, is_dir, roots, accept, visited,
                   result, entry)
 
@@ -127,6 +133,9 @@ def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, root
               entry: os.DirEntry[str] | None = None) -> None:
     if not accept(rel, is_dir):
         return
+    if not _utf8(path):  # nothing downstream can store, send or show such a name
+        result.refused.append(_bad_name(path))
+        return
     target = path
     if is_link:
         try:
@@ -144,6 +153,9 @@ def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, root
                 size=lst.st_size, mtime_ns=lst.st_mtime_ns))
             return
         target = str(resolved)
+        if not _utf8(target):
+            result.refused.append(_bad_name(target))
+            return
     if is_dir:
         _walk(target, rel, roots, accept, visited, result)
         return
@@ -158,3 +170,18 @@ def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, root
                                       size=0, mtime_ns=st.st_mtime_ns))
         return
     result.files.setdefault(target, (st.st_size, st.st_mtime_ns))
+
+
+def _bad_name(path: str) -> Refused:
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return Refused(shown, "bad_name", f"{shown}: name is not valid UTF-8; rename it to have "
+                   "it read")
+
+
+def _utf8(name: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (Python carries them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

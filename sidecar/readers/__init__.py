@@ -109,7 +109,14 @@ def _read_file(path: Path, name: str, *, max_bytes: int) -> bytes:
     if before.st_size == 0:
         raise SkipFile(f"{name}: empty file (0 bytes)", reason="empty")
     try:
-        with path.open("rb") as f:
+        # non-blocking: a FIFO swapped in since the stat must not hang the open (or the run)
+        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_NOCTTY | _O_BINARY)
+    except OSError as exc:
+        raise _os_skip(exc, name, when="before it could be read") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # what was opened, not named
+                raise SkipFile(f"{name}: not a regular file", reason="unsupported")
             data = _read(f, max_bytes + 1)
     except OSError as exc:
         raise _os_skip(exc, name, when="while it was being read") from None
@@ -123,6 +130,11 @@ def _read_file(path: Path, name: str, *, max_bytes: int) -> bytes:
                        f"{before.st_size} bytes); it will be read again later",
                        reason="truncated")
     return data
+
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_NOCTTY = getattr(os, "O_NOCTTY", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 def _read(f: BinaryIO, limit: int) -> bytes:

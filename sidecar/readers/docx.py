@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from typing import Any
 
 from sidecar.readers.base import Document, SkipFile, require_text, sha256_hex
-from sidecar.readers.sniff import is_ole
+from sidecar.readers.sniff import MAX_ZIP_ENTRIES, inflated_size, is_ole, zip_entry_count
 
-#: A .docx may expand this many times its size before it counts as a zip bomb.
-_MAX_EXPANSION = 100
-_MIN_EXPANDED_LIMIT = 200 * 1024 * 1024
+#: Unpacked, a .docx may be this many times the agent's file size limit (at least the floor):
+#: python-docx holds every part in memory at once, so this bounds what one file costs.
+_MAX_EXPANSION = 4
+_MIN_EXPANDED_LIMIT = 64 * 1024 * 1024
+#: Word writes members stored or deflated; zipfile inflates the others in one unbounded call.
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 
 
 def read_docx(data: bytes, name: str, *, max_bytes: int) -> Document:
@@ -43,6 +48,12 @@ def read_docx(data: bytes, name: str, *, max_bytes: int) -> Document:
 
 
 def _check_zip(data: bytes, name: str, *, max_bytes: int) -> None:
+    """Refuse zip bombs from the directory alone, then prove the directory tells the truth."""
+    count = zip_entry_count(data)
+    if count is not None and count > MAX_ZIP_ENTRIES:
+        more = " or more" if count == 0xFFFF else ""  # the field's maximum: zip64 has more
+        raise SkipFile(f"{name}: has {count:,}{more} parts inside, over the "
+                       f"{MAX_ZIP_ENTRIES:,} a Word document can have", reason="too_large")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()
@@ -53,10 +64,31 @@ def _check_zip(data: bytes, name: str, *, max_bytes: int) -> None:
     if "word/document.xml" not in names:
         raise SkipFile(f"{name}: not a Word document (no word/document.xml inside)",
                        reason="corrupt")
+    odd = next((i for i in infos if i.compress_type not in _METHODS), None)
+    if odd is not None:
+        raise SkipFile(f"{name}: {odd.filename} uses zip compression method "
+                       f"{odd.compress_type}, which Word never writes", reason="unsupported")
     expanded = sum(i.file_size for i in infos)
-    if expanded > max(_MIN_EXPANDED_LIMIT, max_bytes * _MAX_EXPANSION):
-        raise SkipFile(f"{name}: expands to {expanded // (1024 * 1024)} MB when unpacked",
-                       reason="too_large")
+    limit = max(_MIN_EXPANDED_LIMIT, max_bytes * _MAX_EXPANSION)
+    if expanded > limit:
+        raise SkipFile(f"{name}: expands to {expanded // (1024 * 1024):,} MB when unpacked, "
+                       f"over the {limit // (1024 * 1024):,} MB limit", reason="too_large")
+    for info in infos:  # zipfile trusts these sizes only after inflating all of a member
+        if info.compress_type == zipfile.ZIP_DEFLATED and _inflated(data, info) != info.file_size:
+            raise SkipFile(f"{name}: {info.filename} does not unpack to the size its zip "
+                           "directory states (a zip bomb?)", reason="corrupt")
+
+
+def _inflated(data: bytes, info: zipfile.ZipInfo) -> int | None:
+    """What a deflated member really inflates to, counting at most one byte past its size."""
+    try:
+        head = _LOCAL_HEADER.unpack_from(data, info.header_offset)
+    except struct.error:
+        return None
+    if head[0] != b"PK\x03\x04":
+        return None
+    start = info.header_offset + _LOCAL_HEADER.size + head[9] + head[10]
+    return inflated_size(memoryview(data)[start:start + info.compress_size], info.file_size)
 
 
 def _blocks(document: Any) -> tuple[list[str], list[str], dict[str, int]]:
