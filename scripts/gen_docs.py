@@ -39,7 +39,8 @@ PROTOCOL_INTRO = f"""# Wire protocol (version {PROTOCOL_VERSION})
   the same `request_id`.
 * A bad frame (not JSON, not an object, unknown type, wrong field type, missing field, over
   {p.MAX_FRAME_BYTES} bytes, binary) is answered with an `error` frame naming what was wrong;
-  the connection stays open.
+  the connection stays open. Two things close it instead, as RFC 6455 has it: a text message
+  that is not UTF-8 (close code 1007) and a message over 4 MB (1009); the client reconnects.
 * Unknown extra keys are ignored, so new fields are additive.
 * `tool_call` / `tool_result` keep the old server's shapes exactly. `data` is what is inserted
   and always carries `isAiSuggested: 1, isApproved: 0`; extra top-level keys (agent_id, run_id,
@@ -50,7 +51,8 @@ PROTOCOL_INTRO = f"""# Wire protocol (version {PROTOCOL_VERSION})
 
 | code | meaning |
 |---|---|
-| `invalid_json` | the text is not JSON (or nests too deeply, or uses NaN/Infinity) |
+| `invalid_json` | the text is not JSON (or nests deeper than 64 levels, uses NaN/Infinity or \
+a number out of range, or escapes an unpaired UTF-16 surrogate) |
 | `not_an_object` | the JSON is not an object |
 | `missing_type` / `unknown_type` | no `type`, or one this sidecar does not accept |
 | `missing_field` / `invalid_field` | a required field is absent / a field has a wrong type or \

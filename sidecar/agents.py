@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sidecar.errors import ConfigError
 from sidecar.extractors.base import ALLOWED_TABLES
+from sidecar.scan import inside
 
 KINDS = ("local", "cloud")
 PROVIDERS = ("gmail", "outlook", "teams")
@@ -126,7 +127,17 @@ def validate_cron(expr: str) -> str:
     return expr
 
 
-def _directories(raw: Mapping[str, Any]) -> tuple[str, ...]:
+def real_roots(roots: Iterable[str | Path]) -> list[Path]:
+    """The allowed roots with symlinks resolved, so a link cannot stand in for its target."""
+    return [Path(r).expanduser().resolve() for r in roots]
+
+
+def roots_text(roots: Iterable[str | Path]) -> str:
+    return ", ".join(str(r) for r in roots) or "none"
+
+
+def _directories(raw: Mapping[str, Any],
+                 allowed_roots: Sequence[str | Path] | None = None) -> tuple[str, ...]:
     dirs = _str_list(raw, "directories", ())
     if not dirs:
         raise _fail("directories", "a local agent needs at least one directory")
@@ -142,6 +153,11 @@ def _directories(raw: Mapping[str, Any]) -> tuple[str, ...]:
         if not os.access(p, os.R_OK | os.X_OK):
             raise _fail("directories", f"{d!r} is not readable")
         resolved = str(p.resolve())
+        if allowed_roots is not None and not inside(Path(resolved), real_roots(allowed_roots)):
+            really = f" (really {resolved})" if resolved != str(p) else ""
+            raise _fail("directories", f"{d!r}{really} is outside the folders the user allowed "
+                        f"({roots_text(allowed_roots)}); allow it in the app first "
+                        "(setting allowed_roots)")
         if resolved not in out:
             out.append(resolved)
     return tuple(out)
@@ -187,8 +203,12 @@ def _remote(raw: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def validate_agent(raw: Mapping[str, Any], *, existing: Agent | None = None) -> Agent:
-    """Turn a client's agent object into an :class:`Agent` or raise ConfigError naming the field."""
+def validate_agent(raw: Mapping[str, Any], *, existing: Agent | None = None,
+                   allowed_roots: Sequence[str | Path] | None = None) -> Agent:
+    """Turn a client's agent object into an :class:`Agent` or raise ConfigError naming the field.
+
+    ``allowed_roots`` (the setting): a local agent's directories must be inside one of them.
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError("agent must be an object", field="agent")
     if existing is not None:
@@ -232,7 +252,7 @@ def validate_agent(raw: Mapping[str, Any], *, existing: Agent | None = None) -> 
             raise _fail("max_file_bytes", f"must be a positive integer, got {max_bytes!r}")
         return Agent(
             **common,
-            directories=_directories(raw),
+            directories=_directories(raw, allowed_roots),
             extensions=_extensions(raw),
             include_globs=_str_list(raw, "include_globs", ()),
             exclude=_str_list(raw, "exclude", DEFAULT_EXCLUDES),

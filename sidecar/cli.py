@@ -39,6 +39,9 @@ def _add_flag(group: argparse._ArgumentGroup, s: Setting) -> None:
     if s.type is bool:
         group.add_argument(s.flag, dest=s.name, default=None,
                            action=argparse.BooleanOptionalAction, help=help_text)
+    elif s.type is list:
+        group.add_argument(s.flag, dest=s.name, default=None, action="append", metavar="DIR",
+                           help=help_text)
     else:
         group.add_argument(s.flag, dest=s.name, default=None, metavar=s.type.__name__.upper(),
                            help=help_text)

@@ -79,7 +79,8 @@ def register_handlers(app: web.Application) -> None:
         agent_id = frame.agent.get("id")
         if isinstance(agent_id, str):
             existing = await store.agents.get_agent(agent_id)
-        agent = validate_agent(frame.agent, existing=existing)
+        agent = validate_agent(frame.agent, existing=existing,
+                               allowed_roots=app[CONFIG].allowed_roots)
         created = await store.agents.upsert(agent)
         record = await store.agents.record(agent.id)
         assert record is not None

@@ -118,7 +118,15 @@ class Hub:
             log.exception("client %d: handler for %s failed", client.id, frame.TYPE)
             reply = p.Error(code="internal_error", request_id=request_id,
                             message=f"{frame.TYPE} failed inside the sidecar; see its log")
-        await client.send(reply)
+        try:
+            await client.send(reply)
+        except (ValueError, RecursionError):  # a value JSON cannot carry: answer, stay up
+            log.exception("client %d: the reply to %s could not be encoded", client.id,
+                          frame.TYPE)
+            await client.send(p.Error(code="internal_error", request_id=request_id,
+                                      message=f"the reply to {frame.TYPE} could not be "
+                                      "encoded; see the sidecar's log"))
+            return
         if isinstance(frame, p.Hello) and isinstance(reply, p.HelloResult):
             client.ready = True
             client.name = frame.client

@@ -112,8 +112,9 @@ def runner_ctx(paths: Paths) -> object:
         accounts = Accounts(store, app[HUB], app[CONFIG])
         app[ACCOUNTS] = accounts
         runner = Runner(store, app[HUB], app[DELIVERY],
-                        sources=lambda agent, run_id, only: make_source(store, agent, run_id, only,
-                                                                        accounts),
+                        sources=lambda agent, run_id, only: make_source(
+                            store, agent, run_id, only, accounts,
+                            allowed_roots=app[CONFIG].allowed_roots),
                         extractors=pool.for_agent)
         app[RUNNER] = runner
         yield

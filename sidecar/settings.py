@@ -33,6 +33,8 @@ class Setting:
     default_text: str | None = None
     #: Allowed values for a string setting (empty: any).
     choices: tuple[str, ...] = ()
+    #: The flag's name when it differs from the setting's (a repeatable ``--allowed-root``).
+    flag_name: str | None = None
 
     @property
     def env(self) -> str:
@@ -40,7 +42,7 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.flag_name or self.name.replace("_", "-"))
 
     def resolve_default(self) -> Any:
         return self.default_factory() if self.default_factory else self.default
@@ -92,6 +94,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defer_on_battery", bool, True,
             "Hold scheduled (not manual) runs while on battery below the threshold."),
     Setting("battery_threshold_percent", int, 30, "Battery level under which runs are deferred."),
+    Setting("allowed_roots", list, None,
+            "Folders local agents may read: an agent's directory must be one of them or below "
+            "one (symlinks resolved first), when it is saved and again at every scan. Electron "
+            "should pass the roots the user allowed (repeat the flag; in the environment "
+            "variable separate them with os.pathsep, ':' or ';' on Windows).",
+            default_factory=lambda: (Path.home(),), default_text="the user's home directory",
+            flag_name="allowed-root"),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -107,6 +116,8 @@ def parse_value(setting: Setting, raw: Any) -> Any:
 
 
 def _parse(setting: Setting, raw: Any) -> Any:
+    if setting.type is list and raw is not None:
+        return _path_list(setting, raw)
     if raw is None or isinstance(raw, setting.type):
         return raw
     text = str(raw).strip()
@@ -126,6 +137,25 @@ def _parse(setting: Setting, raw: Any) -> Any:
             f"setting {setting.name} ({setting.env}) expects {setting.type.__name__}, got {text!r}",
             field=setting.name,
         ) from None
+
+
+def _path_list(setting: Setting, raw: Any) -> tuple[Path, ...]:
+    """Absolute paths from repeated flags, a list, or one ``os.pathsep``-separated string."""
+    items = raw if isinstance(raw, list | tuple) else [raw]
+    out: list[Path] = []
+    for item in items:
+        parts = [item] if isinstance(item, Path) else str(item).split(os.pathsep)
+        for part in parts:
+            text = str(part).strip()
+            if not text:
+                continue
+            path = Path(text).expanduser()
+            if not path.is_absolute():
+                raise ConfigError(f"setting {setting.name} ({setting.env}) needs absolute "
+                                  f"paths, got {text!r}", field=setting.name)
+            if path not in out:
+                out.append(path)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

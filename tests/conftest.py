@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from sidecar.client import DaemonProcess, SidecarClient
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests keep their folders in the temp dir: let every daemon and CLI run read there."""
+    roots = [tempfile.gettempdir(), str(Path.home())]
+    if config.option.basetemp:
+        roots.append(str(Path(config.option.basetemp).resolve()))
+    os.environ["SIDECAR_ALLOWED_ROOTS"] = os.pathsep.join(roots)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from sidecar.agents import validate_agent
+from sidecar.cli import add_setting_flags, config_from_args
 from sidecar.commands.common import print_json, with_store
 from sidecar.store import Store
 
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--engine", choices=["local", "remote"])
     add.add_argument("--disabled", action="store_true", help="add it disabled")
     add.add_argument("--no-watch", action="store_true", help="do not watch folders for changes")
+    add_setting_flags(add, ["allowed_roots"])
     add.set_defaults(func=_add)
 
     rm = asub.add_parser("remove", help="remove an agent (its runs stay in the log)")
@@ -83,10 +85,11 @@ def _agent_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def _add(args: argparse.Namespace) -> int:
     raw = _agent_from_args(args)
+    roots = config_from_args(args).allowed_roots
 
     async def go(store: Store) -> dict[str, Any]:
         existing = await store.agents.get_agent(raw["id"]) if raw.get("id") else None
-        agent = validate_agent(raw, existing=existing)
+        agent = validate_agent(raw, existing=existing, allowed_roots=roots)
         created = await store.agents.upsert(agent)
         record = await store.agents.record(agent.id)
         assert record is not None

@@ -34,18 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("jsonl", "text"), default="text",
                    help="text (default) or one JSON tool_call payload per line")
     add_setting_flags(p, ["model", "model_threads", "model_context", "extraction_strategy",
-                          "remote_base_url", "remote_model"])
+                          "remote_base_url", "remote_model", "allowed_roots"])
     p.set_defaults(func=_run)
 
 
-async def _resolve_agent(store: Any, args: argparse.Namespace) -> str:
+async def _resolve_agent(store: Any, args: argparse.Namespace, config: Config) -> str:
     if args.demo is not None:
         folder = Path(args.demo)  # resolved by _run, off the event loop
         existing = await store.agents.get_agent(DEMO_ID)
         agent = validate_agent({
             "id": DEMO_ID, "kind": "local", "name": f"Demo: {folder.name}",
             "directories": [str(folder)], "data_types": ["tasks", "notes"],
-            "schedule_cron": "0 9 * * *", "watch": False}, existing=existing)
+            "schedule_cron": "0 9 * * *", "watch": False}, existing=existing,
+            allowed_roots=config.allowed_roots)
         await store.agents.upsert(agent)
         return DEMO_ID
     if not args.agent:
@@ -72,13 +73,14 @@ async def _run_once(args: argparse.Namespace, config: Config, paths: Paths,
     lock = InstanceLock(paths.lock_file).acquire()  # the daemon must not run on this data dir
     try:
         async with Store(paths.database) as store:
-            agent_id = await _resolve_agent(store, args)
+            agent_id = await _resolve_agent(store, args, config)
             hub = Hub(max_frame_bytes=config.max_frame_bytes)
             delivery = Delivery(hub, store.outbox, window=config.delivery_window,
                                 timeout=config.insert_timeout_seconds)
             pool = ExtractorPool(config, paths)
             runner = Runner(store, hub, delivery, extractors=pool.for_agent,
-                            sources=lambda a, r, o: make_source(store, a, r, o))
+                            sources=lambda a, r, o: make_source(
+                                store, a, r, o, allowed_roots=config.allowed_roots))
             try:
                 run_id, _ = await runner.start(agent_id, "manual", full=args.full)
                 record = await runner.wait(run_id)
@@ -126,4 +128,6 @@ def _run(args: argparse.Namespace) -> int:
     paths = Paths.from_config(config).ensure()
     if args.demo is not None:
         args.demo = str(Path(args.demo).resolve())
+        # the user named this folder on the command line: that allows it, for this run
+        config = config.replace(allowed_roots=(*config.allowed_roots, Path(args.demo)))
     return asyncio.run(_run_once(args, config, paths, out))

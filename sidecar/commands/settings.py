@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from sidecar.cli import add_setting_flags, config_from_args
 from sidecar.settings import SETTINGS, markdown_table
@@ -24,9 +25,12 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.json:
         plain = (int, float, bool, str, type(None))
-        values = {k: v if isinstance(v, plain) else str(v) for k, v in config.values.items()}
+        values = {k: v if isinstance(v, plain) else [str(x) for x in v]
+                  if isinstance(v, tuple) else str(v) for k, v in config.values.items()}
         print(json.dumps(values, indent=2))
         return 0
     for s in SETTINGS:
-        print(f"{s.name:28} {config.values[s.name]!s:30} {s.env}")
+        value = config.values[s.name]
+        shown = os.pathsep.join(map(str, value)) if isinstance(value, tuple) else value
+        print(f"{s.name:28} {shown!s:30} {s.env}")
     return 0

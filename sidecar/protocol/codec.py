@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import MISSING, fields
@@ -82,24 +84,77 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """``1e400`` parses to infinity, which no reply could carry back: refuse it like NaN."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+#: Deeper frames are refused: nothing in the protocol nests like that, and echoing or storing
+#: such values recurses in the handlers (an agent's filter_config, a tool_result's result).
+MAX_DEPTH = 64
+#: A ``\uD800``-``\uDFFF`` escape: the only way an unpaired surrogate gets into a frame.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _value_problem(obj: Any, check_strings: bool) -> str | None:
+    """Why a parsed frame cannot be taken: nesting beyond MAX_DEPTH, an unpaired surrogate
+    (SQLite and the UTF-8 wire refuse those later, far from the frame)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not _utf8_ok(value):
+                return "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
+            continue
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        children = value.values() if isinstance(value, dict) else value
+        if check_strings and isinstance(value, dict) and not all(map(_utf8_ok, value)):
+            return "a key holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
+        for child in children:
+            if isinstance(child, dict | list) or (check_strings and isinstance(child, str)):
+                stack.append((child, depth + 1))
+    return None
+
+
 def decode(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     """Parse and validate one client frame or raise :class:`ProtocolError` saying what is wrong."""
     if isinstance(raw, bytes | bytearray):
         raise ProtocolError("binary_frame", "binary frames are not supported; send JSON text")
-    size = len(raw.encode("utf-8", "surrogatepass"))
+    try:
+        size, raw_surrogates = len(raw.encode("utf-8")), False
+    except UnicodeEncodeError:  # only in-process: a socket's text is valid UTF-8
+        size, raw_surrogates = len(raw.encode("utf-8", "surrogatepass")), True
     if size > max_bytes:
         raise ProtocolError("frame_too_large",
                             f"frame is {size} bytes; the limit is {max_bytes} bytes")
     try:
-        obj = json.loads(raw, parse_constant=_reject_constant)
+        obj = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ProtocolError("invalid_json", f"frame is not valid JSON: {detail}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("not_an_object",
                             f"frame must be a JSON object, got {type(obj).__name__}")
+    check_strings = raw_surrogates or _SURROGATE_ESCAPE.search(raw) is not None
     rid = obj.get("request_id")
-    request_id = rid if isinstance(rid, str) else None
+    request_id = (rid if isinstance(rid, str) and rid and (not check_strings or _utf8_ok(rid))
+                  else None)
+    problem = _value_problem(obj, check_strings)
+    if problem is not None:
+        raise ProtocolError("invalid_json", f"frame is not usable JSON: {problem}",
+                            request_id=request_id)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("missing_type", "frame has no string 'type' field",
@@ -146,7 +201,13 @@ def to_dict(frame: Frame) -> dict[str, Any]:
 
 
 def encode(frame: Frame) -> str:
-    return json.dumps(to_dict(frame), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(to_dict(frame), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+    if not (text.isascii() or _utf8_ok(text)):  # an unpaired surrogate (a file name from a
+        # non-UTF-8 disk): the wire is UTF-8, so send a \\udcxx escape, not a failed send
+        text = json.dumps(to_dict(frame), ensure_ascii=True, separators=(",", ":"),
+                          allow_nan=False)
+    return text
 
 
 def from_dict(obj: dict[str, Any]) -> Frame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecar.agents import Agent
@@ -14,12 +16,14 @@ if TYPE_CHECKING:
 
 
 def make_source(store: Store, agent: Agent, run_id: str, only: set[str] | None,
-                accounts: Accounts | None = None) -> Source:
+                accounts: Accounts | None = None, *,
+                allowed_roots: Sequence[str | Path] | None = None) -> Source:
     if agent.kind == "local":
         from sidecar.sources.localdir import LocalFolderSource
         from sidecar.store.files import FileStateStore
 
-        return LocalFolderSource(agent, FileStateStore(store.db), run_id=run_id, only=only)
+        return LocalFolderSource(agent, FileStateStore(store.db), run_id=run_id, only=only,
+                                 allowed_roots=allowed_roots)
     if accounts is None:
         raise SidecarError(f"{agent.provider} agents need the daemon's account service",
                            code="unsupported")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.agents import Agent
+from sidecar.agents import Agent, real_roots, roots_text
+from sidecar.errors import PermanentError
 from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
 from sidecar.store.files import FileState, FileStateStore
@@ -35,12 +36,20 @@ class LocalFolderSource(Source):
     """Scans the agent's folders (or just ``only`` paths, from the watcher) against file_state."""
 
     def __init__(self, agent: Agent, files: FileStateStore, *, run_id: str | None = None,
-                 only: set[str] | None = None) -> None:
+                 only: set[str] | None = None,
+                 allowed_roots: Sequence[str | Path] | None = None) -> None:
         self.agent = agent
         self.files = files
         self.run_id = run_id
         self.only = only
         self.roots = resolve_roots(agent.directories)
+        #: Folders the user no longer allows (setting allowed_roots): never scanned or read.
+        self.not_allowed: list[Path] = []
+        self.allowed_roots = allowed_roots
+        if allowed_roots is not None:
+            real = real_roots(allowed_roots)
+            self.not_allowed = [r for r in self.roots if not inside(r, real)]
+            self.roots = [r for r in self.roots if inside(r, real)]
         self._known: dict[str, FileState] = {}
         self._by_hash: dict[str, list[FileState]] | None = None
         self._scan: ScanResult | None = None
@@ -49,12 +58,17 @@ class LocalFolderSource(Source):
     async def _scan_now(self) -> ScanResult:
         accept = agent_accept(self.agent)
         if self.only is None:
-            return await asyncio.to_thread(scan_tree, self.agent.directories, accept)
-        return await asyncio.to_thread(scan_paths, sorted(self.only), self.agent.directories,
-                                       accept)
+            return await asyncio.to_thread(scan_tree, self.roots, accept)
+        return await asyncio.to_thread(scan_paths, sorted(self.only), self.roots, accept)
+
+    def _not_allowed_message(self) -> str:
+        return (f"{', '.join(map(str, self.not_allowed))}: outside the folders the user "
+                f"allowed ({roots_text(self.allowed_roots or ())}); not read")
 
     async def pending(self, extraction_key: str, *, full: bool = False
                       ) -> AsyncIterator[WorkItem]:
+        if self.not_allowed and not self.roots:
+            raise PermanentError(self._not_allowed_message(), code="not_allowed")
         self._scan = await self._scan_now()
         self._known = await self.files.all(self.agent.id)
         self._by_hash = None
@@ -152,6 +166,9 @@ class LocalFolderSource(Source):
         # a watcher batch only speaks for its own paths; a full scan for the whole tree
         scope = self._known if self.only is None else {
             p: s for p, s in self._known.items() if p in self.only}
+        notes = [self._not_allowed_message()] if self.not_allowed else []
+        if self.not_allowed:  # files below a folder that is no longer allowed are not gone
+            scope = {p: s for p, s in scope.items() if inside(Path(p), self.roots)}
         gone = [p for p, s in scope.items() if p not in present and s.status != "deleted"]
         await self.files.mark_deleted(self.agent.id, gone)
-        return [f"{len(gone)} file(s) no longer present"] if gone else []
+        return notes + ([f"{len(gone)} file(s) no longer present"] if gone else [])

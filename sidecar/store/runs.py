@@ -8,6 +8,7 @@ import sqlite3
 from typing import Any
 
 from sidecar.clock import now_iso
+from sidecar.logging_setup import redact
 from sidecar.store.db import Database
 
 RUN_STATUSES = ("running", "success", "partial", "error", "cancelled")
@@ -55,8 +56,8 @@ class RunStore:
         await self.db.execute(
             "UPDATE runs SET status = ?, items_processed = ?, items_created = ?, errors = ?, "
             "completed_at = ? WHERE id = ?",
-            (status, items_processed, items_created, json.dumps(errors, ensure_ascii=False),
-             now_iso(), run_id),
+            (status, items_processed, items_created,
+             json.dumps([redact(e) for e in errors], ensure_ascii=False), now_iso(), run_id),
         )
         return await self.get(run_id)  # type: ignore[return-value]
 
@@ -71,7 +72,9 @@ class RunStore:
                 row = await cur.fetchone()
             if row is None:
                 raise ValueError(f"no run {run_id!r}")
-            all_errors = errors + json.loads(row["errors"])
+            # a server may quote a key or token back in its error text: the run log is in
+            # SQLite and in run_finished frames, so it gets the log files' redaction
+            all_errors = [redact(e) for e in errors] + json.loads(row["errors"])
             status = final_status(all_errors, row["acked"], cancelled=cancelled)
             await conn.execute(
                 "UPDATE runs SET status = ?, items_processed = ?, items_created = ?, "
