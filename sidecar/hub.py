@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 
 from sidecar import protocol as p
 from sidecar.errors import ConfigError, SidecarError
+from sidecar.logging_setup import redact
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,10 @@ class Hub:
         try:
             reply = await handler(client, frame)
         except ConfigError as exc:
-            reply = p.Error(code="invalid_field", message=exc.message, request_id=request_id,
-                            field=exc.field)
-        except SidecarError as exc:
-            reply = p.Error(code=exc.code, message=exc.message, request_id=request_id)
+            reply = p.Error(code="invalid_field", message=redact(exc.message),
+                            request_id=request_id, field=exc.field)
+        except SidecarError as exc:  # the text may quote a server's answer, which may quote a key
+            reply = p.Error(code=exc.code, message=redact(exc.message), request_id=request_id)
         except Exception:
             log.exception("client %d: handler for %s failed", client.id, frame.TYPE)
             reply = p.Error(code="internal_error", request_id=request_id,

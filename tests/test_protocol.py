@@ -105,3 +105,39 @@ def test_protocol_docs_are_generated_from_the_code() -> None:
     assert (root / "docs" / "protocol.md").read_text() == mod.protocol_md(), (
         "docs/protocol.md is stale: run python scripts/gen_docs.py")
     assert json.loads((root / "docs" / "protocol.schema.json").read_text()) == p.all_schemas()
+
+
+class _Socket:
+    """Stands in for the aiohttp socket: keeps what the hub sends."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_str(self, data: str) -> None:
+        self.sent.append(data)
+
+
+@pytest.mark.parametrize("error", ["sidecar", "config"])
+async def test_error_frames_never_carry_a_registered_secret(error: str) -> None:
+    """A handler's error text may quote a server's answer, which may quote a key."""
+    from sidecar.errors import ConfigError, SidecarError
+    from sidecar.hub import Client, Hub
+    from sidecar.logging_setup import register_secret
+
+    secret = "sk-test-" + "q" * 24
+    register_secret(secret)
+    hub = Hub()
+
+    @hub.route(p.Status)
+    async def failing(client: Client, frame: p.Frame) -> p.Frame:
+        if error == "config":
+            raise ConfigError(f"bad remote.api_key {secret}", field="remote")
+        raise SidecarError(f"server said: 401 invalid key {secret}")
+
+    sock = _Socket()
+    await hub.handle_text(Client(sock), '{"type": "status", "request_id": "r1"}')  # type: ignore[arg-type]
+    (reply,) = [json.loads(s) for s in sock.sent]
+    assert reply["type"] == "error" and reply["request_id"] == "r1"
+    assert secret not in sock.sent[0] and "***" in reply["message"]
