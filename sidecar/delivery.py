@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from sidecar import failpoints
 from sidecar import protocol as p
 from sidecar.hub import Client, Hub
 from sidecar.store.outbox import Entry, OutboxStore, Settled
@@ -108,6 +109,7 @@ class Delivery:
             if known[1] != "pending":
                 return True  # a duplicate ack of a settled call: harmless
         self._settling[frame.id] = Settled(frame.id, frame.error)
+        failpoints.hit("delivery.ack_received")
         self._wake.set()
         return True
 
@@ -147,6 +149,7 @@ class Delivery:
                         break
                     self._inflight[entry.call_id] = InFlight(entry, target.id, time.monotonic())
                     self.sent += 1
+                    failpoints.hit("delivery.sent")
             wait = self.timeout / 4 if self._inflight else None
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
             # with the event being set, and stop() would then wait forever.

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar import failpoints
 from sidecar import protocol as p
 from sidecar.agents import Agent
 from sidecar.delivery import Delivery
@@ -211,6 +212,7 @@ class Runner:
         except SidecarError as exc:
             errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
             return
+        failpoints.hit("extract")
         counters["processed"] += 1
         items = [NewItem(idempotency_key=item_key(agent, doc, it),
                          agent_id=agent.id, run_id=run_id, table=it.table, data=dict(it.data),
@@ -221,6 +223,7 @@ class Runner:
         async with self.store.db.transaction() as conn:
             await self.store.outbox.enqueue(items, conn)
             await source.done(doc, key, summary, conn)
+        failpoints.hit("outbox.queued")
         counters["items_found"] += len(items)
         for pr in result.problems:
             where = f" chunk {pr.chunk}" if pr.chunk is not None else ""

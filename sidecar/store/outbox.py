@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar import failpoints
 from sidecar.clock import now_iso
 from sidecar.store.db import Database
 from sidecar.store.runs import final_status
@@ -94,6 +95,7 @@ class OutboxStore:
         await conn.executemany(
             "INSERT OR IGNORE INTO outbox (idempotency_key, call_id, agent_id, run_id, "
             "table_name, data, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        failpoints.hit("outbox.enqueue")
         return conn.total_changes - before
 
     async def pending_after(self, seq: int, limit: int = 500) -> list[Entry]:
@@ -135,9 +137,11 @@ class OutboxStore:
         marks = ",".join("?" * len(by_id))
         # a few statements per batch, not per ack: each aiosqlite call is a thread hop
         async with self.db.transaction() as conn:
+            # "+state": look the batch up by call_id; on the (state, seq) index SQLite would
+            # walk every pending row per batch, O(backlog) under a 100k backlog.
             async with conn.execute(
                 f"SELECT call_id, run_id, table_name, meta FROM outbox "
-                f"WHERE state = 'pending' AND call_id IN ({marks})", list(by_id)) as cur:
+                f"WHERE +state = 'pending' AND call_id IN ({marks})", list(by_id)) as cur:
                 rows = await cur.fetchall()
             updates = []
             for row in rows:
@@ -159,6 +163,8 @@ class OutboxStore:
                 "attempts = attempts + 1 WHERE call_id = ? AND state = 'pending'", updates)
             for run_id, (created, errors) in runs.items():
                 await self._credit_run(conn, run_id, created, errors)
+            failpoints.hit("outbox.settle")  # before COMMIT (it runs in aiosqlite's thread)
+        failpoints.hit("outbox.settled")  # after COMMIT returned
         return applied
 
     @staticmethod
