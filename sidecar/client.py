@@ -209,7 +209,13 @@ class SidecarClient:
         await self.ws.send_str(json.dumps(frame))
 
     async def close(self) -> None:
+        """Close with the handshake: everything sent before reaches the sidecar's handlers."""
         await self.ws.close()
+        # If the reader task saw the closing first, it runs the handshake and aiohttp's
+        # close() returns at once; dropping the session then would close a socket with
+        # unread frames, i.e. send a TCP reset, and the sidecar loses what we sent last.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self._reader), 10)
         await self.session.close()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
