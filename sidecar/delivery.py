@@ -144,10 +144,14 @@ class Delivery:
                     entry = await self._next_entry()
                     if entry is None:
                         break
-                    if not await target.send(tool_call_for(entry)):
-                        heapq.heappush(self._retry, (entry.seq, entry))
-                        break
+                    # in flight before the send: an ack that arrives while send() awaits
+                    # must find it, or the settled call would stay in flight and be re-sent
                     self._inflight[entry.call_id] = InFlight(entry, target.id, time.monotonic())
+                    if not await target.send(tool_call_for(entry)):
+                        # unless a disconnect already re-queued it, or an ack came anyway
+                        if self._inflight.pop(entry.call_id, None) is not None:
+                            heapq.heappush(self._retry, (entry.seq, entry))
+                        break
                     self.sent += 1
                     failpoints.hit("delivery.sent")
             wait = self.timeout / 4 if self._inflight else None

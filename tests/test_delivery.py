@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar import protocol as p
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.store import Store
 from sidecar.store.outbox import NewItem, idempotency_key
@@ -216,3 +217,46 @@ async def test_sigterm_with_calls_in_flight_exits_cleanly(data_dir: Path, token:
     assert await d.stop(timeout=10) == 0
     await c.close()
     assert await outbox_states(data_dir) == {"pending": 100}
+
+
+class _AckingWhileSending:
+    """A peer whose send() yields, and whose ack lands before send() returns."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.delivery: object = None
+
+    async def send_str(self, data: str) -> None:
+        import json
+
+        self.sent.append(data)
+        frame = json.loads(data)
+        await self.delivery.on_tool_result(  # type: ignore[attr-defined]
+            self.client, p.ToolResult(id=frame["id"], result={"ok": True}))
+        await asyncio.sleep(0.01)
+
+
+async def test_an_ack_that_lands_while_send_awaits_is_not_resent(data_dir: Path) -> None:
+    """The call is in flight before the send, so the ack finds it and no timeout re-sends it."""
+    from sidecar.delivery import Delivery
+    from sidecar.hub import Client, Hub
+
+    await queue_items(data_dir, 5)
+    async with Store(data_dir / "sidecar.sqlite3") as store:
+        hub = Hub()
+        delivery = Delivery(hub, store.outbox, timeout=0.2)
+        peer = _AckingWhileSending()
+        client = Client(peer)  # type: ignore[arg-type]
+        client.ready = True
+        hub.clients[client.id] = client
+        peer.client, peer.delivery = client, delivery  # type: ignore[attr-defined]
+        await delivery.start()
+        try:
+            assert await delivery.drained(timeout=10)
+            await asyncio.sleep(0.6)  # three timeouts: a call stuck in flight would be re-sent
+        finally:
+            await delivery.stop()
+        assert len(peer.sent) == 5 and delivery.resent == 0
+        assert await store.outbox.count("pending") == 0
