@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from sidecar.client import DaemonProcess, SidecarClient
+from tests.reliability.corpus import CHORES, PEOPLE
 
 Figure = Callable[[str, str, Any], None]
 #: What a record is, independent of the agent id inside its key: (file, table, title).
@@ -37,19 +38,8 @@ DOCS = 90
 LIFE_TIMEOUT = 8.0  # an armed failpoint that has not fired by then never will
 PACE = 0.015  # seconds between acks in settle lives: more than the 5 ms flush interval
 
-PEOPLE = ["Luis", "Priya", "Dana", "Marco", "Aiko", "Sam", "Noor", "Jonas"]
 CLIENTS = ["Harbor Bakery", "Northwind Dental", "Kestrel Bikes", "Alder & Finch",
            "Bluebell Florist", "Orbit Coworking", "Juniper Yoga", "Tidewater Books"]
-CHORES = [
-    "send the revised homepage mockups", "book the photographer for the product shoot",
-    "update the pricing table on the services page", "review the accessibility audit",
-    "migrate the old blog posts to the new CMS", "prepare the invoice for the retainer",
-    "confirm the launch date with the client", "fix the contact form on mobile",
-    "draft the newsletter for the spring campaign", "order the printed menus",
-    "renew the TLS certificate for the shop domain", "collect three customer testimonials",
-    "write alt text for the gallery images", "set up the staging server",
-    "export the analytics report for March", "schedule the usability test sessions",
-]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 
 

@@ -37,6 +37,7 @@ from aiohttp import WSCloseCode
 
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.store import Store
+from tests.reliability.corpus import CHORES, PEOPLE
 
 Figure = Callable[[str, str, Any], None]
 
@@ -44,14 +45,6 @@ SEED = 5_150_515
 AGENTS = 3
 FILES = 14  # per agent, at the start
 ROUNDS = 6
-PEOPLE = ["Luis", "Priya", "Dana", "Marco", "Aiko", "Sam", "Noor", "Jonas"]
-CHORES = [
-    "send the revised homepage mockups", "book the photographer for the product shoot",
-    "update the pricing table on the services page", "review the accessibility audit",
-    "migrate the old blog posts to the new CMS", "prepare the invoice for the retainer",
-    "confirm the launch date with the client", "fix the contact form on mobile",
-    "draft the newsletter for the spring campaign", "order the printed menus",
-]
 WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "hazel", "indigo",
          "juniper", "kelp", "lotus", "maple", "nectar", "onyx", "pepper", "quartz", "rowan"]
 #: Per tool_call: how the client reacts (cumulative probabilities, the rest is a plain ack).
@@ -77,7 +70,7 @@ class Folders:
         self._n += 1
         tag = f"{self.rng.choice(WORDS)}{self._n}"
         self.tags.add(tag)
-        return (f"- [ ] {self.rng.choice(PEOPLE)} to {self.rng.choice(CHORES)} "
+        return (f"- [ ] {self.rng.choice(PEOPLE)} to {self.rng.choice(CHORES[:10])} "
                 f"for the {tag} account\n")
 
     def new_file(self, d: Path) -> None:
