@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar.protocol.codec import is_utf8
+
 #: ``accept(relative_parts, is_dir)``: does this entry belong to the agent? ``relative_parts``
 #: is the path below the root as a tuple of names (cheap to build for 20k files).
 Accept = Callable[[tuple[str, ...], bool], bool]
@@ -133,7 +135,7 @@ def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, root
               entry: os.DirEntry[str] | None = None) -> None:
     if not accept(rel, is_dir):
         return
-    if not _utf8(path):  # nothing downstream can store, send or show such a name
+    if not is_utf8(path):  # nothing downstream can store, send or show such a name
         result.refused.append(_bad_name(path))
         return
     target = path
@@ -153,7 +155,7 @@ def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, root
                 size=lst.st_size, mtime_ns=lst.st_mtime_ns))
             return
         target = str(resolved)
-        if not _utf8(target):
+        if not is_utf8(target):
             result.refused.append(_bad_name(target))
             return
     if is_dir:
@@ -177,11 +179,3 @@ def _bad_name(path: str) -> Refused:
     return Refused(shown, "bad_name", f"{shown}: name is not valid UTF-8; rename it to have "
                    "it read")
 
-
-def _utf8(name: str) -> bool:
-    """False for a name whose bytes are not UTF-8 (Python carries them as lone surrogates)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

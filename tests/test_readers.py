@@ -26,6 +26,7 @@ from sidecar.readers import (
     read_bytes,
     read_document,
 )
+from tests.reliability.hostile_files import pdf_bytes
 
 MAX = 1024 * 1024
 
@@ -46,7 +47,7 @@ def make_pdf(pages: list[str], *, title: str | None = None, encrypted: bool = Fa
         objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources "
                     f"<< /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode())
         objs.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
-    trailer = f"/Root 1 0 R /Size {len(objs) + 1 + bool(title) + encrypted}"
+    trailer = ""
     if title:
         objs.append(f"<< /Title ({title}) >>".encode())
         trailer += f" /Info {len(objs)} 0 R"
@@ -56,16 +57,7 @@ def make_pdf(pages: list[str], *, title: str | None = None, encrypted: bool = Fa
         o, u = "ab" * 32, "cd" * 32
         objs.append(f"<< /Filter /Standard /V 1 /R 2 /O <{o}> /U <{u}> /P -44 >>".encode())
         trailer += f" /Encrypt {len(objs)} 0 R /ID [<{'12' * 16}> <{'12' * 16}>]"
-    out = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"
-    offsets: list[int] = []
-    for number, body in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< " + trailer.encode() + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
-    return out
+    return pdf_bytes(objs, trailer=trailer.strip())
 
 
 def make_docx(path: Path) -> Path:

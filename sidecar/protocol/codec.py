@@ -99,7 +99,8 @@ MAX_DEPTH = 64
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
-def _utf8_ok(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates (how Python carries undecodable bytes)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -114,13 +115,13 @@ def _value_problem(obj: Any, check_strings: bool) -> str | None:
     while stack:
         value, depth = stack.pop()
         if isinstance(value, str):
-            if not _utf8_ok(value):
+            if not is_utf8(value):
                 return "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
             continue
         if depth > MAX_DEPTH:
             return f"nested deeper than {MAX_DEPTH} levels"
         children = value.values() if isinstance(value, dict) else value
-        if check_strings and isinstance(value, dict) and not all(map(_utf8_ok, value)):
+        if check_strings and isinstance(value, dict) and not all(map(is_utf8, value)):
             return "a key holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
         for child in children:
             if isinstance(child, dict | list) or (check_strings and isinstance(child, str)):
@@ -149,7 +150,7 @@ def decode(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
                             f"frame must be a JSON object, got {type(obj).__name__}")
     check_strings = raw_surrogates or _SURROGATE_ESCAPE.search(raw) is not None
     rid = obj.get("request_id")
-    request_id = (rid if isinstance(rid, str) and rid and (not check_strings or _utf8_ok(rid))
+    request_id = (rid if isinstance(rid, str) and rid and (not check_strings or is_utf8(rid))
                   else None)
     problem = _value_problem(obj, check_strings)
     if problem is not None:
@@ -203,7 +204,7 @@ def to_dict(frame: Frame) -> dict[str, Any]:
 def encode(frame: Frame) -> str:
     text = json.dumps(to_dict(frame), ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False)
-    if not (text.isascii() or _utf8_ok(text)):  # an unpaired surrogate (a file name from a
+    if not (text.isascii() or is_utf8(text)):  # an unpaired surrogate (a file name from a
         # non-UTF-8 disk): the wire is UTF-8, so send a \\udcxx escape, not a failed send
         text = json.dumps(to_dict(frame), ensure_ascii=True, separators=(",", ":"),
                           allow_nan=False)

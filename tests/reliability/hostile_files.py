@@ -160,8 +160,9 @@ def docx_billion_laughs() -> bytes:
 # -------------------------------------------------------------------------------- PDF
 
 
-def pdf_bytes(objects: list[bytes], *, prev_loop: bool = False) -> bytes:
-    """A PDF with a correct xref; ``prev_loop`` makes the trailer's /Prev point at itself."""
+def pdf_bytes(objects: list[bytes], *, trailer: str = "", prev_loop: bool = False) -> bytes:
+    """A PDF with a correct xref; ``trailer`` adds entries (``/Info 5 0 R``); ``prev_loop``
+    makes the trailer's /Prev point at itself."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, 1):
@@ -170,9 +171,10 @@ def pdf_bytes(objects: list[bytes], *, prev_loop: bool = False) -> bytes:
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    extra = (f" {trailer}" if trailer else "").encode()
     prev = b" /Prev %d" % xref if prev_loop else b""
-    out += (b"trailer\n<< /Root 1 0 R /Size %d%s >>\nstartxref\n%d\n%%%%EOF\n"
-            % (len(objects) + 1, prev, xref))
+    out += (b"trailer\n<< /Root 1 0 R /Size %d%s%s >>\nstartxref\n%d\n%%%%EOF\n"
+            % (len(objects) + 1, extra, prev, xref))
     return bytes(out)
 
 
