@@ -12,7 +12,7 @@ from typing import Any
 
 from sidecar.errors import ConfigError
 from sidecar.extractors.base import ALLOWED_TABLES
-from sidecar.scan import inside
+from sidecar.scan import inside, resolve_roots
 
 KINDS = ("local", "cloud")
 PROVIDERS = ("gmail", "outlook", "teams")
@@ -127,11 +127,6 @@ def validate_cron(expr: str) -> str:
     return expr
 
 
-def real_roots(roots: Iterable[str | Path]) -> list[Path]:
-    """The allowed roots with symlinks resolved, so a link cannot stand in for its target."""
-    return [Path(r).expanduser().resolve() for r in roots]
-
-
 def roots_text(roots: Iterable[str | Path]) -> str:
     return ", ".join(str(r) for r in roots) or "none"
 
@@ -141,6 +136,8 @@ def _directories(raw: Mapping[str, Any],
     dirs = _str_list(raw, "directories", ())
     if not dirs:
         raise _fail("directories", "a local agent needs at least one directory")
+    # symlinks resolved on both sides, so a link cannot stand in for its target
+    allowed = None if allowed_roots is None else resolve_roots(allowed_roots)
     out: list[str] = []
     for d in dirs:
         p = Path(d).expanduser()
@@ -153,7 +150,7 @@ def _directories(raw: Mapping[str, Any],
         if not os.access(p, os.R_OK | os.X_OK):
             raise _fail("directories", f"{d!r} is not readable")
         resolved = str(p.resolve())
-        if allowed_roots is not None and not inside(Path(resolved), real_roots(allowed_roots)):
+        if allowed is not None and not inside(Path(resolved), allowed):
             really = f" (really {resolved})" if resolved != str(p) else ""
             raise _fail("directories", f"{d!r}{really} is outside the folders the user allowed "
                         f"({roots_text(allowed_roots)}); allow it in the app first "

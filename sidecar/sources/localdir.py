@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.agents import Agent, real_roots, roots_text
+from sidecar.agents import Agent, roots_text
 from sidecar.errors import PermanentError
 from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
@@ -47,9 +47,9 @@ class LocalFolderSource(Source):
         self.not_allowed: list[Path] = []
         self.allowed_roots = allowed_roots
         if allowed_roots is not None:
-            real = real_roots(allowed_roots)
-            self.not_allowed = [r for r in self.roots if not inside(r, real)]
-            self.roots = [r for r in self.roots if inside(r, real)]
+            allowed = resolve_roots(allowed_roots)
+            self.not_allowed = [r for r in self.roots if not inside(r, allowed)]
+            self.roots = [r for r in self.roots if r not in self.not_allowed]
         self._known: dict[str, FileState] = {}
         self._by_hash: dict[str, list[FileState]] | None = None
         self._scan: ScanResult | None = None
@@ -166,8 +166,9 @@ class LocalFolderSource(Source):
         # a watcher batch only speaks for its own paths; a full scan for the whole tree
         scope = self._known if self.only is None else {
             p: s for p, s in self._known.items() if p in self.only}
-        notes = [self._not_allowed_message()] if self.not_allowed else []
+        notes: list[str] = []
         if self.not_allowed:  # files below a folder that is no longer allowed are not gone
+            notes.append(self._not_allowed_message())
             scope = {p: s for p, s in scope.items() if inside(Path(p), self.roots)}
         gone = [p for p, s in scope.items() if p not in present and s.status != "deleted"]
         await self.files.mark_deleted(self.agent.id, gone)
