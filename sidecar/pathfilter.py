@@ -56,10 +56,10 @@ def _dir_excluded(parts: tuple[str, ...], patterns: _PatternSet) -> bool:
 
 @lru_cache(maxsize=8192)
 def _under_excluded(parts: tuple[str, ...], patterns: _PatternSet) -> bool:
-    """Is this folder, or one above it, excluded? Memoised: siblings share their parents."""
-    if len(parts) > 1 and _under_excluded(parts[:-1], patterns):
-        return True
-    return _dir_excluded(parts, patterns)
+    """Is this folder, or one above it, excluded? Memoised: siblings share their parents.
+
+    A loop, not recursion: a file 2,000 folders down must not raise RecursionError."""
+    return any(_dir_excluded(parts[:i], patterns) for i in range(1, len(parts) + 1))
 
 
 class _Pattern:

@@ -8,6 +8,7 @@ refused (the store, the protocol and the app all need text).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterable
@@ -67,42 +68,63 @@ def scan_tree(roots: Iterable[str | Path], accept: Accept) -> ScanResult:
 
 def _walk(directory: str, rel: tuple[str, ...], roots: list[Path], accept: Accept,
           visited: set[tuple[int, int]], result: ScanResult) -> None:
+    """Walk below ``directory`` with a stack, not recursion: a tree's depth must not matter
+    (a 2,000-level tree raised RecursionError and failed every run of its agent)."""
+    stack: list[tuple[str, tuple[str, ...]]] = [(directory, rel)]
+    while stack:
+        directory, rel = stack.pop()
+        entries = _list_dir(directory, visited, result)
+        subdirs: list[tuple[str, tuple[str, ...]]] = []
+        for entry in entries:
+            try:
+                is_link = entry.is_symlink()
+            except OSError:
+                continue  # vanished between listing and looking
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                if not is_link:
+                    continue
+                is_dir = False  # ELOOP: a symlink loop, which _classify names, not drops
+            sub = _classify(entry.path, (*rel, entry.name), is_link, is_dir, roots, accept,
+                            result, entry)
+            if sub is not None:
+                subdirs.append(sub)
+        stack.extend(reversed(subdirs))  # depth first, in name order
+
+
+def _list_dir(directory: str, visited: set[tuple[int, int]], result: ScanResult
+              ) -> list[os.DirEntry[str]]:
+    """The folder's entries sorted by name, or [] with the refusal noted."""
     try:
         st = os.stat(directory)
     except OSError as exc:
-        result.refused.append(Refused(directory, "unreadable", f"{directory}: {exc}"))
-        return
+        result.refused.append(_os_refusal(directory, exc))
+        return []
     ident = (st.st_dev, st.st_ino)
     if ident in visited:
         result.refused.append(Refused(directory, "symlink_loop",
                                       f"{directory}: folder reached twice (symlink loop)"))
-        return
+        return []
     visited.add(ident)
     result.dirs_scanned += 1
     try:
         with os.scandir(directory) as it:
             entries = list(it)
-    except PermissionError:
-        result.refused.append(Refused(directory, "permission_denied",
-                                      f"{directory}: permission denied"))
-        return
     except OSError as exc:
-        result.refused.append(Refused(directory, "unreadable", f"{directory}: {exc}"))
-        return
+        result.refused.append(_os_refusal(directory, exc))
+        return []
     entries.sort(key=lambda e: e.name)
-    for entry in entries:
-        try:
-            is_link = entry.is_symlink()
-        except OSError:
-            continue  # vanished between listing and looking
-        try:
-            is_dir = entry.is_dir(follow_symlinks=True)
-        except OSError:
-            if not is_link:
-                continue
-            is_dir = False  # ELOOP: a symlink loop, which _classify names instead of dropping
-        _classify(entry.path, (*rel, entry.name), is_link, is_dir, roots, accept, visited,
-                  result, entry)
+    return entries
+
+
+def _os_refusal(directory: str, exc: OSError) -> Refused:
+    if isinstance(exc, PermissionError):
+        return Refused(directory, "permission_denied", f"{directory}: permission denied")
+    if exc.errno == errno.ENAMETOOLONG:
+        return Refused(directory, "path_too_long",
+                       f"{directory}: path longer than the system allows; not read")
+    return Refused(directory, "unreadable", f"{directory}: {exc}")
 
 
 def scan_paths(paths: Iterable[str | Path], roots: Iterable[str | Path],
@@ -126,18 +148,21 @@ def scan_paths(paths: Iterable[str | Path], roots: Iterable[str | Path],
         rel = path.relative_to(root).parts
         if not all(accept(rel[:i], True) for i in range(1, len(rel))):
             continue  # inside an excluded folder
-        _classify(str(path), rel, is_link, is_dir, resolved, accept, visited, result)
+        sub = _classify(str(path), rel, is_link, is_dir, resolved, accept, result)
+        if sub is not None:
+            _walk(sub[0], sub[1], resolved, accept, visited, result)
     return result
 
 
 def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, roots: list[Path],
-              accept: Accept, visited: set[tuple[int, int]], result: ScanResult,
-              entry: os.DirEntry[str] | None = None) -> None:
+              accept: Accept, result: ScanResult, entry: os.DirEntry[str] | None = None
+              ) -> tuple[str, tuple[str, ...]] | None:
+    """Note a file or refusal in ``result``; a folder to walk is returned, not walked."""
     if not accept(rel, is_dir):
-        return
+        return None
     if not is_utf8(path):  # nothing downstream can store, send or show such a name
         result.refused.append(_bad_name(path))
-        return
+        return None
     target = path
     if is_link:
         try:
@@ -146,32 +171,32 @@ def _classify(path: str, rel: tuple[str, ...], is_link: bool, is_dir: bool, root
             loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == 40
             reason = "symlink_loop" if loop else "broken_symlink"
             result.refused.append(Refused(path, reason, f"{path}: {reason.replace('_', ' ')}"))
-            return
+            return None
         if not inside(resolved, roots):
             lst = os.lstat(path)
             result.refused.append(Refused(
                 path, "outside_folder",
                 f"{path}: links to {resolved}, outside the agent's folders; not read",
                 size=lst.st_size, mtime_ns=lst.st_mtime_ns))
-            return
+            return None
         target = str(resolved)
         if not is_utf8(target):
             result.refused.append(_bad_name(target))
-            return
+            return None
     if is_dir:
-        _walk(target, rel, roots, accept, visited, result)
-        return
+        return target, rel
     try:
         # a DirEntry caches the stat on most platforms: no extra system call
         st = entry.stat() if entry is not None and not is_link else os.stat(target)
     except OSError:
-        return
+        return None
     if not stat.S_ISREG(st.st_mode):
         result.refused.append(Refused(path, "not_regular_file",
                                       f"{path}: not a regular file (FIFO, device or socket)",
                                       size=0, mtime_ns=st.st_mtime_ns))
-        return
+        return None
     result.files.setdefault(target, (st.st_size, st.st_mtime_ns))
+    return None
 
 
 def _bad_name(path: str) -> Refused:
