@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from sidecar import PROTOCOL_VERSION, __version__
 from sidecar import protocol as p
 from sidecar.agents import validate_agent
-from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STORE
+from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STORE, WATCHERS
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
 
@@ -55,7 +56,23 @@ async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str
         "schedule_error": scheduler.invalid.get(record["id"]),
         "last_run": runs[0] if runs else None,
         "running_run_id": app[RUNNER].running_run(record["id"]),
+        # a job really exists: next_run_at alone is cron math and would not tell
+        "scheduled": scheduler.next_run_at(record["id"]) is not None,
+        **(app[WATCHERS].state(record["id"]) if WATCHERS in app
+           else {"watch_mode": "off", "watch_reason": None}),
     }
+
+
+async def agent_changed(app: web.Application, agent_id: str) -> None:
+    """Tell every listener (scheduler, watchers); one that fails never stops the others."""
+    for listener in app[AGENT_LISTENERS]:
+        try:
+            await listener(agent_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent %s: %s failed after the change; the others still ran",
+                          agent_id, getattr(listener, "__qualname__", listener))
 
 
 def register_handlers(app: web.Application) -> None:
@@ -85,8 +102,7 @@ def register_handlers(app: web.Application) -> None:
         record = await store.agents.record(agent.id)
         assert record is not None
         log.info("agent %s %s (%s)", agent.id, "created" if created else "updated", agent.kind)
-        for listener in app[AGENT_LISTENERS]:
-            await listener(agent.id)
+        await agent_changed(app, agent.id)
         return p.AgentUpsertResult(request_id=frame.request_id, agent=record, created=created)
 
     @hub.route(p.AgentDelete)
@@ -94,8 +110,7 @@ def register_handlers(app: web.Application) -> None:
         deleted = await app[STORE].agents.delete(frame.agent_id)
         if not deleted:
             raise SidecarError(f"no agent with id {frame.agent_id!r}", code="not_found")
-        for listener in app[AGENT_LISTENERS]:
-            await listener(frame.agent_id)
+        await agent_changed(app, frame.agent_id)
         return p.AgentDeleteResult(request_id=frame.request_id, agent_id=frame.agent_id,
                                    deleted=True)
 

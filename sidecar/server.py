@@ -143,7 +143,10 @@ async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
         await manager.sync(await store.agents.get_agent(agent_id), agent_id)
 
     for record in await store.agents.records(kind="local"):
-        await on_agent(record["id"])
+        try:  # one agent's watcher never keeps the daemon from starting
+            await on_agent(record["id"])
+        except Exception:
+            log.exception("agent %s: folder watcher not started", record["id"])
     app[AGENT_LISTENERS].append(on_agent)
     yield
     await manager.close()

@@ -7,12 +7,18 @@ for ``quiet_seconds`` and every changed file's size and mtime have stopped movin
 handed to the runner as one run over just those paths. An observer that dies (buffer
 overflow, a network drive that went away) is restarted and followed by a full rescan, so no
 change is missed; ``poll`` agents use watchdog's polling observer for network folders.
+
+A native observer that cannot start (the inotify instance or watch limit used up by editors
+and IDEs: EMFILE / ENOSPC) never fails the agent or the daemon: that agent polls instead,
+says so in ``status`` (``watch_mode``, ``watch_reason``), and tries native watching again
+every ``native_retry_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -29,6 +35,24 @@ StartRun = Callable[[str, str, "set[str] | None"], Awaitable[tuple[str, bool]]]
 WaitRun = Callable[[str], Awaitable[Any]]
 
 
+#: What each native observer class is called in ``status``.
+_NATIVE_NAMES = {"InotifyObserver": "inotify", "FSEventsObserver": "fsevents",
+                 "WindowsApiObserver": "windows", "KqueueObserver": "kqueue"}
+
+
+def why_not_native(exc: BaseException, poll_interval: float) -> str:
+    """One line for the log and ``status``: why this agent polls instead."""
+    code = getattr(exc, "errno", None)
+    if code == errno.EMFILE:
+        what = ("the inotify instance limit is used up (fs.inotify.max_user_instances; "
+                "editors and IDEs take many)")
+    elif code == errno.ENOSPC:
+        what = "the inotify watch limit is used up (fs.inotify.max_user_watches)"
+    else:
+        what = f"the native watcher could not start ({type(exc).__name__}: {exc})"
+    return f"{what}; polling every {poll_interval:g} s instead"
+
+
 def _stat(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -42,13 +66,19 @@ class FolderWatcher:
 
     def __init__(self, agent: Agent, start_run: StartRun, wait_run: WaitRun, *,
                  quiet_seconds: float = 2.0, poll_interval: float = 5.0,
-                 health_interval: float = 2.0) -> None:
+                 health_interval: float = 2.0, native_retry_seconds: float = 60.0) -> None:
         self.agent = agent
         self.start_run = start_run
         self.wait_run = wait_run
         self.quiet_seconds = quiet_seconds
         self.poll_interval = poll_interval
         self.health_interval = health_interval
+        self.native_retry_seconds = native_retry_seconds
+        #: "inotify" (or the platform's native name), "polling", or "off" (nothing works).
+        self.mode = "off"
+        #: Why the mode is not the native one (None when it is, or when ``poll`` asked).
+        self.reason: str | None = None
+        self._native_failed_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: Any = None
         self._pending: dict[str, tuple[int, int] | None] = {}
@@ -74,6 +104,31 @@ class FolderWatcher:
         await asyncio.to_thread(self._stop_observer)
 
     def _start_observer(self) -> None:
+        """Native observer if it starts, else polling; never raises for a used-up limit."""
+        if self.agent.poll:
+            self._observer, self.mode, self.reason = self._build(polling=True), "polling", None
+            return
+        try:
+            obs = self._build(polling=False)
+        except Exception as exc:  # EMFILE/ENOSPC, or anything a platform observer raises
+            self._native_failed_at = time.monotonic()
+            reason = why_not_native(exc, self.poll_interval)
+            log.warning("agent %s: %s", self.agent.id, reason)
+            try:
+                self._observer = self._build(polling=True)
+            except Exception as exc2:
+                self._observer, self.mode = None, "off"
+                self.reason = f"{reason}; polling failed too ({type(exc2).__name__}: {exc2})"
+                log.error("agent %s: not watched: %s", self.agent.id, self.reason)
+                return
+            self.mode, self.reason = "polling", reason
+            return
+        self._native_failed_at = None
+        self._observer, self.reason = obs, None
+        self.mode = _NATIVE_NAMES.get(type(obs).__name__, "native")
+
+    def _build(self, *, polling: bool) -> Any:
+        """A started observer over the agent's folders; a failed one is taken down again."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
@@ -89,17 +144,22 @@ class FolderWatcher:
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
                 watcher._threadsafe(paths, bool(event.is_directory))
 
-        observer = (PollingObserver(timeout=self.poll_interval) if self.agent.poll
-                    else Observer())
+        observer = PollingObserver(timeout=self.poll_interval) if polling else Observer()
         handler = Handler()
-        for d in self.agent.directories:
-            if Path(d).is_dir():
-                observer.schedule(handler, str(d), recursive=True)
-            else:
-                log.warning("agent %s: folder %s does not exist; not watched", self.agent.id, d)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        try:
+            for d in self.agent.directories:
+                if Path(d).is_dir():
+                    observer.schedule(handler, str(d), recursive=True)
+                else:
+                    log.warning("agent %s: folder %s does not exist; not watched",
+                                self.agent.id, d)
+            observer.daemon = True
+            observer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):  # release what did start (inotify fds)
+                observer.stop()
+            raise
+        return observer
 
     def _stop_observer(self) -> None:
         obs, self._observer = self._observer, None
@@ -148,13 +208,30 @@ class FolderWatcher:
 
     async def _check_observer(self) -> None:
         obs = self._observer
-        if obs is not None and not obs.is_alive():
+        if obs is not None and not (obs.is_alive() and all(e.is_alive() for e in obs.emitters)):
             self.restarts += 1
             log.warning("agent %s: folder watcher stopped (overflow or drive gone); restarting "
                         "and rescanning", self.agent.id)
             await asyncio.to_thread(self._stop_observer)
             await asyncio.to_thread(self._start_observer)
             self._rescan = True
+        elif (self._native_failed_at is not None
+              and time.monotonic() - self._native_failed_at >= self.native_retry_seconds):
+            await asyncio.to_thread(self._retry_native)
+
+    def _retry_native(self) -> None:
+        """Polling because native watching failed: try native again (a limit may be free)."""
+        try:
+            obs = self._build(polling=False)
+        except Exception as exc:
+            self._native_failed_at = time.monotonic()
+            log.debug("agent %s: native watching still unavailable: %s", self.agent.id, exc)
+            return
+        self._stop_observer()
+        self._observer, self.reason, self._native_failed_at = obs, None, None
+        self.mode = _NATIVE_NAMES.get(type(obs).__name__, "native")
+        self._rescan = True  # changes during the swap are caught by one full scan
+        log.info("agent %s: native folder watching works again (%s)", self.agent.id, self.mode)
 
     async def _settle(self) -> None:
         """Wait for quiet, then until every pending file's size and mtime stop changing."""
@@ -195,6 +272,8 @@ class WatchManager:
         self.quiet_seconds = quiet_seconds
         self.poll_interval = poll_interval
         self.watchers: dict[str, FolderWatcher] = {}
+        #: Agents whose watcher could not start at all, and why.
+        self.failed: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     @staticmethod
@@ -202,8 +281,12 @@ class WatchManager:
         return agent.kind == "local" and agent.enabled and agent.watch
 
     async def sync(self, agent: Agent | None, agent_id: str) -> None:
-        """(Re)start, or stop, the watcher of ``agent_id`` (``agent`` None: deleted)."""
+        """(Re)start, or stop, the watcher of ``agent_id`` (``agent`` None: deleted).
+
+        Never raises for a watcher that cannot start: the agent stays stored and scheduled,
+        and ``state`` says why it is not watched."""
         async with self._lock:
+            self.failed.pop(agent_id, None)
             old = self.watchers.pop(agent_id, None)
             if old is not None:
                 await old.stop()
@@ -211,8 +294,22 @@ class WatchManager:
                 w = FolderWatcher(agent, self.start_run, self.wait_run,
                                   quiet_seconds=self.quiet_seconds,
                                   poll_interval=self.poll_interval)
-                await w.start()
+                try:
+                    await w.start()
+                except Exception as exc:
+                    log.exception("agent %s: folder watcher failed to start", agent_id)
+                    with contextlib.suppress(Exception):
+                        await w.stop()
+                    self.failed[agent_id] = f"not watched: {type(exc).__name__}: {exc}"
+                    return
                 self.watchers[agent_id] = w
+
+    def state(self, agent_id: str) -> dict[str, str | None]:
+        """``watch_mode`` ("inotify", "polling", "off") and ``watch_reason`` for ``status``."""
+        w = self.watchers.get(agent_id)
+        if w is not None:
+            return {"watch_mode": w.mode, "watch_reason": w.reason}
+        return {"watch_mode": "off", "watch_reason": self.failed.get(agent_id)}
 
     async def close(self) -> None:
         async with self._lock:
