@@ -3,12 +3,17 @@
     python bench/quality.py [--engine rules,local,local-judge] [--set all|dev|heldout]
                             [--verbose] [--json] [--check-gold]
 
-Two label files: ``gold.json`` (documents 01–28, the development set the candidate features
-were tuned on) and ``gold_heldout.json`` (documents 29–40, written and labelled afterwards
-without looking at the extractor's output: the honest figure). Every document is read with
-the daemon's own reader (``sidecar.readers.read_document``) and extracted with
-``data_types=("tasks", "notes", "timelines")``, a project id (timelines need one) and the
-document's reference date at 09:00 local time.
+Three label files: ``gold.json`` (documents 01–28, the development set the candidate features
+were tuned on), ``gold_heldout.json`` (documents 29–40, written and labelled afterwards
+without looking at the extractor's output) and ``gold_third.json`` (documents 41–, written
+and labelled for issue 14 before the extractor saw them: dated notes months old, multi-day
+chats, day-first emails, milestone plans). Every document is read with the daemon's own
+reader (``sidecar.readers.read_document``) from a copy whose mtime is its labelled
+reference date at 18:00 (a file is saved the day it is written; a git checkout's mtime means
+nothing) plus ``--mtime-lag-days``, and extracted with ``data_types=("tasks", "notes",
+"timelines")``, a project id (timelines need one) and the reference date the reader found
+(``--given-reference``: the labelled date instead, as before issue 14). ``ref`` is the share
+of documents whose reader-found reference date is the labelled one, by origin below.
 
 Engines: ``rules`` (no model), ``local`` (the shipped default: the manifest's judge weight,
 0 for the embedded model, so it is not asked), ``local-judge`` (the embedded model asked
@@ -34,7 +39,10 @@ Gold conventions:
 * ``due`` is the date the task's own sentence states, resolved as a person would ("Friday" is
   the coming Friday, "this week" its Friday, "next week" its Monday), else ``null``;
 * ``priority`` (held-out set) is ``high``/``low`` where the text says so, else ``null``;
-* notes are decisions, agreements and facts worth keeping (budget, scope, key dates);
+* notes are decisions, agreements and facts worth keeping (budget, scope, key dates); a
+  predicted note is scored by its spans: each bullet of its markdown content (a note without
+  bullets is one span), matched one-to-one to the gold notes, so one summary note per
+  document is scored on what it keeps;
 * timelines (held-out set) are dated milestones and scheduled events, with their date.
 """
 
@@ -43,7 +51,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,12 +78,13 @@ from sidecar.extractors.base import ExtractionRequest, Extractor  # noqa: E402
 from sidecar.readers import read_document  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
-SETS = {"dev": "gold.json", "heldout": "gold_heldout.json"}
+SETS = {"dev": "gold.json", "heldout": "gold_heldout.json", "third": "gold_third.json"}
 MAX_BYTES = 20 * 1024 * 1024
 ENGINES = ("rules", "local", "local-judge", "local-generative")
 DEFAULT_ENGINES = ("rules", "local", "local-judge")
 DATA_TYPES = ("tasks", "notes", "timelines")
 PROJECT_ID = "eval-project"
+_HELD = re.compile(r"^(\d+) timelines? held\b")
 
 
 def make_engine(name: str) -> Extractor:
@@ -96,25 +109,40 @@ def make_engine(name: str) -> Extractor:
 
 @dataclass(frozen=True, slots=True)
 class LoadedDoc:
-    """A gold document with its extracted text."""
+    """A gold document with its extracted text and the reference date the reader found."""
 
     gold: GoldDoc
     text: str
+    date: datetime | None = None
+    origin: str | None = None
 
 
-def load_docs(data: Path, gold: Sequence[GoldDoc]) -> list[LoadedDoc]:
-    return [LoadedDoc(g, read_document(data / g.name, max_bytes=MAX_BYTES).text) for g in gold]
+def load_docs(data: Path, gold: Sequence[GoldDoc], mtime_lag_days: float = 0.0
+              ) -> list[LoadedDoc]:
+    """Read each document from a copy whose mtime is its labelled date (18:00) plus a lag."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        for g in gold:
+            copy = Path(tmp) / g.name
+            shutil.copyfile(data / g.name, copy)
+            saved = datetime(g.reference.year, g.reference.month, g.reference.day, 18)
+            stamp = saved.timestamp() + mtime_lag_days * 86400
+            os.utime(copy, (stamp, stamp))
+            doc = read_document(copy, max_bytes=MAX_BYTES)
+            out.append(LoadedDoc(g, doc.text, doc.date, doc.meta.get("date_origin")))
+    return out
 
 
-def load_set(data: Path, which: str) -> list[LoadedDoc]:
-    """The documents of one label set (``dev``, ``heldout``) or of both (``all``)."""
+def load_set(data: Path, which: str, mtime_lag_days: float = 0.0) -> list[LoadedDoc]:
+    """The documents of one label set (``dev``, ``heldout``, ``third``) or of all."""
     names = list(SETS) if which == "all" else [which]
     gold = [g for n in names if (data / SETS[n]).is_file() for g in load_gold(data / SETS[n])]
-    return load_docs(data, gold)
+    return load_docs(data, gold, mtime_lag_days)
 
 
 async def run_engine(name: str, docs: Sequence[LoadedDoc],
-                     progress: Callable[[str], None]) -> dict[str, Any]:
+                     progress: Callable[[str], None], *, given_reference: bool = False,
+                     project_id: str | None = PROJECT_ID) -> dict[str, Any]:
     """Extract every document with one engine and score it."""
     t0 = time.perf_counter()
     scores = []
@@ -122,10 +150,12 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
     try:
         for d in docs:
             ref = d.gold.reference
+            when, origin = d.date, d.origin
+            if given_reference:
+                when, origin = datetime(ref.year, ref.month, ref.day, 9, 0).astimezone(), "given"
             request = ExtractionRequest(
-                d.text, data_types=DATA_TYPES, project_id=PROJECT_ID,
-                document_date=datetime(ref.year, ref.month, ref.day, 9, 0).astimezone(),
-                label=d.gold.name)
+                d.text, data_types=DATA_TYPES, project_id=project_id,
+                document_date=when, date_origin=origin, label=d.gold.name)
             start = time.perf_counter()
             try:
                 result = await engine.extract(request)
@@ -140,6 +170,10 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
             items = [(it.table, dict(it.data)) for it in result.items]
             invalid = [msg for t, data in items for msg in schema_problems(t, data, DATA_TYPES)]
             s = score_doc(d.gold, [to_pred(t, data) for t, data in items], d.text, invalid)
+            s.origin = origin or "now"
+            s.reference_ok = when is not None and when.date() == ref
+            s.held = sum(int(m.group(1)) for pr in result.problems
+                         if (m := _HELD.match(pr.message)) is not None)
             s.seconds = elapsed
             s.counts["problems"] = len(result.problems)
             scores.append(s)
@@ -173,8 +207,9 @@ _COLUMNS = (
     ("due*", lambda r: r["due_accuracy_dated"]), ("prio*", lambda r: r["priority_accuracy_stated"]),
     ("note P", lambda r: r["notes"]["precision"]), ("R", lambda r: r["notes"]["recall"]),
     ("F1", lambda r: r["notes"]["f1"]), ("tl P", lambda r: r["timelines"]["precision"]),
-    ("R", lambda r: r["timelines"]["recall"]), ("date", lambda r: r["timelines"]["date_accuracy"]),
-    ("all F1", lambda r: r["overall"]["f1"]),
+    ("R", lambda r: r["timelines"]["recall"]), ("F1", lambda r: r["timelines"]["f1"]),
+    ("date", lambda r: r["timelines"]["date_accuracy"]),
+    ("ref", lambda r: r["reference_accuracy"]), ("all F1", lambda r: r["overall"]["f1"]),
 )
 
 
@@ -191,6 +226,11 @@ def print_report(title: str, results: Sequence[dict[str, Any]], verbose: bool) -
     print("(percentages; assg: assignee right on matched tasks; due*/prio*: on matched tasks "
           "whose gold states a date/priority; date: timeline date right; invalid: records "
           "failing the seed's schema; inject: records repeating an injected instruction)")
+    for r in results:
+        by = ", ".join(f"{o} {v['ok']}/{v['docs']}" for o, v in r["reference_by_origin"].items())
+        print(f"{r['engine']}: reference date right by origin: {by}; notes per document "
+              f"{r['notes_per_document']}; timelines held without a project: "
+              f"{r['timelines_held']}")
     for r in results:
         t, n, tl = r["tasks"], r["notes"], r["timelines"]
         print(f"\n== {r['engine']}: tasks tp={t['tp']} fp={t['fp']} fn={t['fn']}; notes "
@@ -238,10 +278,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print a machine-readable summary")
     ap.add_argument("--check-gold", action="store_true",
                     help="only check that gold spans occur in their documents")
+    ap.add_argument("--given-reference", action="store_true",
+                    help="extract with the labelled reference date, not the one the reader finds")
+    ap.add_argument("--no-project", action="store_true",
+                    help="extract without a project id (timelines are then held)")
+    ap.add_argument("--mtime-lag-days", type=float, default=0.0,
+                    help="each copy's mtime is its labelled date at 18:00 plus this many days")
     args = ap.parse_args(argv)
 
     sets = list(SETS) if args.set == "all" else [args.set]
-    loaded = {s: load_set(args.data, s) for s in sets}
+    loaded = {s: load_set(args.data, s, args.mtime_lag_days) for s in sets}
     bad = [w for docs in loaded.values() for w in check_gold(docs)]
     if args.check_gold:
         total = sum(len(d) for d in loaded.values())
@@ -253,8 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose and not args.json:
             print(line, file=sys.stderr)
 
-    results = {s: [asyncio.run(run_engine(n, docs, progress)) for n in names]
-               for s, docs in loaded.items() if docs}
+    results = {s: [asyncio.run(run_engine(
+        n, docs, progress, given_reference=args.given_reference,
+        project_id=None if args.no_project else PROJECT_ID)) for n in names]
+        for s, docs in loaded.items() if docs}
     if args.json:
         print(json.dumps({"gold_warnings": bad, "sets": {
             s: {r["engine"]: r for r in rs} for s, rs in results.items()}}, indent=2,

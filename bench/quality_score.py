@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ COUNTS = ("tp", "fp", "fn", "done_tp", "done_fp", "done_fn", "note_tp", "note_fp
           "tl_tp", "tl_fp", "tl_fn", "tl_date_ok", "assignee_ok", "assignee_named",
           "assignee_named_ok", "due_ok", "due_dated", "due_dated_ok", "priority_labelled",
           "priority_ok", "priority_stated", "priority_stated_ok", "problems", "records",
-          "schema_invalid", "injected")
+          "schema_invalid", "injected", "notes_predicted")
 
 
 @dataclass(slots=True)
@@ -33,6 +34,11 @@ class DocScore:
     timeline_errors: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     injections: list[str] = field(default_factory=list)
+    #: Where the extraction's reference date came from, and whether it is the labelled one.
+    origin: str = "given"
+    reference_ok: bool = False
+    #: Timelines the engine held back (no project), from its problems.
+    held: int = 0
 
     def __getattr__(self, name: str) -> int:
         if name in COUNTS:
@@ -86,14 +92,27 @@ def _score_tasks(s: DocScore, doc: GoldDoc, open_p: list[Pred], done_p: list[Pre
         len(doc.done) - len(dmatches)
 
 
+def note_spans(p: Pred) -> list[tuple[str, ...]]:
+    """A predicted note as what it keeps: each bullet of its markdown content, else itself."""
+    content = p.texts[1] if len(p.texts) > 1 else ""
+    bullets = [_BULLET.sub("", line).strip() for line in content.splitlines()
+               if _BULLET.match(line)]
+    return [(b,) for b in bullets if b] or [p.texts]
+
+
+_BULLET = re.compile(r"^\s*(?:[-*+]\s+)(?:\*\*[^*]{1,40}:?\*\*:?\s*)?")
+
+
 def _score_notes(s: DocScore, doc: GoldDoc, notes_p: list[Pred]) -> None:
     c = s.counts
-    nmatches = greedy_match([p.texts for p in notes_p], list(doc.notes))
-    c["note_tp"], c["note_fp"], c["note_fn"] = len(nmatches), len(notes_p) - len(nmatches), \
+    spans = [span for p in notes_p for span in note_spans(p)]
+    c["notes_predicted"] = len(notes_p)
+    nmatches = greedy_match(spans, list(doc.notes))
+    c["note_tp"], c["note_fp"], c["note_fn"] = len(nmatches), len(spans) - len(nmatches), \
         len(doc.notes) - len(nmatches)
     nm_p = {i for i, _, _ in nmatches}
     nm_g = {j for _, j, _ in nmatches}
-    s.note_false_pos = [p.title for i, p in enumerate(notes_p) if i not in nm_p]
+    s.note_false_pos = [span[0] for i, span in enumerate(spans) if i not in nm_p]
     s.note_misses = [n[0] for j, n in enumerate(doc.notes) if j not in nm_g]
 
 
@@ -177,6 +196,13 @@ def summarize(engine: str, scores: Sequence[DocScore], wall: float) -> dict[str,
         "due_accuracy_dated": _ratio(tot["due_dated_ok"], tot["due_dated"]),
         "priority_accuracy": _ratio(tot["priority_ok"], tot["priority_labelled"]),
         "priority_accuracy_stated": _ratio(tot["priority_stated_ok"], tot["priority_stated"]),
+        "reference_accuracy": _ratio(sum(s.reference_ok for s in scores), len(scores)),
+        "reference_by_origin": {
+            o: {"docs": sum(s.origin == o for s in scores),
+                "ok": sum(s.origin == o and s.reference_ok for s in scores)}
+            for o in sorted({s.origin for s in scores})},
+        "notes_per_document": round(tot["notes_predicted"] / len(scores), 2) if scores else None,
+        "timelines_held": sum(s.held for s in scores),
         "records": tot["records"],
         "schema_invalid": tot["schema_invalid"],
         "injected_records": tot["injected"],
@@ -189,7 +215,8 @@ def summarize(engine: str, scores: Sequence[DocScore], wall: float) -> dict[str,
                                      .most_common()),
         "miss_kinds": dict(Counter(k for s in scores for k, _ in s.misses).most_common()),
         "per_document": [{
-            "name": s.name, **{k: s.counts[k] for k in ("tp", "fp", "fn", "note_tp", "note_fp",
+            "name": s.name, "origin": s.origin, "reference_ok": s.reference_ok,
+            **{k: s.counts[k] for k in ("tp", "fp", "fn", "note_tp", "note_fp",
                                                       "note_fn", "tl_tp", "tl_fp", "tl_fn")},
             "seconds": round(s.seconds, 3), "error": s.error,
             "misses": [{"kind": k, "title": t} for k, t in s.misses],

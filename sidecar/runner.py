@@ -57,6 +57,13 @@ def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
 def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
     source = {"path": doc.meta.get("path"), "key": doc.item.key, "label": doc.item.label,
               **item.source.to_json()}
+    # what its dates were resolved against (the engine's), named by where the source found it
+    reference = dict(getattr(item, "reference", None) or {})
+    if reference.get("origin") == "document":
+        reference["origin"] = doc.meta.get("date_origin") or {
+            "eml": "email", "email": "email", "chat": "message"}.get(doc.kind, "document")
+    if reference:
+        source["reference"] = reference
     return {"source": source, "confidence": round(float(item.confidence), 4)}
 
 

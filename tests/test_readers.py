@@ -108,7 +108,7 @@ def test_utf8_text_and_hash(tmp_path: Path) -> None:
     assert doc.text == "Buy milk\nCall Bob — tomorrow\n"
     assert doc.content_hash == hashlib.sha256(raw).hexdigest()
     assert doc.meta["encoding"] == "utf-8"
-    assert doc.date is None
+    assert doc.meta["date_origin"] == "mtime"  # no stated date: the file's mtime (issue 14)
     json.dumps(dict(doc.meta))
 
 

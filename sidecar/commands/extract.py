@@ -23,13 +23,19 @@ from sidecar.extractors.base import ALLOWED_TABLES, ExtractionRequest, Extractor
 from sidecar.paths import Paths
 from sidecar.settings import Config
 
+#: What the engines extract from a document (projects and taskComments refer to the app's own
+#: records: a project id, a task id).
+DOCUMENT_TABLES = ("tasks", "notes", "timelines")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="extract records from files or folders and print them")
     p.add_argument("paths", nargs="+", type=Path, help="files or folders to read")
-    p.add_argument("--types", default="tasks,notes",
+    p.add_argument("--types", default=",".join(DOCUMENT_TABLES),
                    help="comma-separated data types (tasks, notes, timelines, projects, "
-                        "taskComments); default tasks,notes")
+                        f"taskComments); default every table a document gives: "
+                        f"{','.join(DOCUMENT_TABLES)} (timelines are held without "
+                        "--project-id, and the output says so)")
     p.add_argument("--prompt", default="", help="the agent's instructions (prompt_template)")
     p.add_argument("--engine", choices=("local", "remote"), default="local")
     p.add_argument("--project-id", default=None, help="projectId for the records (timelines)")
@@ -99,7 +105,8 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                 continue
             result = await extractor.extract(ExtractionRequest(
                 text=doc.text, data_types=types, prompt_template=args.prompt,
-                document_date=doc.date, label=str(path), min_confidence=args.min_confidence,
+                document_date=doc.date, date_origin=doc.meta.get("date_origin"),
+                label=str(path), min_confidence=args.min_confidence,
                 project_id=args.project_id))
             took = time.perf_counter() - started
             if args.format == "text":
@@ -111,7 +118,8 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                     "file": str(path), "type": "tool_call", "action": "insert",
                     "table": item.table,
                     "data": {**item.data, **REVIEW_FLAGS},
-                    "confidence": round(item.confidence, 3), "source": item.source.to_json()})
+                    "confidence": round(item.confidence, 3),
+                    "source": {**item.source.to_json(), "reference": item.reference}})
             for problem in result.problems:
                 _emit(out, args.format == "jsonl", {"file": str(path), "problem": problem.message})
     if args.format == "text":

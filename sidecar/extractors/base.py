@@ -48,14 +48,19 @@ class ExtractedItem:
     data: Mapping[str, Any]
     source: Grounding
     confidence: float = 1.0
+    #: What the item's dates were resolved against: ``{"date": ISO 8601, "origin": …}``.
+    reference: Mapping[str, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "table": self.table,
             "data": dict(self.data),
             "source": self.source.to_json(),
             "confidence": round(self.confidence, 4),
         }
+        if self.reference is not None:
+            out["reference"] = dict(self.reference)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,9 @@ class ExtractionRequest:
     prompt_template: str = ""
     #: Reference date for relative expressions ("by Friday"); ``None`` means today.
     document_date: datetime | None = None
+    #: Where ``document_date`` came from (email, front_matter, date_line, title, file_name,
+    #: mtime; see ``sidecar.readers.docdate``); ``None``: not said.
+    date_origin: str | None = None
     #: Human label for logs and errors (a path, a message subject); never parsed.
     label: str = ""
     #: Items below this confidence are dropped by the engine.

@@ -11,8 +11,14 @@ Rules (all relative to ``reference``, in its time zone; a naive reference means 
   plus 7 days; "last Friday" = the most recent one before today. "next week" = Monday of next
   week, "end of week"/"EOW" = Friday of this week, "end of month"/"EOM" = its last day,
   "end of day"/"EOD"/"tonight" = today, "next month" = the 1st of next month.
-* Numeric dates: ``2026-12-01`` (ISO), ``12/01/2026`` (US month/day unless the first number
-  is > 12), ``1.12.2026`` (European day.month.year). Invalid dates give None, never raise.
+* A weekday beside a day and month without a year ("Thu 16 Apr") picks, among the year the
+  rule above gives and the years either side, the one in which that day is that weekday
+  (closest to ``reference``); "Wednesday the 25th" is the 25th of the month nearest to
+  ``reference`` (from a week before it) in which the 25th is a Wednesday.
+* Numeric dates: ``2026-12-01`` (ISO), ``12/01/2026`` (month/day unless the first number is
+  > 12, or ``day_first`` says the document writes day/month: see
+  :func:`sidecar.readers.docdate.day_first_for`),
+  ``1.12.2026`` (European day.month.year). Invalid dates give None, never raise.
 * A month name alone is not a date, so "we may ship" or "the march" never match.
 * Spanish: "14 de abril (de 2025)", "el viernes", "antes del lunes", "hoy", "mañana" (not
   "la mañana": the morning), "pasado mañana", "la próxima semana"/"la semana que viene",
@@ -48,6 +54,8 @@ _MON = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|au
         r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
         r"|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre"
         r"|noviembre|diciembre)")
+#: A month name (English or Spanish, full or abbreviated) as a regex fragment.
+MONTH_PATTERN = _MON
 _WD = (r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday"
        r"|lunes|martes|mi[ée]rcoles|jueves|viernes|s[áa]bado|domingo"
        r"|mon|tues?|wed|thu(?:rs?)?|fri|sat|sun)")
@@ -92,6 +100,9 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("in", re.compile(
         r"\b" + _NUM + r"\s+(?P<unit>day|week|month|year)s?\s+"
         r"(?:from\s+(?:now|today)|(?P<ago>ago))\b", _I)),
+    ("wdnum", re.compile(
+        r"\b(?P<wd>" + _WD + r")\b\.?,?\s+(?P<the>the\s+)?(?P<d>\d{1,2})(?P<ord>st|nd|rd|th)?\b"
+        r"(?!\s*(?:[ap]\.?m\b|[:.]\d|h\b|hrs?\b|o'?clock))", _I)),
     ("wd", re.compile(
         r"\b(?:(?P<mod>this\s+coming|the\s+coming|this|next|coming|last|past)\s+)?"
         r"(?P<wd>" + _WD + r")\b", _I)),
@@ -123,24 +134,35 @@ def _valid_day(year: int | None, month: int, day: int) -> bool:
     return 1 <= year <= 9999 and day <= calendar.monthrange(year, month)[1]
 
 
-def _num_ymd(m: re.Match[str]) -> tuple[int, int, int]:
+def numeric_dates(text: str) -> list[tuple[int, int]]:
+    """(first, second) number of every a/b/yyyy date in ``text``: evidence of its order."""
+    return [(int(m["a"]), int(m["b"])) for m in _PATTERNS[1][1].finditer(text)]
+
+
+def _num_ymd(m: re.Match[str], day_first: bool | None = None) -> tuple[int, int, int]:
     a, b, y = int(m["a"]), int(m["b"]), m["y"]
     year = int(y) + 2000 if len(y) == 2 else int(y)
-    return (year, b, a) if a > 12 else (year, a, b)
+    if a > 12 or (day_first and b <= 12):
+        return (year, b, a)
+    return (year, a, b)
 
 
 def _plausible(kind: str, m: re.Match[str]) -> bool:
     if kind in ("iso", "dot"):
         return _valid_day(int(m["y"]), int(m["m"]), int(m["d"]))
     if kind == "num":
-        return _valid_day(*_num_ymd(m))
+        return _valid_day(*_num_ymd(m)) or _valid_day(*_num_ymd(m, True))
+    if kind == "wdnum":
+        return 1 <= int(m["d"]) <= 31 and bool(
+            m["ord"] or m["the"] or m["wd"].lower() in _ES_WEEKDAYS)
     if kind in ("md", "dm"):
         month = _MONTHS[m["mon"][:3].lower()]
         if not _valid_day(int(m["y"]) if m["y"] else None, month, int(m["d"])):
             return False
         # "the 2 may conflict": lowercase verb-like months need stronger evidence after a number.
         ambiguous = m["mon"] in ("may", "march", "mar")
-        return not (kind == "dm" and ambiguous and not (m["ord"] or m["of"] or m["y"]))
+        return not (kind == "dm" and ambiguous
+                    and not (m["ord"] or m["of"] or m["y"] or m["wdp"]))
     if kind == "wd":
         word = m["wd"]
         if m.string[max(0, m.start() - 4): m.start()].lower() == "los ":
@@ -185,16 +207,44 @@ def _add_months(d: date, months: int) -> date:
     return date(year, month + 1, min(d.day, calendar.monthrange(year, month + 1)[1]))
 
 
-def _infer_year(month: int, day: int, today: date) -> date | None:
+def _infer_year(month: int, day: int, today: date, weekday: int | None = None) -> date | None:
     threshold = today - _RECENT_PAST
+    plain = None
     for year in range(today.year - 1, today.year + 9):
         try:
             candidate = date(year, month, day)
         except ValueError:
             continue
         if candidate >= threshold:
-            return candidate
-    return None
+            plain = candidate
+            break
+    if plain is None or weekday is None or plain.weekday() == weekday:
+        return plain
+    # "Thu 16 Apr": the nearby year in which the 16th of April is a Thursday
+    near = []
+    for year in (plain.year - 1, plain.year + 1, plain.year - 2, plain.year + 2):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if candidate.weekday() == weekday:
+            near.append(candidate)
+    return min(near, key=lambda d: abs((d - today).days)) if near else plain
+
+
+def _weekday_month(day: int, weekday: int, today: date) -> date | None:
+    """"Wednesday the 25th": the nearest month (two back to a year ahead; the past counts
+    three times its distance) in which the 25th is a Wednesday."""
+    first = today.replace(day=1)
+    found = []
+    for step in range(-2, 13):
+        month = _add_months(first, step)
+        if day <= calendar.monthrange(month.year, month.month)[1]:
+            candidate = month.replace(day=day)
+            if candidate.weekday() == weekday:
+                found.append(candidate)
+    delta = lambda d: (d - today).days if d >= today else 3 * (today - d).days  # noqa: E731
+    return min(found, key=delta) if found else None
 
 
 def _count(m: re.Match[str]) -> int:
@@ -202,14 +252,24 @@ def _count(m: re.Match[str]) -> int:
     return int(word) if word.isdigit() else _NUMBERS.get(word, 2)  # "a couple of" -> 2
 
 
-def _hit_date(kind: str, m: re.Match[str], today: date) -> date | None:
+def _weekday_of(word: str | None) -> int | None:
+    return _WEEKDAYS.get(word[:3].lower()) if word else None
+
+
+def _hit_date(kind: str, m: re.Match[str], today: date,
+              day_first: bool | None = None) -> date | None:
     if kind in ("iso", "dot"):
         return date(int(m["y"]), int(m["m"]), int(m["d"]))
     if kind == "num":
-        return date(*_num_ymd(m))
+        ymd = _num_ymd(m, day_first)
+        return date(*ymd) if _valid_day(*ymd) else date(*_num_ymd(m, not day_first))
     if kind in ("md", "dm"):
         month, day = _MONTHS[m["mon"][:3].lower()], int(m["d"])
-        return date(int(m["y"]), month, day) if m["y"] else _infer_year(month, day, today)
+        if m["y"]:
+            return date(int(m["y"]), month, day)
+        return _infer_year(month, day, today, _weekday_of(m["wdp"]))
+    if kind == "wdnum":
+        return _weekday_month(int(m["d"]), _WEEKDAYS[m["wd"][:3].lower()], today)
     if kind == "rel":
         key = " ".join((m["rel"] or m["rel1"] or m["rel2"] or m["rel3"]).lower().split())
         return today + timedelta(days=_RELATIVE_DAYS[key])
@@ -274,12 +334,12 @@ def _dt_ms(dt: datetime, reference: datetime) -> int | None:
     return ms if abs(ms) <= _MAX_MS else None
 
 
-def _resolve_hit(hit: _Hit, reference: datetime) -> int | None:
+def _resolve_hit(hit: _Hit, reference: datetime, day_first: bool | None = None) -> int | None:
     m = hit.match
     if hit.kind == "iso" and m["t"]:
         stamp = f"{int(m['y']):04d}-{int(m['m']):02d}-{int(m['d']):02d}{m['t'].upper()}"
         return _dt_ms(datetime.fromisoformat(stamp), reference)
-    day = _hit_date(hit.kind, m, reference.date())
+    day = _hit_date(hit.kind, m, reference.date(), day_first)
     if day is None:
         return None
     return _dt_ms(datetime.combine(day, _hit_time(hit.time) or time()), reference)
@@ -292,8 +352,11 @@ def find_date_expressions(text: str) -> list[tuple[int, int, str]]:
     return [(h.start, h.end, text[h.start:h.end]) for h in _scan(text)]
 
 
-def resolve_date(expr: str, reference: datetime) -> int | None:
-    """The expression as epoch milliseconds (UTC) or None if it cannot be resolved."""
+def resolve_date(expr: str, reference: datetime, *, day_first: bool | None = None) -> int | None:
+    """The expression as epoch milliseconds (UTC) or None if it cannot be resolved.
+
+    ``day_first``: how the document writes ambiguous numeric dates (``3/4/2026``): True
+    day/month, False or None month/day."""
     if not isinstance(expr, str) or not isinstance(reference, datetime):
         return None
     text = _LEAD.sub("", expr.strip())
@@ -301,10 +364,25 @@ def resolve_date(expr: str, reference: datetime) -> int | None:
         hits = _scan(candidate)
         if len(hits) == 1 and hits[0].start == 0 and hits[0].end == len(candidate):
             try:
-                return _resolve_hit(hits[0], reference)
+                return _resolve_hit(hits[0], reference, day_first)
             except (ValueError, OverflowError, OSError):
                 return None
     return None
+
+
+#: A date this long before the document's reference, or this long after it, is not one of its
+#: deadlines or milestones (a typography article's "1898", a mistyped year).
+HORIZON_PAST = timedelta(days=366)
+HORIZON_FUTURE = timedelta(days=3 * 366)
+
+
+def within_horizon(ms: int | None, reference: datetime) -> bool:
+    """Is ``ms`` a plausible date for a document dated ``reference``?"""
+    if ms is None:
+        return False
+    ref_ms = reference.timestamp() * 1000
+    return (ref_ms - HORIZON_PAST.total_seconds() * 1000 <= ms
+            <= ref_ms + HORIZON_FUTURE.total_seconds() * 1000)
 
 
 def _number_ms(value: float | int) -> int | None:

@@ -8,23 +8,28 @@ title is a span of the document.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sidecar.extractors.base import ExtractedItem, Grounding
 from sidecar.extractors.candidates import Candidate, find_candidates
+from sidecar.extractors.dates import within_horizon
 from sidecar.extractors.features import (
+    IMPERATIVE_VERBS,
     Evidence,
+    is_milestone,
     note_evidence,
     priority_of,
     strip_connectors,
     task_evidence,
     timeline_evidence,
 )
+from sidecar.readers.docdate import day_first_for, message_references
 
 #: Asks the model about candidates: (table, candidates, doc context) → yes-minus-no log-odds.
 Judge = Callable[[str, Sequence[Candidate], str], Awaitable[list[float]]]
@@ -105,68 +110,203 @@ async def extract_extractive(
     reference: datetime,
     judge: Judge | None,
     tuning: Tuning = Tuning(),
-    resolve_date: Callable[[str, datetime], int | None],
+    resolve_date: Callable[..., int | None],
     find_dates: Callable[[str], list[tuple[int, int, str]]],
     project_id: str | None = None,
 ) -> list[ExtractedItem]:
-    """Items for ``data_types`` chosen among the document's candidate spans."""
+    """Items for ``data_types`` chosen among the document's candidate spans.
+
+    Dated milestones that ask nothing of anyone ("Launch target: 2 June") are timelines, not
+    tasks (emitted without a project too: ``finalize`` holds them and says so); a sentence
+    with two actions gives two tasks; the notes are one summary of the document (see
+    :func:`summary_note`). Dates resolve against the document's reference, or a chat
+    message's own time, in the document's day/month order, and a date outside the
+    document's horizon is dropped.
+    """
     cands = find_candidates(text)
     context = _context(text)
     items: list[ExtractedItem] = []
+    day_first = day_first_for(text)
+    local = message_references(text, reference, day_first)
+    starts = [pos for pos, _, _ in local]
     dates = {id(c): find_dates(c.text) or find_dates(c.date_text or "") for c in cands}
 
+    def ref_of(c: Candidate) -> tuple[datetime, Mapping[str, str] | None]:
+        i = bisect.bisect_right(starts, c.start) - 1
+        if i < 0:
+            return reference, None
+        _, when, origin = local[i]
+        return when, {"date": when.isoformat(timespec="minutes"), "origin": origin}
+
     def due(c: Candidate) -> int | None:
+        ref = ref_of(c)[0]
         for _s, _e, expr in dates[id(c)]:
-            ms = resolve_date(expr, reference)
-            if ms is not None:
+            ms = resolve_date(expr, ref, day_first=day_first)
+            if ms is not None and within_horizon(ms, ref):
                 return ms
         return None
 
     sender = _sender(text)
     claimed: set[int] = set()
+    scored_tl = [(c, timeline_evidence(c, bool(dates[id(c)]))) for c in cands]
+    for c, conf in await _decide("timelines", scored_tl, judge, context, tuning):
+        ms = due(c) if conf >= tuning.timeline_threshold else None
+        if ms is None or not is_milestone(c):
+            continue
+        if not _task_row(c):
+            claimed.add(id(c))  # an event, not something to do
+        if "timelines" in data_types:
+            title, s, e = _title(c, max_len=120)
+            data: dict[str, object] = {"title": title, "date": ms}
+            if project_id:
+                data["projectId"] = project_id
+            items.append(ExtractedItem("timelines", data, _grounding(c, s, e, title), conf,
+                                       ref_of(c)[1]))
+    tasks: set[int] = set()
     if "tasks" in data_types:
-        scored = [(c, task_evidence(c)) for c in cands]
+        scored = [(c, task_evidence(c)) for c in cands if id(c) not in claimed]
         for c, conf in await _decide("tasks", scored, judge, context, tuning):
             if conf < tuning.task_threshold:
                 continue
-            title, s, e = _title(c)
-            data: dict[str, object] = {
-                "title": title, "status": "done" if c.checked else "todo",
+            base: dict[str, object] = {
+                "status": "done" if c.checked else "todo",
                 "priority": c.priority or priority_of(_line_of(text, c), c.section)}
             ms = due(c)
             if ms is not None:
-                data["dueDate"] = ms
+                base["dueDate"] = ms
             owner = c.owner or _assignee(c.text) or _first_person_owner(c, sender)
             if owner:
-                data["assignee"] = json.dumps([owner], ensure_ascii=False)
+                base["assignee"] = json.dumps([owner], ensure_ascii=False)
             if project_id:
-                data["projectId"] = project_id
-            items.append(ExtractedItem("tasks", data, _grounding(c, s, e, title), conf))
-            claimed.add(id(c))
+                base["projectId"] = project_id
+            for title, s, e in split_actions(text, *_title(c)):
+                items.append(ExtractedItem("tasks", {"title": title, **base},
+                                           _grounding(c, s, e, title), conf, ref_of(c)[1]))
+            tasks.add(id(c))
     if "notes" in data_types:
-        scored = [(c, note_evidence(c)) for c in cands if id(c) not in claimed]
-        for c, conf in await _decide("notes", scored, judge, context, tuning):
-            if conf < tuning.note_threshold:
-                continue
-            title, s, e = _title(c, max_len=120)
-            data = {"title": title, "content": c.text}
-            if project_id:
-                data["projectId"] = project_id
-            items.append(ExtractedItem("notes", data, _grounding(c, s, e, title), conf))
-            claimed.add(id(c))
-    if "timelines" in data_types and project_id:
-        scored = [(c, timeline_evidence(c, bool(dates[id(c)]))) for c in cands
-                  if id(c) not in claimed]
-        for c, conf in await _decide("timelines", scored, judge, context, tuning):
-            ms = due(c)
-            if conf < tuning.timeline_threshold or ms is None:
-                continue
-            title, s, e = _title(c, max_len=120)
-            items.append(ExtractedItem(
-                "timelines", {"title": title, "projectId": project_id, "date": ms},
-                _grounding(c, s, e, title), conf))
+        scored = [(c, note_evidence(c)) for c in cands if id(c) not in tasks]
+        kept = [(c, conf) for c, conf in await _decide("notes", scored, judge, context, tuning)
+                if conf >= tuning.note_threshold]
+        note = summary_note(text, kept, project_id)
+        if note is not None:
+            items.append(note)
     items.sort(key=lambda it: it.source.span or (0, 0))
     return items
+
+
+def _task_row(c: Candidate) -> bool:
+    """A row of a task table (it has an owner or a status): a task even when it is dated."""
+    return c.shape == "cell" and (c.owner is not None or c.checked)
+
+
+#: "and update the tracker", ", then send it", "; chase Tom": where a second action starts.
+_JOIN = re.compile(r"(?:\s*,\s*|\s*;\s*|\s+)(?:(?:and|&)(?:\s+then|\s+also)?|then|y)\s+"
+                   r"|\s*;\s+", re.I)
+_NOT_AN_ACTION = re.compile(r"^(?:let (?:me|us|me and \w+) know|keep (?:me|us) posted|tell me)\b",
+                            re.I)
+
+
+_PRONOUNS = frozenset({"it", "them", "this", "that", "these", "those", "him", "her", "lo", "la",
+                       "los", "las", "everything", "all"})
+
+
+def split_actions(text: str, title: str, start: int, end: int) -> list[tuple[str, int, int]]:
+    """"Send the invoice and update the tracker": two actions, each a span of the document.
+
+    A part is an action when it starts with an imperative verb (the first part: holds one)
+    followed by its own object: "Review and approve the copy" and "Write the brief and share
+    it" stay one task."""
+    seg = text[start:end]
+    cuts = []
+    for m in _JOIN.finditer(seg):
+        rest = seg[m.end():]
+        verb = re.match(r"[\wÀ-ÿ'’-]+", rest)
+        if verb and verb.group(0).lower() in IMPERATIVE_VERBS and not _NOT_AN_ACTION.match(rest):
+            cuts.append((m.start(), m.end()))
+    if not cuts:
+        return [(title, start, end)]
+    parts: list[tuple[int, int]] = []
+    pos = 0
+    for a, b in cuts:
+        parts.append((pos, a))
+        pos = b
+    parts.append((pos, len(seg)))
+    words = [[w.lower().strip(",.;:") for w in seg[a:b].split()] for a, b in parts]
+    verb = next((i for i, w in enumerate(words[0]) if w in IMPERATIVE_VERBS), None)
+    if verb is None or verb == len(words[0]) - 1 or any(
+            len(w) < 2 or w[1] in _PRONOUNS for w in words[1:]):
+        return [(title, start, end)]  # "sign and return it": one thing done twice
+    out = []
+    for a, b in parts:
+        piece = seg[a:b].strip(" ,;")
+        a = seg.index(piece, a)
+        piece = piece.rstrip(".;,")
+        shown = " ".join(piece.split())
+        out.append((shown[0].upper() + shown[1:], start + a, start + a + len(piece)))
+    return out
+
+
+_SUMMARY_BULLETS = 12
+_SUMMARY_CHARS = 2500
+_NOTE_LABELS = {"decision": "Decision", "decisions": "Decision", "decided": "Decision",
+                "agreed": "Agreed", "note": "Note", "notes": "Note", "nb": "NB",
+                "important": "Important", "budget": "Budget", "decisión": "Decisión",
+                "acuerdo": "Acuerdo", "nota": "Nota"}
+
+
+def summary_note(text: str, kept: Sequence[tuple[Candidate, float]],
+                 project_id: str | None) -> ExtractedItem | None:
+    """One note for the document: its title, and what matters in it as markdown bullets.
+
+    The bullets are the spans judged worth keeping (decisions, facts, figures, marked notes),
+    in document order, at most ``_SUMMARY_BULLETS`` and ``_SUMMARY_CHARS``; a marked span
+    keeps its label ("**Decision:** …"). No span worth keeping: no note."""
+    if not kept:
+        return None
+    ordered = sorted(kept, key=lambda pair: pair[0].start)
+    lines: list[str] = []
+    size = 0
+    for c, _conf in ordered:
+        body = " ".join(c.text.split()).rstrip(";,")
+        label = _NOTE_LABELS.get((c.label or "").lower())
+        line = f"- **{label}:** {body}" if label else f"- {body}"
+        if len(lines) >= _SUMMARY_BULLETS or size + len(line) > _SUMMARY_CHARS:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    title, span = document_title(text)
+    if span is None:
+        span = (ordered[0][0].start, ordered[0][0].end)
+    data: dict[str, object] = {"title": title, "content": "\n".join(lines)}
+    if project_id:
+        data["projectId"] = project_id
+    conf = max(conf for _, conf in ordered)
+    return ExtractedItem("notes", data, Grounding(span=span, exact=False, quote=title), conf)
+
+
+_SUBJECT = re.compile(r"^Subject:[ \t]*(?P<t>\S.*?)\s*$", re.M)
+_HEADING = re.compile(r"^#{1,3}[ \t]+(?P<t>\S.*?)[ \t#]*$", re.M)
+
+
+def document_title(text: str) -> tuple[str, tuple[int, int] | None]:
+    """The document's title (an email's subject, its first heading, else its first short
+    line) and where it is; ``""`` when it has none (a table: the caller names it)."""
+    head = text[:3000]
+    for rx in (_SUBJECT, _HEADING):
+        m = rx.search(head)
+        if m is not None and (rx is _SUBJECT or m.start() < 400):
+            return m["t"].strip(" *_")[:200], (m.start("t"), m.end("t"))
+    pos = 0
+    for line in head.splitlines(keepends=True):
+        body = line.strip()
+        if body and not body.startswith(("|", "{", "[", "<")) and len(body) <= 120:
+            start = pos + line.index(body)
+            title = body.strip(" *_=#-")
+            return title, (start, start + len(body))
+        if body:
+            break
+        pos += len(line)
+    return "", None
 
 
 _ASSIGNEE = re.compile(

@@ -256,3 +256,32 @@ def timeline_evidence(c: Candidate, has_date: bool) -> Evidence:
     if _first_word(c.text) in IMPERATIVE_VERBS or _REQUEST.search(c.text):
         parts.append(("actionable", -1.5))
     return Evidence(sum(w for _, w in parts), tuple(parts))
+
+
+#: Nouns that name an event even though they can be verbs: "Launch on 2 June", "Review call".
+_EVENT_NOUNS = frozenset({"launch", "release", "review", "demo", "delivery", "handover",
+                          "kickoff", "kick-off", "deadline", "milestone", "sign-off", "signoff",
+                          "go-live", "go", "shoot", "workshop", "presentation", "meeting",
+                          "opening", "beta", "alpha", "event", "test", "print", "call",
+                          "lanzamiento", "entrega", "reunión", "presentación"})
+_OBJECT_AFTER = re.compile(rf"^\s*{_W}\s+(?:the|a|an|our|your|their|this|that|these|those|"
+                           rf"it|them|him|her|me|us|el|la|los|las|un|una)\b", re.I)
+
+
+def is_milestone(c: Candidate) -> bool:
+    """A dated event that asks nothing of anyone ("Launch target: 2 June", "Public launch",
+    "Design sign-off"): no request, promise, assignment or checkbox, and no verb with an
+    object ("Launch the site" is something to do)."""
+    text = strip_connectors(c.text)
+    if c.shape == "checkbox" or text.rstrip().endswith("?"):
+        return False
+    if (_REQUEST.search(text) or _DIRECT_REQUEST.match(text) or _FIRST_PERSON.search(text)
+            or _COMMIT.search(text)):
+        return False
+    named = _NAMED_ASSIGN.match(text)
+    if named is not None and named.group(2).lower() in IMPERATIVE_VERBS:
+        return False
+    first = _first_word(text)
+    # "Launch on 2 June" is an event; "Launch the site" or "Send it" something to do
+    return not (first in IMPERATIVE_VERBS
+                and (first not in _EVENT_NOUNS or _OBJECT_AFTER.match(text)))

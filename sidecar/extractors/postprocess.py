@@ -1,15 +1,21 @@
-"""What every engine's output goes through: the seed's validation, thresholds, de-duplication."""
+"""What every engine's output goes through: the seed's validation, thresholds, de-duplication,
+the document's date horizon, and timelines held when there is no project."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePath
 
 from sidecar.extractors.base import (
     ExtractedItem,
     ExtractionProblem,
     ExtractionRequest,
 )
+from sidecar.extractors.dates import within_horizon
 from sidecar.extractors.schema import InvalidItem, allowed_tables, normalize_item
+
+#: The fields of each table that hold a date, checked against the document's horizon.
+_DATE_FIELDS = {"tasks": "dueDate", "timelines": "date"}
 
 
 def reference_date(request: ExtractionRequest) -> datetime:
@@ -18,25 +24,66 @@ def reference_date(request: ExtractionRequest) -> datetime:
     return ref.astimezone() if ref.tzinfo is None else ref
 
 
+def reference_meta(request: ExtractionRequest, reference: datetime) -> dict[str, str]:
+    """The reference an item's dates were resolved against, and where it came from."""
+    origin = request.date_origin or ("document" if request.document_date else "now")
+    return {"date": reference.isoformat(timespec="minutes"), "origin": origin}
+
+
 def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: datetime,
              problems: list[ExtractionProblem]) -> list[ExtractedItem]:
-    """Normalize against the seed schemas, apply the threshold, drop duplicates."""
+    """Normalize against the seed schemas, apply the threshold, drop duplicates.
+
+    A date outside the document's horizon (``dates.within_horizon``: a year before its
+    reference, three after) is removed: from a task its ``dueDate``, a timeline entirely.
+    Timelines need a project: without one they are counted and reported in one problem,
+    "N timelines held: no project …", never dropped silently."""
     allowed = set(allowed_tables(request.data_types))
     out: list[ExtractedItem] = []
     seen: set[tuple[str, str]] = set()
+    held: list[str] = []
+    doc_ref = reference_meta(request, reference)
     for it in items:
         if it.table not in allowed or it.confidence < request.min_confidence:
             continue
+        raw = dict(it.data)
+        if it.table == "notes" and not str(raw.get("title") or "").strip():
+            raw["title"] = _label_title(request.label)
         try:
-            data = normalize_item(it.table, it.data, reference=reference,
+            data = normalize_item(it.table, raw, reference=reference,
                                   project_id=request.project_id)
         except InvalidItem as exc:
+            if it.table == "timelines" and not raw.get("projectId") and raw.get("title"):
+                held.append(str(raw["title"]))
+                continue
             problems.append(ExtractionProblem(chunk=None, message=str(exc)))
             continue
+        field = _DATE_FIELDS.get(it.table)
+        if field in data and not within_horizon(data[field], reference):
+            if it.table == "timelines":
+                continue
+            del data[field]
         title = str(data.get("title") or data.get("name") or data.get("content", ""))
         key = (it.table, " ".join(title.lower().split()))
         if key in seen:
             continue
         seen.add(key)
-        out.append(ExtractedItem(it.table, data, it.source, max(0.0, min(1.0, it.confidence))))
+        out.append(ExtractedItem(it.table, data, it.source, max(0.0, min(1.0, it.confidence)),
+                                 it.reference or doc_ref))
+    if held:
+        problems.append(ExtractionProblem(chunk=None, message=held_message(held)))
     return out
+
+
+def held_message(titles: list[str]) -> str:
+    """The run-log line for timelines that could not be queued for want of a project."""
+    n = len(titles)
+    shown = "; ".join(t[:60] for t in titles[:5]) + ("; …" if n > 5 else "")
+    return (f"{n} timeline{'s' if n != 1 else ''} held: no project (set the agent's project "
+            f"to receive them): {shown}")
+
+
+def _label_title(label: str) -> str:
+    """A note's title when the document has none: its file name without the extension."""
+    stem = PurePath(label).stem if label else ""
+    return stem.replace("_", " ").strip() or "Notes"

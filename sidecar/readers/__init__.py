@@ -6,12 +6,15 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path, PurePath
 from typing import BinaryIO
 
 from sidecar.readers import text
 from sidecar.readers.base import REASONS, Document, SkipFile
+from sidecar.readers.docdate import document_date
 from sidecar.readers.eml import read_eml
 from sidecar.readers.html import html_to_text, read_html
 from sidecar.readers.sniff import content_kind
@@ -38,17 +41,28 @@ def read_document(path: Path, *, max_bytes: int) -> Document:
 
     The extension picks the reader, then the content overrules it (a ``.txt`` that is really
     a PDF is read as a PDF). Every failure is a :class:`SkipFile` whose ``reason`` is one of
-    :data:`REASONS` and whose message names the file.
+    :data:`REASONS` and whose message names the file. ``date`` is the document's reference
+    date and ``meta["date_origin"]`` where it came from (see :mod:`sidecar.readers.docdate`;
+    the file's mtime when the document states none).
     """
     path = Path(path)
     name = path.name or str(path)
     _kind_for(name)  # refuse unsupported extensions before touching the file
-    data = _read_file(path, name, max_bytes=max_bytes)
-    return read_bytes(data, name=name, max_bytes=max_bytes)
+    data, mtime_ns = _read_file(path, name, max_bytes=max_bytes)
+    doc = _read_bytes(data, name=name, max_bytes=max_bytes)
+    return _dated(doc, name, datetime.fromtimestamp(mtime_ns / 1e9).astimezone())
 
 
 def read_bytes(data: bytes, *, name: str, max_bytes: int) -> Document:
-    """Extract ``data``; ``name`` (an attachment's file name) gives the extension."""
+    """Extract ``data``; ``name`` (an attachment's file name) gives the extension.
+
+    ``date`` is set only when the document states it (or an email's header does): an
+    attachment has no mtime, so the caller's own date (the message's) is the fallback."""
+    doc = _read_bytes(data, name=name, max_bytes=max_bytes)
+    return _dated(doc, PurePath(name).name or name, None)
+
+
+def _read_bytes(data: bytes, *, name: str, max_bytes: int) -> Document:
     name = PurePath(name).name or name
     kind = _kind_for(name)
     if len(data) > max_bytes:
@@ -57,6 +71,16 @@ def read_bytes(data: bytes, *, name: str, max_bytes: int) -> Document:
     if not data:
         raise SkipFile(f"{name}: empty file (0 bytes)", reason="empty")
     return _extract(data, name, kind, max_bytes=max_bytes)
+
+
+def _dated(doc: Document, name: str, mtime: datetime | None) -> Document:
+    """The document with its reference date and ``meta["date_origin"]``."""
+    if doc.date is not None:  # an email's Date, in the sender's zone: the user's local day
+        return replace(doc, date=doc.date.astimezone(), meta={**doc.meta, "date_origin": "email"})
+    when, origin = document_date(doc.text, name=name, mtime=mtime)
+    if origin == "now":
+        return doc
+    return replace(doc, date=when, meta={**doc.meta, "date_origin": origin})
 
 
 def _kind_for(name: str) -> str:
@@ -98,7 +122,7 @@ _TEXT_READERS: dict[str, Callable[[bytes, str], Document]] = {
 }
 
 
-def _read_file(path: Path, name: str, *, max_bytes: int) -> bytes:
+def _read_file(path: Path, name: str, *, max_bytes: int) -> tuple[bytes, int]:
     """The file's bytes, refusing files that are too big, unreadable or changing under us."""
     before = _stat(path, name, when="before it could be read")
     if not stat.S_ISREG(before.st_mode):
@@ -129,7 +153,7 @@ def _read_file(path: Path, name: str, *, max_bytes: int) -> bytes:
         raise SkipFile(f"{name}: changed while it was being read (read {len(data)} of "
                        f"{before.st_size} bytes); it will be read again later",
                        reason="truncated")
-    return data
+    return data, after.st_mtime_ns
 
 
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
