@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -70,27 +73,193 @@ def test_schemas_cover_every_frame_and_mark_required_fields() -> None:
         "anyOf": [{"type": "integer"}, {"type": "null"}]}
 
 
+#: Each client frame's fields as docs/protocol.md states them, written by hand (not read from
+#: the frame classes): name → (JSON type, required). "any" is any JSON value.
+GOLD_FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "hello": {"request_id": ("str", True), "protocol": ("int", False),
+              "client": ("str", False), "device_id": ("str", False)},
+    "agent_list": {"request_id": ("str", True), "kind": ("str", False)},
+    "agent_upsert": {"request_id": ("str", True), "agent": ("object", True)},
+    "agent_delete": {"request_id": ("str", True), "agent_id": ("str", True)},
+    "run_list": {"request_id": ("str", True), "agent_id": ("str", False),
+                 "limit": ("int", False), "before": ("str", False)},
+    "status": {"request_id": ("str", True)},
+    "run_agent": {"request_id": ("str", True), "agent_id": ("str", True),
+                  "full": ("bool", False)},
+    "cancel_run": {"request_id": ("str", True), "run_id": ("str", True)},
+    "tool_result": {"id": ("str", True), "result": ("any", False), "error": ("str", False)},
+    "oauth_start": {"request_id": ("str", True), "provider": ("str", True),
+                    "client": ("object", True), "account_hint": ("str", False),
+                    "flow": ("str", False)},
+    "oauth_cancel": {"request_id": ("str", True), "flow_id": ("str", True)},
+    "secret_set": {"request_id": ("str", True), "kind": ("str", True),
+                   "account": ("str", True), "value": ("str", False)},
+}
+#: Values of the wrong JSON type for each type (bool is not an integer, 1 is not a bool).
+WRONG: dict[str, list[Any]] = {
+    "str": [7, 2.5, True, [], {"a": 1}],
+    "int": ["3", 2.5, True, [], {}],
+    "bool": [1, 0, "true", [], {}],
+    "object": [[], "x", 3, False],
+}
+
+
+def _value_fits(value: Any, kind: str, required: bool) -> bool:
+    if value is None:
+        return not required or kind == "any"
+    return {"str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "bool": isinstance(value, bool), "object": isinstance(value, dict),
+            "any": True}[kind]
+
+
+def oracle(obj: Any) -> set[str]:
+    """What decode may answer for a parsed JSON value: the frame type, or the error codes."""
+    if not isinstance(obj, dict):
+        return {"not_an_object"}
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        return {"missing_type"}
+    if kind not in GOLD_FIELDS:
+        return {"unknown_type"}
+    if obj.get("protocol") is not None and obj["protocol"] != 1:
+        return {"unsupported_protocol"}
+    problems = set()
+    for name, (json_type, required) in GOLD_FIELDS[kind].items():
+        if name not in obj:
+            problems |= {"missing_field"} if required else set()
+        elif not _value_fits(obj[name], json_type, required):
+            problems.add("invalid_field")
+    if obj.get("request_id") == "" and "request_id" in GOLD_FIELDS[kind]:
+        problems.add("missing_field")
+    return problems or {kind}
+
+
+def test_the_gold_table_names_every_client_frame() -> None:
+    assert set(GOLD_FIELDS) <= set(p.CLIENT_FRAMES)
+    for kind, gold in GOLD_FIELDS.items():
+        assert set(gold) <= {f.name for f in dataclasses.fields(p.CLIENT_FRAMES[kind])}, kind
+
+
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k, g in GOLD_FIELDS.items() for n in g])
+def test_a_field_of_the_wrong_type_is_refused_and_named(kind: str, name: str) -> None:
+    json_type, required = GOLD_FIELDS[kind][name]
+    base = valid_example(kind)
+    assert p.decode(json.dumps(base)).TYPE == kind  # precondition: the frame is fine as is
+    wrong_values = [*WRONG.get(json_type, [])] + ([None] if required else [])
+    if name == "protocol":  # any other number is another protocol, refused as such
+        wrong_values = [True, 1.0]
+    assert wrong_values or json_type == "any"
+    for wrong in wrong_values:
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode(json.dumps({**base, name: wrong}))
+        assert (info.value.code, info.value.field) == ("invalid_field", name), wrong
+        expect_rid = base.get("request_id") if name != "request_id" else None
+        assert info.value.request_id == expect_rid, wrong
+    if required:
+        missing = {k: v for k, v in base.items() if k != name}
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode(json.dumps(missing))
+        assert info.value.code == "missing_field", name
+
+
+def test_other_protocol_versions_and_empty_request_ids_are_refused() -> None:
+    for proto in (2, 0, "1"):
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode(json.dumps({"type": "hello", "request_id": "r", "protocol": proto}))
+        assert (info.value.code, info.value.request_id) == ("unsupported_protocol", "r")
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode('{"type": "status", "request_id": ""}')
+    assert info.value.code == "missing_field"
+
+
+def valid_example(kind: str) -> dict[str, Any]:
+    """Every field of ``kind`` with a value of its documented type."""
+    sample = {"str": "x", "int": 5, "bool": True, "object": {"k": [1]}, "any": {"id": 3}}
+    obj: dict[str, Any] = {"type": kind}
+    for name, (json_type, _required) in GOLD_FIELDS[kind].items():
+        obj[name] = 1 if name == "protocol" else sample[json_type]
+    return obj
+
+
+texts = st.text(max_size=12)  # no lone surrogates: hypothesis leaves category Cs out
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children,
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False) | texts,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children,
                                                                         max_size=4),
     max_leaves=20,
 )
+_JSON_TYPE = {"str": texts.filter(bool), "int": st.integers(-(2**53), 2**53),
+              "bool": st.booleans(), "object": st.dictionaries(texts, json_values, max_size=4),
+              "any": json_values}
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.dictionaries(st.sampled_from(["type", "request_id", "id", "agent", "agent_id", "limit",
-                                        "result", "error", "protocol", "kind"]),
-                       json_values | st.sampled_from(sorted(p.CLIENT_FRAMES)), max_size=6))
-def test_decode_either_returns_a_valid_frame_or_a_protocol_error(obj: dict) -> None:
-    raw = json.dumps(obj)
-    try:
-        frame = p.decode(raw)
-    except p.ProtocolError as exc:
-        assert exc.code and exc.message
-        return
-    assert frame.TYPE == obj["type"]
-    assert p.decode(p.encode(frame)) == frame
+@st.composite
+def valid_frames(draw: st.DrawFn) -> dict[str, Any]:
+    """A client frame built from the gold table: required fields, some optional ones or null."""
+    kind = draw(st.sampled_from(sorted(GOLD_FIELDS)))
+    obj: dict[str, Any] = {"type": kind}
+    for name, (json_type, required) in GOLD_FIELDS[kind].items():
+        if not required and not draw(st.booleans()):
+            continue
+        if name == "protocol":
+            obj[name] = draw(st.sampled_from([1, None]))
+        elif not required and draw(st.integers(0, 3)) == 0:
+            obj[name] = None
+        else:
+            obj[name] = draw(_JSON_TYPE[json_type])
+    return obj
+
+
+def test_decode_accepts_every_valid_frame_with_its_values() -> None:
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(valid_frames(), st.booleans())
+    def run(obj: dict[str, Any], ascii_: bool) -> None:
+        frame = p.decode(json.dumps(obj, ensure_ascii=ascii_))
+        assert type(frame).TYPE == obj["type"]
+        for name in GOLD_FIELDS[obj["type"]]:
+            assert getattr(frame, name) == obj.get(name), name
+        seen[obj["type"]] += 1
+
+    run()
+    assert set(seen) == set(GOLD_FIELDS), seen  # every frame type was tried, and accepted
+    assert sum(seen.values()) >= 300, seen
+
+
+def _one_field_replaced(obj: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    names = sorted(set(GOLD_FIELDS[obj["type"]]) - {"protocol"})
+    return st.builds(lambda name, value: {**obj, name: value}, st.sampled_from(names),
+                     json_values | st.sampled_from(["", "type"]))
+
+
+def test_decode_answers_like_the_documented_rules() -> None:
+    """Random frame-shaped objects: accepted exactly when the gold table says they are valid."""
+    outcomes: Counter[str] = Counter()
+
+    @settings(max_examples=600, deadline=None, derandomize=True, database=None)
+    @given(st.dictionaries(st.sampled_from(["type", "request_id", "id", "agent", "agent_id",
+                                            "limit", "result", "error", "protocol", "kind",
+                                            "full", "run_id", "account", "before"]),
+                           json_values | st.sampled_from([*GOLD_FIELDS, "tool_call", "nope"]),
+                           max_size=6)
+           | valid_frames() | valid_frames().flatmap(_one_field_replaced))
+    def run(obj: dict[str, Any]) -> None:
+        want = oracle(obj)
+        try:
+            got = p.decode(json.dumps(obj)).TYPE
+        except p.ProtocolError as exc:
+            assert exc.message
+            got = exc.code
+        assert got in want, (obj, got, want)
+        outcomes["accepted" if got in GOLD_FIELDS else got] += 1
+
+    run()
+    # both sides were exercised: a decoder that refuses all, or accepts all, cannot pass
+    assert outcomes["accepted"] >= 100 and outcomes["invalid_field"] >= 50, outcomes
+    assert outcomes["missing_field"] and outcomes["unknown_type"], outcomes
 
 
 def test_protocol_docs_are_generated_from_the_code() -> None:
