@@ -93,6 +93,36 @@ def parsed_request_id(raw: str | bytes) -> str | None:
     return rid
 
 
+def expected_reply(raw: str | bytes) -> tuple[str, frozenset[str | None]]:
+    """The one reply a frame must get from this daemon (no agent, run or flow ever exists in
+    it; its keyring refuses everything): (reply type, acceptable error codes)."""
+    try:
+        frame: Any = p.decode(raw)
+    except p.ProtocolError as exc:
+        return "error", frozenset({exc.code})
+    kind = frame.TYPE
+    ok = frozenset({None})
+    if kind in ("status", "hello", "agent_list", "oauth_cancel"):
+        return f"{kind}_result", ok
+    if kind == "run_list":
+        if frame.limit is None or 1 <= frame.limit <= 500:
+            return "run_list_result", ok
+        return "error", frozenset({"invalid_field"})
+    if kind in ("agent_delete", "run_agent", "cancel_run"):
+        return "error", frozenset({"not_found"})
+    if kind == "agent_upsert":  # random agents: never a valid one
+        return "error", frozenset({"invalid_field"})
+    if kind == "tool_result":
+        return "error", frozenset({"unknown_tool_call"})
+    if kind == "secret_set":
+        if frame.kind != "remote_api_key":
+            return "error", frozenset({"invalid_field"})
+        return "error", frozenset({"no_keyring"})  # storing or deleting: no keyring at all
+    if kind == "oauth_start":
+        return "error", frozenset({"invalid_field", "no_keyring"})
+    raise AssertionError(f"no expectation written for {kind}: add one")
+
+
 def check_decode(raw: str | bytes) -> tuple[str, str | None]:
     """Decode in-process and check the outcome is sound; returns (code or type, request_id)."""
     try:
@@ -236,6 +266,8 @@ class Gen:
             {"type": "agent_upsert", "agent": {"kind": self.text(), "name": self.text()}},
             {"type": "tool_result", "id": self.text(), "result": self.value()},
             {"type": "secret_set", "kind": "remote_api_key", "account": "x", "value": None},
+            {"type": "oauth_start", "client": {"client_id": self.text()},
+             "provider": self.r.choice(["gmail", "outlook", "teams", self.text()])},
         ]) | {"request_id": rid}
 
     def frame(self) -> str | bytes:
@@ -296,14 +328,18 @@ async def test_daemon_answers_10k_fuzzed_frames_and_stays_up(
         want = len(frames) + len(frames) // PROBE_EVERY + 1
         reader = asyncio.create_task(_tap(ws, got, want, done))
         expected: list[tuple[str, str | None]] = []
+        wants: list[tuple[str, frozenset[str | None]]] = []
         t0 = time.monotonic()
         for i, raw in enumerate(frames, 1):
             expected.append(check_decode(raw))
+            wants.append(expected_reply(raw))
             await (ws.send_bytes(raw) if isinstance(raw, bytes) else ws.send_str(raw))
             if i % PROBE_EVERY == 0:  # the same connection keeps answering, all along
                 expected.append(("probe", f"probe-{i}"))
+                wants.append(("status_result", frozenset({None})))
                 await ws.send_str(json.dumps({"type": "status", "request_id": f"probe-{i}"}))
         expected.append(("probe", "last"))
+        wants.append(("hello_result", frozenset({None})))
         await ws.send_str(json.dumps({"type": "hello", "request_id": "last", "protocol": 1}))
         assert len(expected) == want
         await asyncio.wait_for(done.wait(), 60)
@@ -311,40 +347,46 @@ async def test_daemon_answers_10k_fuzzed_frames_and_stays_up(
         replies = [f for f in got if _is_reply(f)]
         assert not reader.done() and not ws.closed, f"connection dropped ({ws.close_code})"
         assert len(replies) == len(expected), (len(replies), len(expected))
-        wrong, codes = 0, Counter[str]()
-        for (what, rid), reply in zip(expected, replies, strict=True):
+        wrong: list[tuple[str, Any, Any]] = []
+        codes, kinds = Counter[str](), Counter[str]()
+        for (what, rid), (want, want_codes), reply in zip(expected, wants, replies,
+                                                           strict=True):
             codes[reply.get("code") or reply["type"]] += 1
-            if what == "probe":
-                ok = reply["type"] in ("status_result", "hello_result")
-            elif what in CODES:
-                ok = reply["type"] == "error" and reply["code"] == what
-            elif what == "tool_result":
-                ok = reply.get("code") == "unknown_tool_call"
+            kinds[what] += 1
+            if what == "tool_result":
                 rid = None
-            else:
-                ok = reply["type"] in (f"{what}_result", "error")
-            wrong += (not ok) or reply.get("request_id") != rid
-        assert wrong == 0
+            ok = reply["type"] == want and reply.get("code") in want_codes
+            if not ok or reply.get("request_id") != rid:
+                wrong.append((what, (want, sorted(map(str, want_codes))), reply))
+        # every kind of frame reached its handler, many times over, and was answered as such
+        assert all(kinds[t] >= 20 for t in TYPES), kinds
+        assert all(codes[f"{t}_result"] >= 10 for t in ("status", "hello", "agent_list",
+                                                         "run_list")), codes
+        assert codes["not_found"] >= 30 and codes["invalid_field"] >= 100, codes
+        assert not wrong, (len(wrong), wrong[:5])
         assert replies[-1]["type"] == "hello_result"
         assert codes["internal_error"] == 0, codes
         assert d.proc.returncode is None
         errors = sum(1 for r in replies if r["type"] == "error")
         figure("fuzz", "frames sent to the daemon", len(frames))
         figure("fuzz", "error frames received (request_id correct)", errors)
-        figure("fuzz", "replies with a wrong code or request_id", wrong)
+        figure("fuzz", "replies with a wrong type, code or request_id", len(wrong))
         figure("fuzz", "internal_error replies", codes["internal_error"])
         figure("fuzz", "daemon frames/s (pipelined, one socket)", len(frames) / elapsed)
         await ws.close()
         reader.cancel()
         await _connection_closers(d, figure)
-        figure("fuzz", "crashes (daemon exit, dropped socket, traceback)", 0)
+        alive = d.proc.returncode is None
     finally:
         await session.close()
         rc = await d.stop()
-    assert rc == 0
+    tracebacks = [line for line in d.stderr_lines if "Traceback" in line]
+    tracebacks += [line for line in (data_dir / "logs" / "sidecar.log").read_text().splitlines()
+                   if "Traceback" in line]
+    figure("fuzz", "crashes (daemon exit, traceback)", int(not alive) + len(tracebacks))
+    assert alive and rc == 0
     assert await d.read_stdout_rest() == b""
-    assert not [line for line in d.stderr_lines if "Traceback" in line]
-    assert "Traceback" not in (data_dir / "logs" / "sidecar.log").read_text()
+    assert not tracebacks, tracebacks[:3]
 
 
 def _is_reply(frame: dict[str, Any]) -> bool:
@@ -354,6 +396,7 @@ def _is_reply(frame: dict[str, Any]) -> bool:
 async def _connection_closers(d: DaemonProcess, figure: Record) -> None:
     """Invalid UTF-8 text and > 4 MB close that socket (RFC 6455); others and the daemon live."""
     bystander = await d.connect()
+    closed = 0
     for opcode_data, code in ((b'{"type":"status","request_id":"\xff"}', 1007),
                               (b'"' + b"a" * (4 * LIMIT + 1) + b'"', 1009)):
         async with aiohttp.ClientSession() as s:
@@ -367,8 +410,9 @@ async def _connection_closers(d: DaemonProcess, figure: Record) -> None:
                                 aiohttp.WSMsgType.ERROR), msg
             if msg.type == aiohttp.WSMsgType.CLOSE:
                 assert msg.data == code, msg
+            closed += 1
         assert (await bystander.request({"type": "status"}))["type"] == "status_result"
     async with await d.connect() as again:
         assert (await again.hello())["type"] == "hello_result"
     await bystander.close()
-    figure("fuzz", "sockets closed by design (bad UTF-8 1007, > 4 MB 1009)", 2)
+    figure("fuzz", "sockets closed by design (bad UTF-8 1007, > 4 MB 1009)", closed)
