@@ -395,15 +395,28 @@ def test_missing_file_is_vanished(tmp_path: Path) -> None:
     assert skip_reason(tmp_path / "gone.txt").reason == "vanished"
 
 
-def test_permission_denied(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 000 does not stop root from reading")
-    path = write(tmp_path, "private.txt", "secret")
-    path.chmod(0)
-    try:
-        assert skip_reason(path).reason == "permission"
-    finally:
-        path.chmod(0o600)
+@pytest.mark.parametrize(("err", "reason", "words"), [
+    (errno.EACCES, "permission", "permission denied"),  # chmod 000 (root reads it anyway)
+    (errno.EPERM, "permission", "permission denied"),  # a macOS privacy prompt said no
+    (errno.EMFILE, "unreadable", "Too many open files"),  # the process's file limit used up
+    (errno.EIO, "unreadable", "Input/output error"),  # a failing disk or network share
+])
+def test_a_failed_open_is_a_skip_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 err: int, reason: str, words: str) -> None:
+    path = write(tmp_path, "private.txt", "- [ ] Call Dana about the invoice\n")
+    assert read_document(path, max_bytes=MAX).text.startswith("- [ ] Call Dana")  # precondition
+    real_open, refused = os.open, []
+
+    def failing_open(name: object, *args: object, **kwargs: object) -> int:
+        if os.fspath(name) == os.fspath(path):  # type: ignore[arg-type]
+            refused.append(name)
+            raise OSError(err, os.strerror(err), os.fspath(path))  # type: ignore[arg-type]
+        return real_open(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", failing_open)
+    skip = skip_reason(path)
+    assert refused, "the reader never opened the file through os.open"
+    assert skip.reason == reason and words in skip.message, skip
 
 
 def test_locked_file_is_permission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
