@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,24 +17,67 @@ def sidecar(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
                           text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_run_demo_queues_records_once(tmp_path: Path, model_dir: Path) -> None:
+#: The action items in examples/, as a person reads them (each a part of the record's title).
+GOLD_TASKS = {
+    "kickoff-meeting.md": ["send the first homepage mockups", "set up the staging server",
+                           "confirm the photo shoot date",
+                           "draft the content plan for the menu pages"],
+    "client-email.eml": ["add the seasonal menu section"],
+    "project-plan.txt": ["send the merchant account application"],
+}
+
+
+def queued(stderr: str) -> tuple[int, int]:
+    """(documents extracted, records queued) from the run summary line."""
+    m = re.search(r"(\d+) document\(s\) extracted, (\d+) record\(s\) queued", stderr)
+    assert m, stderr
+    return int(m[1]), int(m[2])
+
+
+def test_run_demo_queues_records_once_and_full_re_extracts(tmp_path: Path,
+                                                           model_dir: Path) -> None:
     examples = tmp_path / "examples"
     shutil.copytree(ROOT / "examples", examples)
-    first = sidecar("run", "--demo", str(examples), "--data-dir", str(tmp_path / "d"))
+    data = str(tmp_path / "d")
+    first = sidecar("run", "--demo", str(examples), "--data-dir", data)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
-    assert any("Luis to send the first homepage mockups by Friday" in ln for ln in lines)
-    assert "3 document(s) extracted" in first.stderr
-    again = sidecar("run", "--demo", str(examples), "--data-dir", str(tmp_path / "d"))
+    for name, tasks in GOLD_TASKS.items():
+        for task in tasks:
+            assert any(task in ln.lower() and ln.endswith(f"({name})") for ln in lines), task
+    docs, records = queued(first.stderr)
+    assert docs == 3 and records == len(lines) >= sum(map(len, GOLD_TASKS.values()))
+
+    again = sidecar("run", "--demo", str(examples), "--data-dir", data)
     assert again.returncode == 0 and again.stdout == ""
-    assert "0 document(s) extracted, 0 record(s) queued" in again.stderr
-    jsonl = sidecar("run", "a_demo_examples", "--full", "--format", "jsonl",
-                    "--data-dir", str(tmp_path / "d"))
-    assert jsonl.returncode == 0 and jsonl.stdout == ""  # same records: never queued twice
-    status = json.loads(sidecar("status", "--json", "--data-dir", str(tmp_path / "d")).stdout)
+    assert queued(again.stderr) == (0, 0)  # nothing changed: nothing read, nothing queued
+
+    full = sidecar("run", "a_demo_examples", "--full", "--data-dir", data)
+    assert full.returncode == 0, full.stderr
+    # --full reads and extracts all three again; the same records are never queued twice
+    assert queued(full.stderr) == (3, 0) and full.stdout == ""
+
+    status = json.loads(sidecar("status", "--json", "--data-dir", data).stdout)
     (demo,) = status["agents"]
     assert demo["last_run"]["status"] == "success" and demo["next_run_at"].endswith("Z")
-    assert status["outbox_pending"] > 0  # waiting for Electron
+    assert status["outbox_pending"] == records  # waiting for Electron
+
+
+def test_run_format_jsonl_prints_the_insert_frames(tmp_path: Path, model_dir: Path) -> None:
+    examples = tmp_path / "examples"
+    shutil.copytree(ROOT / "examples", examples)
+    r = sidecar("run", "--demo", str(examples), "--format", "jsonl",
+                "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    frames = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(frames) == queued(r.stderr)[1] >= sum(map(len, GOLD_TASKS.values()))
+    assert all(f["type"] == "tool_call" and f["action"] == "insert" for f in frames)
+    assert len({f["idempotency_key"] for f in frames}) == len(frames)
+    for name, tasks in GOLD_TASKS.items():
+        for task in tasks:
+            assert any(f["table"] == "tasks" and task in f["data"]["title"].lower()
+                       and Path(f["source"]["path"]).name == name for f in frames), task
+    assert all(f["data"]["isAiSuggested"] == 1 and f["data"]["isApproved"] == 0 for f in frames)
 
 
 def test_extract_prints_insert_frames_as_json_lines(model_dir: Path) -> None:
