@@ -126,10 +126,21 @@ async def test_connect_run_incrementally_and_reauth(c: SidecarClient, gmail: Fak
     listed = await c.request({"type": "agent_list", "kind": "cloud"})
     assert listed["agents"][0]["state"] == "ok"
 
-    # run once more with the new grant, then look for any token or the client secret in the
-    # database, its WAL and the logs
+    # the run after reconnecting uses the new grant: it succeeds and brings the mail that
+    # arrived in the meantime
+    assert gmail.refresh_tokens, "precondition: the reconnect was issued a new grant"
+    gmail.add_message("m3", subject="Spring party", when=datetime.now(UTC),
+                      text="Could you please book the venue for the spring party?")
     started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
-    await finish(c, started["run_id"])
+    run, calls = await finish(c, started["run_id"])
+    assert run["status"] == "success" and run["errors"] == [], run
+    assert run["items_processed"] == 1, run
+    assert ["book the venue for the spring party" in f["data"]["title"].lower()
+            for f in calls] == [True], calls
+    listed = await c.request({"type": "agent_list", "kind": "cloud"})
+    assert listed["agents"][0]["state"] == "ok"
+
+    # then look for any token or the client secret in the database, its WAL and the logs
     secrets_now = [*gmail.access_tokens, *gmail.refresh_tokens, gmail.client_secret]
     assert len(secrets_now) >= 3
     files = [p for p in data_dir.rglob("*") if p.is_file() and p.name != "token"]
