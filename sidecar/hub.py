@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import WSCloseCode, web
 
 from sidecar import protocol as p
+from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
 from sidecar.errors import ConfigError, SidecarError
 from sidecar.logging_setup import redact
 
@@ -22,21 +23,33 @@ ToolResultSink = Callable[["Client", p.ToolResult], Awaitable[bool]]
 ClientListener = Callable[["Client"], Awaitable[None]]
 
 _ids = itertools.count(1)
+_hellos = itertools.count(1)
+
+
+WRITER, OBSERVER = "writer", "observer"
 
 
 @dataclass(eq=False)
 class Client:
-    """One WebSocket peer; ``ready`` once it said hello (inserts flow only then)."""
+    """One WebSocket peer; ``ready`` once it said hello; inserts go to writers only."""
 
     ws: web.WebSocketResponse
     id: int = field(default_factory=lambda: next(_ids))
     ready: bool = False
     name: str | None = None
+    role: str = WRITER
+    #: Order of the last hello: the newest writer is preferred for new inserts.
+    hello_seq: int = 0
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def open(self) -> bool:
         return not self.ws.closed
+
+    @property
+    def writer(self) -> bool:
+        """Said hello as a writer and is still connected: may be sent tool_calls."""
+        return self.ready and self.role == WRITER and self.open
 
     async def send(self, frame: p.Frame) -> bool:
         """Send one frame; False if the peer is gone (the caller keeps the item)."""
@@ -86,6 +99,11 @@ class Hub:
     def ready_clients(self) -> list[Client]:
         return [c for c in self.clients.values() if c.ready and c.open]
 
+    def writers(self) -> list[Client]:
+        """Clients that take inserts, oldest hello first."""
+        return sorted((c for c in self.clients.values() if c.writer),
+                      key=lambda c: c.hello_seq)
+
     async def broadcast(self, frame: p.Frame) -> int:
         """Send to every client that said hello; returns how many got it."""
         sent = await asyncio.gather(*(c.send(frame) for c in self.ready_clients()))
@@ -115,10 +133,15 @@ class Hub:
                             request_id=request_id, field=exc.field)
         except SidecarError as exc:  # the text may quote a server's answer, which may quote a key
             reply = p.Error(code=exc.code, message=redact(exc.message), request_id=request_id)
-        except Exception:
-            log.exception("client %d: handler for %s failed", client.id, frame.TYPE)
-            reply = p.Error(code="internal_error", request_id=request_id,
-                            message=f"{frame.TYPE} failed inside the sidecar; see its log")
+        except Exception as exc:
+            if is_disk_full(exc):
+                log.warning("client %d: %s failed: %s", client.id, frame.TYPE, DISK_FULL)
+                reply = p.Error(code="disk_full", request_id=request_id,
+                                message=disk_full_message("the sidecar's data"))
+            else:
+                log.exception("client %d: handler for %s failed", client.id, frame.TYPE)
+                reply = p.Error(code="internal_error", request_id=request_id,
+                                message=f"{frame.TYPE} failed inside the sidecar; see its log")
         try:
             await client.send(reply)
         except (ValueError, RecursionError):  # a value JSON cannot carry: answer, stay up
@@ -131,6 +154,10 @@ class Hub:
         if isinstance(frame, p.Hello) and isinstance(reply, p.HelloResult):
             client.ready = True
             client.name = frame.client
+            client.role = frame.role or WRITER
+            client.hello_seq = next(_hellos)
+            log.info("client %d: hello from %s as %s", client.id, frame.client or "?",
+                     client.role)
             for listener in self.hello_listeners:
                 await listener(client)
 

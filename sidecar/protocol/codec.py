@@ -8,7 +8,7 @@ import re
 import types
 import typing
 from dataclasses import MISSING, fields
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from sidecar import PROTOCOL_VERSION
 from sidecar.protocol.frames import (
@@ -43,6 +43,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if hint is Any:
         return True
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in typing.get_args(hint))
     if origin in (Union, types.UnionType):
         return any(_type_ok(value, h) for h in typing.get_args(hint))
     if hint is type(None):
@@ -67,6 +69,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(h) for h in typing.get_args(hint))
     names = {str: "string", int: "integer", float: "number", bool: "boolean",
@@ -78,6 +82,15 @@ def _type_name(hint: Any) -> str:
     if origin is dict or hint is dict:
         return "object"
     return str(hint)  # pragma: no cover
+
+
+def _got(value: Any, hint: Any) -> str:
+    """What the peer sent: a short string itself where only some strings do, else its type."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else ()
+    choices = any(typing.get_origin(h) is Literal for h in (hint, *args))
+    if choices and isinstance(value, str) and len(value) <= 40 and is_utf8(value):
+        return repr(value)
+    return type(value).__name__
 
 
 def _reject_constant(name: str) -> Any:
@@ -181,7 +194,7 @@ def decode(raw: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
         if not _type_ok(value, hint):
             raise ProtocolError("invalid_field",
                                 f"{kind}: field {name!r} must be {_type_name(hint)}, "
-                                f"got {type(value).__name__}",
+                                f"got {_got(value, hint)}",
                                 request_id=request_id, field=name)
         kwargs[name] = value
     if issubclass(cls, Request) and not kwargs.get("request_id"):

@@ -9,7 +9,7 @@ The seed's insert contract is kept byte-for-byte in :class:`ToolCall` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from sidecar.protocol.accounts import (
     AgentNeedsReauth,
@@ -28,14 +28,23 @@ from sidecar.protocol.base import MAX_FRAME_BYTES, Frame, ProtocolError, Reply, 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Hello(Request):
-    """Opens a session (replaces the seed's ``device_hello``); pending inserts flow after it."""
+    """Opens a session; a "writer" (the default) takes inserts, an "observer" never does.
+
+    Replaces the seed's ``device_hello``. Every client that said hello gets run, progress and
+    status frames; only writers get ``tool_call``. A call a writer leaves unacked for the
+    insert timeout goes to another connected writer (or again to it, if it is the only one).
+    """
 
     TYPE: ClassVar[str] = "hello"
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "type": "hello", "request_id": "r1", "protocol": 1, "client": "electron/1.4.0"}
+        "type": "hello", "request_id": "r1", "protocol": 1, "client": "electron/1.4.0",
+        "role": "writer"}
     protocol: int | None = None
     client: str | None = None
     device_id: str | None = None
+    #: "writer" (default) takes insert tool_calls; "observer" (a second window, a tray
+    #: view) gets run_started/run_progress/run_finished and replies, never a tool_call.
+    role: Literal["writer", "observer"] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

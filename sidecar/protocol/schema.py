@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from sidecar.protocol.codec import _SPECS
 from sidecar.protocol.frames import FRAME_TYPES, Frame
@@ -14,6 +14,8 @@ def _schema_for_hint(hint: Any) -> dict[str, Any]:
     origin = typing.get_origin(hint)
     if hint is Any:
         return {}
+    if origin is Literal:
+        return {"enum": list(typing.get_args(hint))}
     if origin in (Union, types.UnionType):
         return {"anyOf": [_schema_for_hint(h) for h in typing.get_args(hint)]}
     simple = {str: "string", int: "integer", float: "number", bool: "boolean",
