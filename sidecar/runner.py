@@ -21,6 +21,7 @@ from sidecar import failpoints
 from sidecar import protocol as p
 from sidecar.agents import Agent
 from sidecar.delivery import Delivery
+from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
 from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.hub import Hub
@@ -149,26 +150,47 @@ class Runner:
         except NeedsReauth as exc:
             errors.append(exc.message)
             await self._needs_reauth(agent, exc)
-        except SidecarError as exc:
-            errors.append(exc.message)
         except Exception as exc:
-            log.exception("run %s of agent %s failed", run["id"], agent.id)
-            errors.append(f"internal error: {exc}")
+            if is_disk_full(exc):  # heals once space is freed: no traceback, one clear reason
+                log.warning("run %s of agent %s stopped: %s", run["id"], agent.id, DISK_FULL)
+                errors.append(disk_full_message("the sidecar's data"))
+            elif isinstance(exc, SidecarError):
+                errors.append(exc.message)
+            else:
+                log.exception("run %s of agent %s failed", run["id"], agent.id)
+                errors.append(f"internal error: {exc}")
         finally:
             record = await asyncio.shield(self._finish(agent, run["id"], active, errors))
         return record
 
     async def _finish(self, agent: Agent, run_id: str, active: ActiveRun,
                       errors: list[str]) -> dict[str, Any]:
+        """Close the run and tell every client; on a full disk the frame still goes out and
+        the row is written once there is room."""
         try:
-            if not active.cancelled and self.hub.ready_clients():
+            full = any(e.startswith(DISK_FULL) for e in errors)
+            if (not active.cancelled and not full and not self.delivery.settle_blocked
+                    and self.hub.writers()):
                 await self.delivery.drained(run_id, timeout=self.drain_timeout)
             if active.cancelled:
                 errors = [e for e in errors if e != "cancelled"]
-            record = await self.store.runs.complete(
-                run_id, items_processed=active.counters.get("processed", 0), errors=errors,
-                cancelled=active.cancelled)
-            await self.store.agents.set_last_run(agent.id)
+            runs, processed = self.store.runs, active.counters.get("processed", 0)
+            try:
+                record = await runs.complete(run_id, items_processed=processed, errors=errors,
+                                             cancelled=active.cancelled)
+                await self.store.agents.set_last_run(agent.id)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                if not full:
+                    errors = [*errors, disk_full_message("the sidecar's data")]
+                log.warning("run %s: %s; its close is written once there is room", run_id,
+                            DISK_FULL)
+                record = await runs.closing_record(run_id, items_processed=processed,
+                                                   errors=errors, cancelled=active.cancelled)
+                runs.complete_later(run_id, items_processed=processed, errors=errors,
+                                    cancelled=active.cancelled,
+                                    then=lambda: self.store.agents.set_last_run(agent.id))
             await self.hub.broadcast(p.RunFinished(run=record))
             log.info("run %s (%s) %s: processed=%d created=%d errors=%d", run_id, agent.name,
                      record["status"], record["items_processed"], record["items_created"],

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import secrets
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sidecar.clock import now_iso
+from sidecar.diskfull import DISK_FULL, is_disk_full
+from sidecar.errors import StoreError
 from sidecar.logging_setup import redact
+from sidecar.ratelimit import Backoff, RateLimitedLog
 from sidecar.store.db import Database
 
+log = logging.getLogger(__name__)
+
 RUN_STATUSES = ("running", "success", "partial", "error", "cancelled")
+#: Retries of a run's closing write the disk had no room for: 0.5 s doubling up to 10 s.
+LATE_CLOSE_BACKOFF = (0.5, 10.0)
 
 
 def final_status(errors: list[str], items_created: int, *, cancelled: bool = False) -> str:
-    """The seed's rule: errors and nothing created → error; errors and some → partial."""
+    """The seed's rule: errors and nothing created → error; errors and some → partial.
+
+    A run stopped by a full disk did not finish its work: it is an error whatever it made.
+    """
     if cancelled:
         return "cancelled"
+    if any(e.startswith(DISK_FULL) for e in errors):
+        return "error"
     if errors and items_created == 0:
         return "error"
     if errors:
@@ -31,11 +46,31 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
+_CLOSING_SQL = ("SELECT *, (SELECT count(*) FROM outbox WHERE run_id = ? AND "
+                "state = 'acked') AS acked FROM runs WHERE id = ?")
+
+
+def _closed(row: sqlite3.Row, items_processed: int, errors: list[str],
+            cancelled: bool) -> dict[str, Any]:
+    """A run row as closing makes it; a server may quote a key or token back in its error
+    text, and the run log is in SQLite and in run_finished frames, so errors are redacted."""
+    record = _row(row)
+    record.pop("acked", None)
+    all_errors = [redact(e) for e in errors] + record["errors"]
+    record.update(status=final_status(all_errors, row["acked"], cancelled=cancelled),
+                  items_processed=items_processed, items_created=row["acked"],
+                  errors=all_errors, completed_at=now_iso())
+    return record
+
+
 class RunStore:
     """Create, finish and query runs; interrupted runs are closed on start-up."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: run id → (complete() arguments, what to do once written): closes not yet written
+        self._late: dict[str, tuple[dict[str, Any], Callable[[], Awaitable[None]] | None]] = {}
+        self._late_task: asyncio.Task[None] | None = None
 
     async def start(self, agent_id: str, agent_kind: str, trigger: str) -> dict[str, Any]:
         run_id = "r_" + secrets.token_hex(8)
@@ -66,22 +101,69 @@ class RunStore:
         """Close a run: items_created counts acked outbox items; insert errors recorded while
         the run went on are kept; the status follows the seed's rule (or is cancelled)."""
         async with self.db.transaction() as conn:
-            async with conn.execute(
-                "SELECT errors, (SELECT count(*) FROM outbox WHERE run_id = ? AND "
-                "state = 'acked') AS acked FROM runs WHERE id = ?", (run_id, run_id)) as cur:
+            async with conn.execute(_CLOSING_SQL, (run_id, run_id)) as cur:
                 row = await cur.fetchone()
             if row is None:
                 raise ValueError(f"no run {run_id!r}")
-            # a server may quote a key or token back in its error text: the run log is in
-            # SQLite and in run_finished frames, so it gets the log files' redaction
-            all_errors = [redact(e) for e in errors] + json.loads(row["errors"])
-            status = final_status(all_errors, row["acked"], cancelled=cancelled)
+            closed = _closed(row, items_processed, errors, cancelled)
             await conn.execute(
                 "UPDATE runs SET status = ?, items_processed = ?, items_created = ?, "
                 "errors = ?, completed_at = ? WHERE id = ?",
-                (status, items_processed, row["acked"],
-                 json.dumps(all_errors, ensure_ascii=False), now_iso(), run_id))
+                (closed["status"], items_processed, closed["items_created"],
+                 json.dumps(closed["errors"], ensure_ascii=False), closed["completed_at"],
+                 run_id))
         return await self.get(run_id)  # type: ignore[return-value]
+
+    async def closing_record(self, run_id: str, *, items_processed: int, errors: list[str],
+                             cancelled: bool = False) -> dict[str, Any]:
+        """The record :meth:`complete` would write, read only: what run_finished carries when
+        the write itself cannot happen (a full disk)."""
+        row = await self.db.fetchone(_CLOSING_SQL, (run_id, run_id))
+        if row is None:
+            raise ValueError(f"no run {run_id!r}")
+        return _closed(row, items_processed, errors, cancelled)
+
+    def complete_later(self, run_id: str, *, items_processed: int, errors: list[str],
+                       cancelled: bool = False,
+                       then: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Write the close when the disk has room again (retried with backoff); until then
+        the row says running, and a restart closes it as interrupted."""
+        self._late[run_id] = (dict(items_processed=items_processed, errors=errors,
+                                   cancelled=cancelled), then)
+        if self._late_task is None or self._late_task.done():
+            self._late_task = asyncio.create_task(self._write_late(), name="runs-late-close")
+
+    @property
+    def unwritten(self) -> list[str]:
+        """Runs closed on the wire whose close is not in SQLite yet."""
+        return list(self._late)
+
+    async def _write_late(self) -> None:
+        late = self._late
+        backoff = Backoff(*LATE_CLOSE_BACKOFF)
+        quiet = RateLimitedLog(log, interval=60.0)
+        while late:
+            await asyncio.sleep(backoff.next_delay())
+            for run_id, (kw, then) in list(late.items()):
+                try:
+                    await self.complete(run_id, **kw)
+                except StoreError:  # the store closed: a restart closes the row instead
+                    return
+                except Exception as exc:
+                    if not is_disk_full(exc):
+                        log.exception("run %s: its close cannot be written; dropped", run_id)
+                        late.pop(run_id, None)
+                        continue
+                    quiet.warning("late-close", "run close(s) still waiting for disk space: "
+                                  "%s", ", ".join(late))
+                    break
+                late.pop(run_id, None)
+                log.info("run %s: close written now that the disk has room", run_id)
+                if then is not None:
+                    try:
+                        await then()
+                    except Exception:
+                        log.exception("run %s: follow-up of the late close failed", run_id)
 
     async def get(self, run_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
