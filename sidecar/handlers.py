@@ -37,9 +37,23 @@ def available_models(app: web.Application) -> list[dict[str, Any]]:
     return [s.to_json() if hasattr(s, "to_json") else dict(s) for s in statuses]
 
 
+#: Entries of a run's ``errors`` a frame carries (``errors_total`` says how many there
+#: are): a reply stays small whatever a run met. The run log in SQLite keeps them all.
+ERRORS_IN_FRAME = 50
+
+
+async def run_views(app: web.Application, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs as frames carry them: errors capped with their total, skips counted apart."""
+    from sidecar.store.files import RunSkipLog
+
+    counts = await RunSkipLog(app[STORE].db).counts(r["id"] for r in runs)
+    return [{**r, "errors": r["errors"][:ERRORS_IN_FRAME], "errors_total": len(r["errors"]),
+             "skipped": counts.get(r["id"], {"permanent": 0, "transient": 0})} for r in runs]
+
+
 async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str, Any]:
     """One agent's line in ``status``: next run, last run outcome."""
-    runs = await app[STORE].runs.list(agent_id=record["id"], limit=1)
+    runs = await run_views(app, await app[STORE].runs.list(agent_id=record["id"], limit=1))
     scheduler = app[SCHEDULER]  # set by scheduler_ctx before the first request
     nxt = (scheduler.upcoming(record["id"], record["schedule_cron"], record.get("last_run_at"))
            if record.get("enabled") else None)
@@ -119,8 +133,8 @@ def register_handlers(app: web.Application) -> None:
         limit = frame.limit if frame.limit is not None else 50
         if not 1 <= limit <= 500:
             raise SidecarError("limit must be between 1 and 500", code="invalid_field")
-        runs = await app[STORE].runs.list(agent_id=frame.agent_id, limit=limit,
-                                          before=frame.before)
+        runs = await run_views(app, await app[STORE].runs.list(
+            agent_id=frame.agent_id, limit=limit, before=frame.before))
         return p.RunListResult(request_id=frame.request_id, runs=runs)
 
     @hub.route(p.RunAgent)

@@ -208,19 +208,27 @@ class Runner:
         counters = active.counters
         counters["files_total"] = len(work)
         last_progress = 0.0
-        for item in work:
-            now = time.monotonic()
-            if now - last_progress >= PROGRESS_INTERVAL:
-                last_progress = now
-                await self._progress(agent, run_id, counters, item.label)
-            doc = await source.read(item)
-            if isinstance(doc, Skip):
-                errors.append(f"{doc.message} (skipped: {doc.reason})")
-                await source.skipped(doc)
-            elif not (not full and await _is_current(source, doc, key)):
-                await self._extract_one(agent, run_id, extractor, source, doc, key, errors,
-                                        counters)
-            counters["files_done"] += 1
+        from sidecar.store.files import RunSkipLog
+
+        # every skip goes to the run log; errors (and every frame with the run) list the first
+        skips = RunSkipLog(self.store.db).tally(run_id, agent.id)
+        try:
+            for item in work:
+                now = time.monotonic()
+                if now - last_progress >= PROGRESS_INTERVAL:
+                    last_progress = now
+                    await self._progress(agent, run_id, counters, item.label)
+                doc = await source.read(item)
+                if isinstance(doc, Skip):
+                    line = await skips.add(doc.item.key, doc.reason, doc.transient, doc.message)
+                    errors.extend([line] if line else [])
+                    await source.skipped(doc)
+                elif not (not full and await _is_current(source, doc, key)):
+                    await self._extract_one(agent, run_id, extractor, source, doc, key, errors,
+                                            counters)
+                counters["files_done"] += 1
+        finally:
+            errors.extend(await skips.close())
         errors.extend(await source.finish())
         await self._progress(agent, run_id, counters, None)
 

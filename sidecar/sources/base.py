@@ -45,6 +45,16 @@ class SourceDocument:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: Skip reasons that can heal without the item changing: permission denied (a chmod does
+#: not change the mtime), a sharing violation or lock held by another program, an I/O
+#: error, a file that vanished or changed while being read. Every other reason (type, size
+#: cap, bomb, undecodable, a symlink leaving the folder …) is permanent for that version.
+TRANSIENT_REASONS = frozenset({
+    "permission", "permission_denied", "locked", "sharing_violation", "busy", "io_error",
+    "unreadable", "vanished", "truncated",
+})
+
+
 @dataclass(frozen=True, slots=True)
 class Skip:
     """A work item that cannot be read; recorded in the run log with its reason."""
@@ -52,6 +62,11 @@ class Skip:
     item: WorkItem
     reason: str
     message: str
+
+    @property
+    def transient(self) -> bool:
+        """Retry it (next scan, with backoff) rather than remember it until it changes."""
+        return self.reason in TRANSIENT_REASONS
 
 
 class Source(abc.ABC):
@@ -66,7 +81,8 @@ class Source(abc.ABC):
       document (only for a source that is unusable: permissions revoked, grant expired).
     * ``done`` is called after the item's extracted items are queued; until then the item is
       yielded again by the next run. ``skipped`` records a Skip so an unchanged bad file is
-      not retried every run.
+      not retried every run; a transient one (:attr:`Skip.transient`) is yielded again by
+      a later run, with backoff, although the item did not change.
     * Blocking work (walking folders, reading files, HTTP) never runs on the event loop.
     """
 

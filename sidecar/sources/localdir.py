@@ -3,7 +3,9 @@
 A rescan of an unchanged tree costs one ``stat`` per file and zero reads or model calls:
 files whose size, mtime and extraction key match their stored state are not yielded.
 A file whose stat changed but whose content hash did not (a touch, a copy-back) is read
-once, recognised by hash and settled without extraction.
+once, recognised by hash and settled without extraction. A file skipped for a reason that
+can heal (permission denied, a lock, an I/O error) is read again at the next scan, then with
+backoff; a watcher event on it (a chmod, a close) retries it at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sidecar.agents import Agent, roots_text
 from sidecar.errors import PermanentError
 from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
-from sidecar.store.files import FileState, FileStateStore
+from sidecar.store.files import RETRY, FileState, FileStateStore, retry_result
 
 
 def agent_accept(agent: Agent) -> Any:
@@ -74,7 +76,7 @@ class LocalFolderSource(Source):
         self._by_hash = None
         for refused in self._scan.refused:
             state = self._known.get(refused.path)
-            if state is not None and state.settled_for(refused.size, refused.mtime_ns, ""):
+            if state is not None and self._leave(state, refused.size, refused.mtime_ns, ""):
                 continue
             self._refusals[refused.path] = refused
             yield WorkItem(key=refused.path, label=refused.path,
@@ -82,10 +84,17 @@ class LocalFolderSource(Source):
                                     "refused": refused.reason})
         for path, (size, mtime_ns) in sorted(self._scan.files.items()):
             state = self._known.get(path)
-            if not full and state is not None and state.settled_for(size, mtime_ns,
-                                                                    extraction_key):
+            if not full and state is not None and self._leave(state, size, mtime_ns,
+                                                              extraction_key):
                 continue
             yield WorkItem(key=path, label=path, version={"size": size, "mtime_ns": mtime_ns})
+
+    def _leave(self, state: FileState, size: int, mtime_ns: int, extraction_key: str) -> bool:
+        """Nothing to do for this entry now: settled, or a transient skip still backing off
+        (unless a watcher event named it: then the user may just have fixed it)."""
+        if state.settled_for(size, mtime_ns, extraction_key):
+            return True
+        return self.only is None and state.backing_off(size, mtime_ns)
 
     async def read(self, item: WorkItem) -> SourceDocument | Skip:
         from sidecar.readers import SkipFile
@@ -151,12 +160,17 @@ class LocalFolderSource(Source):
             run_id=self.run_id, conn=conn)
 
     async def skipped(self, skip: Skip) -> None:
-        status = "refused" if skip.item.key in self._refusals else "skipped"
+        """Permanent skips stay until the file changes; transient ones are kept as ``retry``
+        with their attempt count and the time a scan may try again."""
+        refused = skip.item.key in self._refusals
+        status = RETRY if skip.transient else "refused" if refused else "skipped"
+        result = (retry_result(skip.reason, skip.message, self._known.get(skip.item.key))
+                  if skip.transient else {"reason": skip.reason, "message": skip.message})
         await self.files.record(
             self.agent.id, skip.item.key, size=skip.item.version.get("size"),
             mtime_ns=skip.item.version.get("mtime_ns"), content_hash=None,
-            extraction_key=None if status == "refused" else "*", status=status,
-            last_result={"reason": skip.reason, "message": skip.message}, run_id=self.run_id)
+            extraction_key=None if refused else "*", status=status, last_result=result,
+            run_id=self.run_id)
 
     async def finish(self) -> list[str]:
         """Notice files that are gone; records already delivered are not retracted."""

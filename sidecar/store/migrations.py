@@ -75,6 +75,19 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # v2: every file a run skipped, and whether it will be retried (the run log's full list;
+    # frames carry the first few and the totals).
+    """
+    CREATE TABLE run_skips (
+        run_id   TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        item     TEXT NOT NULL,
+        reason   TEXT NOT NULL,
+        kind     TEXT NOT NULL CHECK (kind IN ('permanent', 'transient')),
+        message  TEXT NOT NULL,
+        PRIMARY KEY (run_id, item)
+    );
+    """,
 )
 
 LATEST = len(MIGRATIONS)
