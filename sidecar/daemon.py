@@ -13,6 +13,7 @@ from typing import TextIO
 from aiohttp import web
 
 from sidecar import PROTOCOL_VERSION, __version__
+from sidecar.connlimits import GuardedRunner
 from sidecar.lifecycle import InstanceLock, resolve_token, threadsafe_setter, watch_parent
 from sidecar.lifecycle import watch_stdin as start_stdin_watch
 from sidecar.logging_setup import register_secret
@@ -59,7 +60,7 @@ async def serve(
             start_stdin_watch(threadsafe_setter(loop, stop))
 
         app = create_app(config, paths, token)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        runner = GuardedRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
             site = web.TCPSite(runner, BIND_HOST, config.port)

@@ -23,10 +23,12 @@ from sidecar.appkeys import (
     WATCHERS,
 )
 from sidecar.auth import origin_allowed, token_ok
+from sidecar.connlimits import CONN_GUARD, ConnectionGuard
 from sidecar.delivery import Delivery
 from sidecar.handlers import register_account_handlers, register_handlers
 from sidecar.hub import Hub
 from sidecar.paths import Paths
+from sidecar.ratelimit import RateLimitedLog
 from sidecar.runner import Runner
 from sidecar.settings import Config
 from sidecar.store import Store
@@ -45,16 +47,23 @@ async def health(request: web.Request) -> web.Response:
     })
 
 
+#: Refused handshakes, one line a minute per kind: a flood must not rotate the log away.
+_refusals = RateLimitedLog(log, interval=60.0)
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     if not token_ok(request, app[TOKEN]):
-        log.warning("refused /ws from %s: missing or wrong token", request.remote)
+        _refusals.warning("token", "refused /ws from %s: missing or wrong token",
+                          request.remote)
         raise web.HTTPUnauthorized(text="missing or wrong token",
                                    headers={"WWW-Authenticate": 'Bearer realm="sidecar"'})
     origin = request.headers.get("Origin")
     if not origin_allowed(origin):
-        log.warning("refused /ws: foreign Origin %r", origin)
+        _refusals.warning("origin", "refused /ws: foreign Origin %r", origin)
         raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed")
+    if CONN_GUARD in app:
+        app[CONN_GUARD].trust(request.protocol)  # the token holder: no handshake deadline
     hub = app[HUB]
     if hub.closing:
         raise web.HTTPServiceUnavailable(text="sidecar is shutting down")
@@ -180,7 +189,13 @@ async def close_websockets(app: web.Application) -> None:
 
 
 def create_app(config: Config, paths: Paths, token: str) -> web.Application:
-    app = web.Application(client_max_size=1024 * 1024)
+    # keepalive_timeout: aiohttp's own idle limit, also from the moment a connection opens
+    app = web.Application(client_max_size=1024 * 1024, handler_args={
+        "keepalive_timeout": config.handshake_timeout_seconds})
+    app[CONN_GUARD] = ConnectionGuard(
+        handshake_timeout=config.handshake_timeout_seconds,
+        max_pending=config.max_unauthenticated_connections,
+        reserve=config.reserved_descriptors)
     app[CONFIG] = config
     app[TOKEN] = token
     app[STARTED_AT] = time.monotonic()

@@ -62,8 +62,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat_seconds", float, 20.0,
             "WebSocket ping interval; a peer silent for 2 intervals is dropped."),
     Setting("insert_timeout_seconds", float, 30.0,
-            "Seconds to wait for a tool_result before re-sending the same tool_call."),
+            "Seconds to wait for a tool_result before the same tool_call goes to another "
+            "writer (or again to the same one, if it is the only writer)."),
     Setting("delivery_window", int, 64, "tool_call frames in flight per client before waiting."),
+    Setting("handshake_timeout_seconds", float, 5.0,
+            "A connection that has not shown the token within this many seconds (sent "
+            "nothing, half a request, an idle /health keep-alive) is closed."),
+    Setting("max_unauthenticated_connections", int, 64,
+            "Connections without the token held at once; beyond this the oldest are closed."),
+    Setting("reserved_descriptors", int, 128,
+            "File descriptors kept free for the real client and the store: when fewer are "
+            "left under the open-files limit, connections without the token are closed, "
+            "oldest first."),
     Setting("model", str, "smollm2-135m-instruct-q4_1",
             "Local model: a manifest name or a path to any GGUF file."),
     Setting("model_threads", int, None, "Threads for llama.cpp inference.",

@@ -1,0 +1,149 @@
+"""Connections without the token cannot use up the process's file descriptors.
+
+Every accepted connection is *pending* until a request on it shows the launch token (the
+``/ws`` handler calls :meth:`ConnectionGuard.trust`). A pending connection is closed after
+the handshake timeout whatever it did meanwhile (sent nothing, half a request line, one idle
+``/health`` keep-alive); at most ``max_pending`` are held, and fewer when the descriptors
+left under ``RLIMIT_NOFILE`` fall below the reserve kept for the real client and the store:
+the oldest pending ones are closed first. What is closed is logged as a count, rate-limited,
+so a flood cannot rotate the useful history out of the log file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from sidecar.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+#: Where the process's open descriptors are listed (Linux, then macOS/BSD).
+_FD_DIRS = ("/proc/self/fd", "/dev/fd")
+
+
+def descriptor_limit() -> int | None:
+    """The soft RLIMIT_NOFILE, or None where there is none to respect."""
+    if sys.platform == "win32":  # pragma: no cover - select() on Windows caps sockets at 512
+        return 512
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def open_descriptors() -> int | None:
+    """How many descriptors the process holds now, or None if the OS does not say."""
+    for d in _FD_DIRS:
+        try:
+            return len(os.listdir(d)) - 1  # listdir holds one itself while it reads
+        except OSError:
+            continue
+    return None
+
+
+class ConnectionGuard:
+    """Bounds pending (not yet authenticated) connections in number, age and descriptors."""
+
+    def __init__(self, *, handshake_timeout: float = 5.0, max_pending: int = 64,
+                 reserve: int = 128) -> None:
+        self.handshake_timeout = handshake_timeout
+        self.max_pending = max(1, max_pending)
+        self.reserve = max(0, reserve)
+        self._pending: OrderedDict[RequestHandler, asyncio.TimerHandle] = OrderedDict()
+        self._quiet = RateLimitedLog(log, interval=60.0)
+        self.timed_out = 0
+        self.evicted = 0
+        self.trusted = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def opened(self, handler: RequestHandler) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending[handler] = loop.call_later(self.handshake_timeout, self._expire, handler)
+        self._make_room()
+
+    def closed(self, handler: RequestHandler) -> None:
+        timer = self._pending.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+
+    def trust(self, handler: Any) -> None:
+        """The connection showed the token: no deadline, no eviction from now on."""
+        if handler in self._pending:
+            self.closed(handler)
+            self.trusted += 1
+
+    def _expire(self, handler: RequestHandler) -> None:
+        if self._pending.pop(handler, None) is None:
+            return
+        self.timed_out += 1
+        _abort(handler)
+        self._quiet.info("timeout", "closed a connection that showed no token within %.0fs "
+                         "(%d so far)", self.handshake_timeout, self.timed_out)
+
+    def _make_room(self) -> None:
+        """Close the oldest pending connections beyond the cap or into the reserve."""
+        excess = len(self._pending) - self.max_pending
+        limit, used = descriptor_limit(), open_descriptors()
+        if limit is not None and used is not None:
+            excess = max(excess, used - (limit - self.reserve))
+        if excess <= 0:
+            return
+        for _ in range(min(excess, len(self._pending))):
+            handler, timer = self._pending.popitem(last=False)
+            timer.cancel()
+            _abort(handler)
+            self.evicted += 1
+        self._quiet.warning(
+            "evict", "too many connections without a token (%d pending, %s of %s descriptors "
+            "in use): closed the oldest; %d closed so far", len(self._pending), used, limit,
+            self.evicted)
+
+
+def _abort(handler: RequestHandler) -> None:
+    transport = handler.transport
+    if transport is not None:
+        transport.abort()  # no lingering close: the descriptor is free at once
+
+
+CONN_GUARD = web.AppKey("conn_guard", ConnectionGuard)
+
+
+class GuardedServer(web.Server):
+    """aiohttp's low-level server, telling the guard of every connection made and lost."""
+
+    guard: ConnectionGuard
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.guard.opened(handler)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None
+                        ) -> None:
+        self.guard.closed(handler)
+        super().connection_lost(handler, exc)
+
+
+class GuardedRunner(web.AppRunner):
+    """``web.AppRunner`` whose server reports to the app's :data:`CONN_GUARD`, if it has one."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        guard = self.app.get(CONN_GUARD)
+        if guard is not None:
+            # aiohttp builds the Server inside Application._make_handler; re-class it rather
+            # than copy that private code (GuardedServer adds two hooks and no state of its
+            # own but the guard).
+            server.__class__ = GuardedServer
+            server.guard = guard  # type: ignore[attr-defined]
+        return server

@@ -1,0 +1,180 @@
+"""Half-open connections: 1,100 of them under a 1,024 open-files limit, and the app still gets in.
+
+The daemon runs under ``prlimit --nofile=1024:1024`` (what a desktop session often gives). A
+local program opens 1,100 TCP connections to its port and holds them: half send nothing,
+half send the start of an upgrade request and stop. While they are held, the real client
+connects with its token, says hello, and a run delivers every record. The held sockets must
+all be closed by the daemon within seconds, its descriptors must stay clear of the limit,
+and a flood of refused handshakes must leave a handful of log lines, not one per refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sidecar.client import DaemonProcess, SidecarClient
+from tests.reliability.taskdocs import make_agent, write_task_docs
+
+Figure = Callable[[str, str, Any], None]
+
+NOFILE = 1024
+HALF_OPEN = 1_100
+HANDSHAKE_TIMEOUT = 5.0  # the shipped default
+PARTIAL = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+
+
+async def open_half(port: int, n: int) -> list[socket.socket]:
+    """``n`` connections, every other one sending a partial request; all held open."""
+    loop = asyncio.get_running_loop()
+    held: list[socket.socket] = []
+
+    async def one(i: int) -> None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(s, ("127.0.0.1", port)), 10)
+            if i % 2:
+                await loop.sock_sendall(s, PARTIAL)
+        except (OSError, TimeoutError):
+            s.close()
+            return
+        held.append(s)
+
+    for start in range(0, n, 100):  # 100 at a time: the listen backlog is 128
+        await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100))))
+    return held
+
+
+def closed_by_peer(s: socket.socket) -> bool:
+    try:
+        return s.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+async def fds_sampler(pid: int, into: list[int], stop: asyncio.Event) -> None:
+    proc = psutil.Process(pid)
+    while not stop.is_set():
+        with contextlib.suppress(psutil.Error):
+            into.append(proc.num_fds())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.02)
+
+
+async def deliver_run(c: SidecarClient, agent: str) -> tuple[dict[str, Any], list[str]]:
+    """Run the agent, ack every record; the run's record and the titles received."""
+    run_id = (await c.request({"type": "run_agent", "agent_id": agent}))["run_id"]
+    titles: list[str] = []
+    while True:
+        frame = await c.next_push(None, timeout=120)
+        if frame["type"] == "tool_call":
+            titles.append(str(frame["data"].get("title", "")))
+            await c.ack(frame)
+        elif frame["type"] == "run_finished" and frame["run"]["id"] == run_id:
+            return frame["run"], titles
+
+
+async def test_1100_half_open_sockets_under_1024_fds_leave_room_for_the_real_client(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path, figure: Figure) -> None:
+    tags = write_task_docs(tmp_path / "docs", files=6, per_file=2, seed=8)
+    d = await DaemonProcess.start(
+        data_dir, token=token, extra_args=["--model-dir", str(model_dir)],
+        command=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", sys.executable, "-m",
+                 "sidecar"])
+    held: list[socket.socket] = []
+    fds: list[int] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(fds_sampler(d.ready.pid, fds, stop))
+    c = None
+    try:
+        assert psutil.Process(d.ready.pid).rlimit(psutil.RLIMIT_NOFILE) == (NOFILE, NOFILE)
+        t_flood = time.monotonic()
+        held = await open_half(d.ready.port, HALF_OPEN)
+        flood_s = time.monotonic() - t_flood
+        assert len(held) >= HALF_OPEN, f"only {len(held)} connections were accepted"
+
+        t0 = time.monotonic()  # every half-open socket is still held on our side
+        c = await asyncio.wait_for(d.connect(), 10)
+        assert (await c.hello(client="electron-main"))["type"] == "hello_result"
+        connect_ms = (time.monotonic() - t0) * 1000
+        agent = await make_agent(c, tmp_path / "docs")
+        run, titles = await deliver_run(c, agent)
+
+        deadline = t_flood + flood_s + HANDSHAKE_TIMEOUT + 5
+        while True:
+            still = sum(not closed_by_peer(s) for s in held)
+            if not still or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        closed_s = time.monotonic() - t_flood - flood_s
+        # the token holder has no handshake deadline: still connected well past it
+        await asyncio.sleep(max(0.0, t0 + HANDSHAKE_TIMEOUT + 1 - time.monotonic()))
+        status = await c.request({"type": "status"})
+    finally:
+        stop.set()
+        await sampler
+        for s in held:
+            s.close()
+        if c is not None:
+            await c.close()
+        await d.stop()
+
+    got = set(re.findall(r"notes\d+x\d+", " ".join(titles).lower()))
+    figure("half-open", f"sockets held open by a local program (limit {NOFILE} fds)",
+           len(held))
+    figure("half-open", "real client connect + hello while they are held, ms",
+           round(connect_ms))
+    figure("half-open", "daemon peak open descriptors", max(fds))
+    figure("half-open", "half-open sockets still open after handshake timeout + 5 s", still)
+    figure("half-open", "records delivered during the flood", f"{len(got)}/{len(tags)}")
+    assert run["status"] == "success" and got == tags, (run, sorted(tags - got)[:5])
+    assert status["outbox_pending"] == 0
+    assert still == 0, f"{still} half-open sockets outlived the handshake timeout"
+    assert closed_s < HANDSHAKE_TIMEOUT + 5
+    assert max(fds) < NOFILE - 64, f"descriptors ran up to {max(fds)} of {NOFILE}"
+    assert not [line for line in d.stderr_lines if "Too many open files" in line
+                or "out of system resource" in line], "the daemon ran out of descriptors"
+
+
+async def test_refused_handshake_flood_leaves_a_few_log_lines(
+        data_dir: Path, token: str, figure: Figure) -> None:
+    """1,000 upgrades with a wrong token: each refused, the log keeps its history."""
+    d = await DaemonProcess.start(data_dir, token=token)
+    log_file = next((data_dir / "logs").glob("*.log"))
+    try:
+        lines_before = len(log_file.read_text(encoding="utf-8").splitlines())
+        refused = 0
+        for batch in range(10):
+            results = await asyncio.gather(
+                *(SidecarClient.connect(d.url(), f"wrong-{batch}-{i}" + "x" * 16)
+                  for i in range(100)), return_exceptions=True)
+            for r in results:
+                if isinstance(r, SidecarClient):
+                    await r.close()
+                elif "401" in str(r):
+                    refused += 1
+        c = await d.connect()  # the real client still gets in
+        assert (await c.hello())["type"] == "hello_result"
+        await c.close()
+        await asyncio.sleep(0.3)
+        text = log_file.read_text(encoding="utf-8")
+    finally:
+        await d.stop()
+    lines = text.splitlines()[lines_before:]
+    refusal_lines = [line for line in lines if "refused /ws" in line]
+    figure("half-open", "log lines for 1,000 refused handshakes", len(refusal_lines))
+    assert refused == 1000
+    assert 1 <= len(refusal_lines) <= 3, refusal_lines[:5]
+    assert "listening on" in text, "the start of the log was rotated away"
