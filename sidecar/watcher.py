@@ -48,9 +48,60 @@ def why_not_native(exc: BaseException, poll_interval: float) -> str:
                 "editors and IDEs take many)")
     elif code == errno.ENOSPC:
         what = "the inotify watch limit is used up (fs.inotify.max_user_watches)"
+    elif isinstance(exc, RecursionError):
+        what = "the folder tree is too deep for the native watcher"
     else:
         what = f"the native watcher could not start ({type(exc).__name__}: {exc})"
     return f"{what}; polling every {poll_interval:g} s instead"
+
+
+def _polling_observer(interval: float) -> Any:
+    """watchdog's polling observer, taking its snapshots with :class:`_StackSnapshot` (its
+    own walk recurses once per folder and dies in a tree a few hundred levels deep)."""
+    import stat as stat_mod
+
+    from watchdog.observers.polling import PollingEmitter, PollingObserver
+    from watchdog.utils.dirsnapshot import DirectorySnapshot
+
+    class _StackSnapshot(DirectorySnapshot):
+        def walk(self, root: str) -> Any:
+            seen: set[tuple[int, int]] = set()
+            with contextlib.suppress(OSError):
+                top = self.stat(root)
+                seen.add((top.st_dev, top.st_ino))
+            stack = [root]
+            while stack:
+                folder = stack.pop()
+                try:
+                    names = [e.name for e in self.listdir(folder)]
+                except OSError as exc:
+                    if folder == root and exc.errno not in (errno.ENOENT, errno.ENOTDIR,
+                                                            errno.EINVAL):
+                        raise  # the emitter keeps its last snapshot and polls again
+                    continue
+                for name in names:
+                    path = os.path.join(folder, name)
+                    try:
+                        st = self.stat(path)
+                    except OSError:
+                        continue
+                    yield path, st
+                    if (self.recursive and stat_mod.S_ISDIR(st.st_mode)
+                            and (st.st_dev, st.st_ino) not in seen):
+                        seen.add((st.st_dev, st.st_ino))  # a symlink loop is walked once
+                        stack.append(path)
+
+    class _StackEmitter(PollingEmitter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            watch = self.watch
+            self._take_snapshot = lambda: _StackSnapshot(watch.path,
+                                                         recursive=watch.is_recursive)
+
+    observer = PollingObserver(timeout=interval)
+    if hasattr(observer, "_emitter_class"):
+        observer._emitter_class = _StackEmitter
+    return observer
 
 
 def _stat(path: str) -> tuple[int, int] | None:
@@ -131,7 +182,6 @@ class FolderWatcher:
         """A started observer over the agent's folders; a failed one is taken down again."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
-        from watchdog.observers.polling import PollingObserver
 
         watcher = self
 
@@ -144,7 +194,7 @@ class FolderWatcher:
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
                 watcher._threadsafe(paths, bool(event.is_directory))
 
-        observer = PollingObserver(timeout=self.poll_interval) if polling else Observer()
+        observer = _polling_observer(self.poll_interval) if polling else Observer()
         handler = Handler()
         try:
             for d in self.agent.directories:

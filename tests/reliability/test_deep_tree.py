@@ -9,6 +9,7 @@ the top; both must be extracted and delivered, and a rescan must be free.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from sidecar.client import DaemonProcess, SidecarClient
 from tests.reliability.conftest import Record
-from tests.test_local_agent import make_agent, run_and_collect, titles
+from tests.test_local_agent import collect_until_finished, make_agent, run_and_collect, titles
 
 DEPTH = 2_000
 BOTTOM_NOTE = "# Deep notes\n\n- [ ] Luis to renew the bakery insurance by Friday\n"
@@ -65,7 +66,8 @@ def deep_root(tmp_path: Path) -> Iterator[Path]:
 async def daemon_deep(data_dir: Path, token: str, model_dir: Path, default_model: Path
                       ) -> AsyncIterator[DaemonProcess]:
     d = await DaemonProcess.start(data_dir, token=token, extra_args=[
-        "--model-dir", str(model_dir), "--watch-quiet-seconds", "0.4"])
+        "--model-dir", str(model_dir), "--watch-quiet-seconds", "0.4",
+        "--watch-poll-seconds", "0.5"])
     try:
         yield d
     finally:
@@ -73,7 +75,7 @@ async def daemon_deep(data_dir: Path, token: str, model_dir: Path, default_model
 
 
 async def test_a_2000_level_tree_is_scanned_and_its_bottom_file_delivered(
-        daemon_deep: DaemonProcess, deep_root: Path, figure: Record) -> None:
+        deep_root: Path, daemon_deep: DaemonProcess, figure: Record) -> None:
     root = deep_root
     bottom = build_tree(root, DEPTH)
     (bottom / "deep.md").write_text(BOTTOM_NOTE)
@@ -100,3 +102,33 @@ async def test_a_2000_level_tree_is_scanned_and_its_bottom_file_delivered(
         await c.close()
     figure("deep tree", "folder depth scanned (run success, bottom file delivered)", DEPTH)
     figure("deep tree", "path length of the bottom file (bytes)", len(str(deepest).encode()))
+
+
+async def test_a_watched_2000_level_tree_is_polled_and_a_new_bottom_file_arrives(
+        deep_root: Path, daemon_deep: DaemonProcess, figure: Record) -> None:
+    """watchdog's own observers walk folders recursively and die in such a tree: the agent
+    polls with a walk that does not recurse, says why, and stays scheduled."""
+    bottom = build_tree(deep_root, DEPTH)
+    c: SidecarClient = await daemon_deep.connect()
+    try:
+        await c.hello()
+        agent = await make_agent(c, deep_root, watch=True)
+        status = await c.request({"type": "status"})
+        line = next(a for a in status["agents"] if a["id"] == agent["id"])
+        assert line["watch_mode"] == "polling", line
+        assert "too deep" in line["watch_reason"], line
+        assert line["scheduled"] is True, line
+
+        t0 = time.monotonic()
+        (bottom / "new.md").write_text(BOTTOM_NOTE)
+        while True:  # the new agent's catch-up run may come first
+            run, calls = await collect_until_finished(c, None, timeout=120)
+            if run["trigger"] == "watch":
+                break
+        took = time.monotonic() - t0
+        assert run["status"] == "success", run["errors"]
+        assert any("insurance" in t for t in titles(calls)), titles(calls)
+    finally:
+        await c.close()
+    figure("deep tree", "watched 2,000-level tree: mode", "polling (native watcher too deep)")
+    figure("deep tree", "new bottom file → record, polling 0.5 s (s)", round(took, 1))
