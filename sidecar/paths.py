@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,44 @@ class Paths:
         return cls(Path(data).resolve(), Path(log).resolve(), Path(models).resolve())
 
     def ensure(self) -> Paths:
+        """Create the data and log directories private (0700), tightening existing ones.
+
+        Raises ``OSError`` (its ``filename`` says which directory) if one cannot be made.
+        """
         for d in (self.data_dir, self.log_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            private_dir(d)
+        for f in (self.lock_file, self.token_file):
+            private_file(f)
+        for f in self.log_dir.glob(f"{self.log_file.name}*"):  # the log and its rotations
+            private_file(f)
         return self
+
+
+#: What the sidecar's own files may be: the user's alone (POSIX; Windows ACLs are inherited).
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for what it creates; an existing ``path`` loses group and
+    other access (only the directory itself: parents are the user's, not ours)."""
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    _tighten(path, DIR_MODE)
+
+
+def private_file(path: Path) -> None:
+    """If ``path`` exists, take group and other access away (owner bits are left as they are:
+    a file the user made read-only stays read-only)."""
+    _tighten(path, FILE_MODE | stat.S_IXUSR)
+
+
+def _tighten(path: Path, allowed: int) -> None:
+    if os.name != "posix":
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & ~allowed and st.st_uid == os.geteuid():
+        os.chmod(path, mode & allowed)
