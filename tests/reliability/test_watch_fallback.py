@@ -10,6 +10,7 @@ engine is a fake OpenAI-compatible server on loopback (tests/fakes/openai_server
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -157,12 +158,13 @@ async def agent_line(c: SidecarClient, agent_id: str) -> dict[str, Any]:
 async def new_file_arrives(c: SidecarClient, folder: Path, name: str, title: str
                            ) -> tuple[dict[str, Any], float]:
     """Write a file; return the watch run that delivered its record and the seconds taken
-    (a catch-up run of the new agent may come and go first)."""
+    (a catch-up run of the new agent, or the rescan after a switch back to native
+    watching, may come and go first, empty)."""
     t0 = time.monotonic()
     (folder / name).write_text(f"- [ ] {title}\n")
     while True:
         run, calls = await collect_until_finished(c, None, timeout=60)
-        if run["trigger"] == "watch":
+        if run["trigger"] == "watch" and calls:
             break
         assert run["status"] == "success" and not calls, (run, run["errors"])
     took = time.monotonic() - t0
@@ -238,3 +240,35 @@ async def test_the_daemon_starts_with_inotify_used_up_and_that_agent_polls(
     figure("inotify used up", "daemon start-up with the limit used up (s)", round(started, 1))
     figure("inotify used up", "after restart: new file → record, polling (s)", round(took, 1))
 
+
+
+async def test_native_watching_comes_back_when_the_limit_frees(
+        other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
+        figure: Record) -> None:
+    """Polling is a fallback, not a sentence: once an editor closes its instances the agent
+    watches natively again (tried every minute), with nothing missed in between."""
+    data_dir = other_user.mkdir("data")
+    folder = other_user.mkdir("docs")
+    d = await other_user.daemon(data_dir, token)
+    try:
+        hog = inotify_hog()
+        assert hog.errno == "EMFILE", hog.errno
+        c = await d.connect()
+        try:
+            await c.hello()
+            agent = await save_watched_agent(c, folder, engine)
+            assert (await agent_line(c, agent["id"]))["watch_mode"] == "polling"
+            hog.release()
+            t0 = time.monotonic()
+            while (line := await agent_line(c, agent["id"]))["watch_mode"] != "inotify":
+                assert time.monotonic() - t0 < 120, line
+                await asyncio.sleep(0.5)
+            back = time.monotonic() - t0
+            assert line["watch_reason"] is None, line
+            await new_file_arrives(c, folder, "back.md", "Sweep the bakery floor")
+        finally:
+            await c.close()
+    finally:
+        await d.stop()
+    assert any("native folder watching works again" in x for x in d.stderr_lines)
+    figure("inotify used up", "limit freed → native watching again (s)", round(back, 1))
