@@ -24,32 +24,58 @@ BOTTOM_NOTE = "# Deep notes\n\n- [ ] Luis to renew the bakery insurance by Frida
 TOP_NOTE = "# Top notes\n\n- [ ] Priya to order new flour sacks\n"
 
 
-def build_tree(root: Path, depth: int) -> Path:
-    """``root/d/d/…/d`` ``depth`` levels down, made one level at a time (os.makedirs
-    recurses too); returns the bottom folder."""
-    path = str(root)
-    for _ in range(depth):
-        path = os.path.join(path, "d")
-        os.mkdir(path)
-    return Path(path)
+_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
+def build_tree(root: Path, depth: int, files: dict[int, tuple[str, str]] | None = None
+               ) -> Path:
+    """``root/d/d/…/d`` ``depth`` levels down, made one level at a time through folder
+    descriptors (os.makedirs recurses, and a path may outgrow PATH_MAX); ``files`` puts
+    ``(name, text)`` at a level. Returns the bottom folder's path."""
+    files = files or {}
+    fd = os.open(root, _DIR)
+    try:
+        for level in range(1, depth + 1):
+            os.mkdir("d", dir_fd=fd)
+            below = os.open("d", _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = below
+            if level in files:
+                name, text = files[level]
+                out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+                os.write(out, text.encode())
+                os.close(out)
+    finally:
+        os.close(fd)
+    return root.joinpath(*["d"] * depth)
 
 
 def remove_tree(top: Path) -> None:
-    """Bottom-up, without recursion: pytest's own clean-up (shutil.rmtree) recurses and
-    would raise RecursionError on this tree in every later session that sweeps old dirs."""
-    order: list[str] = []
-    stack = [str(top)]
-    while stack:
-        d = stack.pop()
-        order.append(d)
-        with os.scandir(d) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                else:
-                    os.unlink(e.path)
-    for d in reversed(order):
-        os.rmdir(d)
+    """Depth first through folder descriptors, one open at a time, without recursion:
+    pytest's clean-up (shutil.rmtree) recurses and would raise RecursionError on these
+    trees in every later session that sweeps old folders."""
+    fd = os.open(top, _DIR)
+    names: list[str] = []
+    while True:
+        with os.scandir(fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        sub = next((name for name, is_dir in entries if is_dir), None)
+        for name, is_dir in entries:
+            if not is_dir:
+                os.unlink(name, dir_fd=fd)
+        if sub is not None:
+            below = os.open(sub, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd, names = below, [*names, sub]
+            continue
+        if not names:
+            os.close(fd)
+            break
+        above = os.open("..", _DIR, dir_fd=fd)
+        os.close(fd)
+        fd = above
+        os.rmdir(names.pop(), dir_fd=fd)
+    os.rmdir(top)
 
 
 @pytest.fixture
@@ -132,3 +158,32 @@ async def test_a_watched_2000_level_tree_is_polled_and_a_new_bottom_file_arrives
         await c.close()
     figure("deep tree", "watched 2,000-level tree: mode", "polling (native watcher too deep)")
     figure("deep tree", "new bottom file → record, polling 0.5 s (s)", round(took, 1))
+
+
+async def test_a_tree_deeper_than_path_max_is_refused_below_the_limit_and_the_rest_arrives(
+        deep_root: Path, daemon_deep: DaemonProcess, figure: Record) -> None:
+    """3,000 levels: paths below level ~2,040 outgrow PATH_MAX (4,096 bytes), so nothing can
+    open them by name. The folder where that happens is refused with its own reason, once;
+    the file above it is delivered and the run is not an error."""
+    depth = 3_000
+    build_tree(deep_root, depth, files={1_500: ("mid.md", BOTTOM_NOTE),
+                                        2_900: ("unreachable.md", TOP_NOTE)})
+    limit = os.pathconf(deep_root, "PC_PATH_MAX")
+    assert len(str(deep_root)) + 2 * depth > limit  # the test really passes the limit
+    c: SidecarClient = await daemon_deep.connect()
+    try:
+        await c.hello()
+        agent = await make_agent(c, deep_root)
+        run, calls = await run_and_collect(c, agent["id"], timeout=300)
+        assert run["status"] == "partial", run  # not "error": the rest of the tree arrived
+        assert any("insurance" in t for t in titles(calls)), titles(calls)
+        assert not any("flour" in t for t in titles(calls)), titles(calls)
+        refused = [e for e in run["errors"] if "(skipped: path_too_long)" in e]
+        assert len(refused) == 1 and len(run["errors"]) == 1, run["errors"]
+        level = refused[0].split(":", 1)[0].count("/d")
+        again, calls2 = await run_and_collect(c, agent["id"], timeout=300)
+        assert again["status"] == "success" and again["errors"] == [] and calls2 == [], again
+    finally:
+        await c.close()
+    figure("deep tree", "3,000-level tree: first folder refused (path_too_long) at level",
+           level)
