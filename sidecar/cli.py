@@ -17,6 +17,45 @@ EXIT_USAGE = 2
 EXIT_ALREADY_RUNNING = 3
 EXIT_STORE = 4
 EXIT_CONFIG = 5
+EXIT_STORE_LOCKED = 6
+EXIT_CANNOT_WRITE = 7
+
+#: Every exit code and what it means (``sidecar --help``, docs/packaging.md, README).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "ok (a clean stop)"),
+    (EXIT_ERROR, "failure (e.g. the parent process is already gone, the port is taken)"),
+    (EXIT_USAGE, "usage"),
+    (EXIT_ALREADY_RUNNING, "another instance holds the data dir"),
+    (EXIT_STORE, "the database is unusable (damaged, from a newer version, read-only, or a "
+                 "folder in its place)"),
+    (EXIT_CONFIG, "invalid configuration"),
+    (EXIT_STORE_LOCKED, "the database is locked by another program (the file is fine: retry "
+                        "once that program is closed)"),
+    (EXIT_CANNOT_WRITE, "the data or log directory cannot be written (permissions, a "
+                        "read-only or full disk)"),
+)
+#: Stable error codes with an exit code of their own; other errors go by class.
+_EXIT_BY_CODE = {
+    "already_running": EXIT_ALREADY_RUNNING, "weak_token": EXIT_CONFIG,
+    "database_locked": EXIT_STORE_LOCKED, "data_dir_unwritable": EXIT_CANNOT_WRITE,
+    "log_dir_unwritable": EXIT_CANNOT_WRITE, "disk_full": EXIT_CANNOT_WRITE,
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    """The documented exit code for an error that ends a command."""
+    by_code = _EXIT_BY_CODE.get(getattr(exc, "code", None) or "")
+    if by_code is not None:
+        return by_code
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, StoreError):
+        return EXIT_STORE
+    return EXIT_ERROR
+
+
+def exit_codes_text() -> str:
+    return "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES)
 
 #: Settings every subcommand accepts (where state lives and how loud to be).
 COMMON_SETTINGS = ("data_dir", "log_dir", "model_dir", "log_level")
@@ -57,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
         description="Local extraction sidecar: turns files and mail into suggested records.",
+        epilog=exit_codes_text(),
     )
     parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -89,15 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return func(args)
-    except ConfigError as exc:
-        print(f"sidecar: {exc.message}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StoreError as exc:
-        print(f"sidecar: {exc.message}", file=sys.stderr)
-        return EXIT_STORE
     except SidecarError as exc:
         print(f"sidecar: {exc.message}", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING if exc.code == "already_running" else EXIT_ERROR
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
 

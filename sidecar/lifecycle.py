@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import logging
 import os
 import secrets
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from sidecar.errors import SidecarError
+from sidecar.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,9 @@ class InstanceLock:
         self._fh: IO[str] | None = None
 
     def acquire(self) -> InstanceLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process life
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fh = open(fd, "a+", encoding="utf-8")  # noqa: SIM115 - held for the process life
         try:
             self._lock(fh)
         except OSError:
@@ -84,6 +89,8 @@ def resolve_token(token_file: Path, env: dict[str, str] | None = None) -> tuple[
     token_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = token_file.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o600)  # a left-over tmp file keeps its old mode through O_CREAT
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(token)
     os.replace(tmp, token_file)
@@ -148,3 +155,95 @@ def threadsafe_setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> 
             pass
 
     return fire
+
+
+# -- start-up failures ---------------------------------------------------------------------
+
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                 getattr(errno, "EDQUOT", errno.ENOSPC), errno.EEXIST, errno.ENOTDIR}
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """Why the daemon cannot start: its exit code, a stable error code and one human line."""
+
+    exit_code: int
+    error: str
+    message: str
+
+    def line(self) -> str:
+        """The JSON line Electron reads on stdout in place of the ready line."""
+        return json.dumps({"event": "fatal", "code": self.exit_code, "error": self.error,
+                           "message": self.message}, separators=(",", ":"), ensure_ascii=False)
+
+
+def classify(exc: BaseException, paths: Paths | None) -> Fatal:
+    """Turn whatever stopped the start-up into a :class:`Fatal` (one place decides codes)."""
+    import sqlite3
+
+    from sidecar.cli import EXIT_ERROR, exit_code
+    from sidecar.store.db import store_error
+
+    if isinstance(exc, sqlite3.Error) and paths is not None:
+        exc = store_error(paths.database, exc)
+    if isinstance(exc, SidecarError):
+        return Fatal(exit_code(exc), exc.code, exc.message)
+    if isinstance(exc, OSError):
+        return _os_error(exc, paths)
+    return Fatal(EXIT_ERROR, "internal_error",
+                 f"start-up failed: {type(exc).__name__}: {exc} (details in the log)")
+
+
+def _os_error(exc: OSError, paths: Paths | None) -> Fatal:
+    from sidecar.cli import EXIT_ERROR, exit_code
+
+    where = Path(str(exc.filename)) if exc.filename else None
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return Fatal(EXIT_ERROR, "port_in_use",
+                     f"cannot listen on 127.0.0.1: {reason}; pass --port 0 for a free port")
+    if where is not None and paths is not None and exc.errno in _CANNOT_WRITE:
+        for folder, code, name in ((paths.log_dir, "log_dir_unwritable", "log directory"),
+                                   (paths.data_dir, "data_dir_unwritable", "data directory")):
+            if where == folder or folder in where.parents:
+                if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                    err = SidecarError(f"the disk holding the {name} {folder} is full ("
+                                       f"{reason}); free some space", code="disk_full")
+                else:
+                    err = SidecarError(
+                        f"cannot write the {name} {folder} ({reason}: {where}); make it "
+                        f"writable by this user or pass another --{name.split()[0]}-dir",
+                        code=code)
+                return Fatal(exit_code(err), err.code, err.message)
+    return Fatal(EXIT_ERROR, "startup_failed",
+                 f"start-up failed: {reason}" + (f": {where}" if where else ""))
+
+
+def exit_soon(code: int, after: float) -> threading.Timer:
+    """End the process with ``code`` after ``after`` seconds unless it has ended by then.
+
+    A library thread that is not a daemon (aiosqlite's connection thread, an executor's
+    worker stuck in a system call) would otherwise keep a failed or stopped sidecar alive
+    for ever, with Electron waiting on it.
+    """
+
+    def now() -> None:
+        log.warning("still alive %.1fs after the end; exiting with code %d", after, code)
+        for h in logging.getLogger().handlers:
+            try:
+                h.flush()
+            except Exception:  # a broken handler must not stop the exit
+                pass
+        for stream in (sys.stderr, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    t = threading.Timer(after, now)
+    t.daemon = True
+    t.name = "exit-backstop"
+    t.start()
+    return t

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import threading
 from pathlib import Path
+from typing import IO, Any
 
 _SECRETS: set[str] = set()
 _LOCK = threading.Lock()
@@ -35,7 +37,25 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+#: ``log.error(..., extra=FILE_ONLY)``: the record goes to the log file, not to stderr (where
+#: the same fact is already said once, in the caller's own words).
+FILE_ONLY = {"file_only": True}
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Creates the log (and each new one after a rotation) with mode 0600: logs name files."""
+
+    def _open(self) -> IO[Any]:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
+    """stderr plus, if given, a rotating ``log_file``; raises ``OSError`` if it cannot be opened."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -43,10 +63,11 @@ def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
     fmt = RedactingFormatter(FORMAT)
     err = logging.StreamHandler()  # stderr
     err.setFormatter(fmt)
+    err.addFilter(_not_file_only)
     root.addHandler(err)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(
+        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fh = PrivateRotatingFileHandler(
             log_file, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
         )
         fh.setFormatter(fmt)

@@ -240,7 +240,8 @@ async def test_second_instance_on_same_data_dir_is_refused(
         env={**os.environ, "SIDECAR_TOKEN": token})
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 3
-    assert out == b""
+    line = json.loads(out)  # one line, in place of the ready line
+    assert (line["event"], line["code"], line["error"]) == ("fatal", 3, "already_running")
     assert b"already using the data directory" in err and str(daemon.ready.pid).encode() in err
     # the first one is unharmed
     c = await daemon.connect()
@@ -287,7 +288,8 @@ async def test_unusable_database_gives_a_clear_error(data_dir: Path, token: str,
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     text = err.decode()
     assert proc.returncode == 4, text
-    assert out == b""
+    assert out.count(b"\n") == 1 and json.loads(out)["event"] == "fatal"  # in place of ready
+    assert json.loads(out)["code"] == 4
     assert "Traceback" not in text
     assert str(db) in text
     assert ("newer" in text) if damage == "newer" else ("not a valid SQLite" in text)

@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: While opening, a write lock held by another program is reported after this long instead
-#: of being waited out (start-up must end, ready or fatal, within about two seconds).
-OPEN_BUSY_MS = 1000
+#: While opening, a lock held by another program is reported after this long instead of
+#: being waited out (start-up must end, ready or fatal, within about two seconds).
+OPEN_BUSY_MS = 500
 #: Afterwards: how long a statement waits for another program's write lock.
 BUSY_MS = 5000
 #: The database and the files SQLite keeps beside it.
@@ -68,7 +68,7 @@ class Database:
             await self._conn.execute("ROLLBACK")
             await self._conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
         except BaseException as exc:
-            await self.close()
+            await self.close(optimize=False)  # a locked file would make it wait again
             if isinstance(exc, sqlite3.Error):
                 raise store_error(self.path, exc) from None
             raise
@@ -115,12 +115,13 @@ class Database:
                 f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
             )
 
-    async def close(self) -> None:
+    async def close(self, *, optimize: bool = True) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:
-                with suppress(sqlite3.Error, ValueError):
-                    await conn.execute("PRAGMA optimize")
+                if optimize:
+                    with suppress(sqlite3.Error, ValueError):
+                        await conn.execute("PRAGMA optimize")
             finally:
                 # aiosqlite's thread is not a daemon: left running, it keeps the process alive
                 await _to_the_end(conn.close())

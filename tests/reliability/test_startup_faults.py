@@ -1,0 +1,295 @@
+"""Start-up faults: each one ends the real daemon within 2 s with a fatal line and its exit code.
+
+Every case spawns ``sidecar serve`` as Electron does and reads its first stdout line. Instead
+of the ready line it must be ``{"event":"fatal","code":N,"error":"…","message":"…"}``; the
+process must exit with that N within 2 s of the line, print the same message as one line on
+stderr and no traceback. The faults are real: a second process holding ``BEGIN IMMEDIATE``
+(or an exclusive lock) on the database, a read-only database file, unwritable data and log
+directories, a folder where the database should be, a damaged file, a parent that is gone.
+The tests run as root, whom file modes do not stop; where a mode is the fault, the daemon is
+started without the capabilities that let root ignore modes (``setpriv --bounding-set``), as
+an ordinary user's process would be. The expected codes are the documented ones, written
+here by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Figure = Callable[[str, str, Any], None]
+
+#: root without the capabilities that bypass file modes (what an ordinary user has)
+AS_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+TOKEN = "tok-startup-faults-0123456789"
+
+
+@dataclass
+class Outcome:
+    line: dict[str, Any]
+    returncode: int
+    stdout_rest: bytes
+    stderr: list[str]
+    line_s: float  # spawn → fatal line
+    exit_after_line_s: float  # fatal line → process gone
+
+    @property
+    def total_s(self) -> float:
+        return self.line_s + self.exit_after_line_s
+
+
+async def start(data_dir: Path, *, log_dir: Path | None = None, prefix: Sequence[str] = (),
+                extra: Sequence[str] = (),
+                on_spawn: Callable[[int], Awaitable[None]] | None = None) -> Outcome:
+    """Spawn the daemon; its first stdout line, exit code, timing, and everything else."""
+    cmd = [*prefix, sys.executable, "-m", "sidecar", "serve", "--port", "0",
+           "--data-dir", str(data_dir), "--log-dir", str(log_dir or data_dir / "logs"), *extra]
+    t0 = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "SIDECAR_TOKEN": TOKEN})
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        if on_spawn is not None:
+            await asyncio.wait_for(on_spawn(proc.pid), 30)
+        raw = await asyncio.wait_for(proc.stdout.readline(), 30)
+        t_line = time.monotonic()
+        await asyncio.wait_for(proc.wait(), 15)  # a hang guard, not the 2 s check
+        t_exit = time.monotonic()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        err = (await proc.stderr.read()).decode(errors="replace")
+        raise AssertionError(f"the daemon did not exit; stderr: {err[-1500:]}") from None
+    rest = await proc.stdout.read()
+    err = (await proc.stderr.read()).decode(errors="replace").splitlines()
+    assert raw, f"exit {proc.returncode} without any stdout line; stderr: {err[-10:]}"
+    return Outcome(json.loads(raw), proc.returncode or 0, rest, err, t_line - t0,
+                   t_exit - t_line)
+
+
+def check_fatal(o: Outcome, code: int, error: str) -> str:
+    """The contract every start-up fault keeps; returns the message."""
+    assert o.line.get("event") == "fatal", o.line
+    assert set(o.line) == {"event", "code", "error", "message"}, o.line
+    assert (o.line["code"], o.line["error"], o.returncode) == (code, error, code), \
+        (o.line, o.returncode, o.stderr[-5:])
+    message = o.line["message"]
+    assert isinstance(message, str) and message and "\n" not in message
+    assert o.stdout_rest == b"", "nothing may follow the fatal line on stdout"
+    assert not any("Traceback" in line for line in o.stderr), "\n".join(o.stderr)
+    said = [line for line in o.stderr if line.startswith("sidecar: ")]
+    assert said == [f"sidecar: {message}"], o.stderr
+    assert TOKEN not in "\n".join(o.stderr) + json.dumps(o.line)
+    assert o.exit_after_line_s < 2.0, f"exited {o.exit_after_line_s:.2f}s after the fatal line"
+    return message
+
+
+@pytest.fixture
+async def healthy_db(data_dir: Path, tmp_path: Path) -> AsyncIterator[Path]:
+    """The database a previous daemon left: schema, WAL mode, one agent ("Kept")."""
+    from sidecar.client import DaemonProcess
+
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    d = await DaemonProcess.start(data_dir, token=TOKEN)
+    try:
+        c = await d.connect()
+        reply = await c.request({"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "Kept", "directories": [str(folder)],
+            "extensions": [".md"], "data_types": ["tasks"], "schedule_cron": "0 3 * * *",
+            "watch": False}})
+        assert reply["type"] == "agent_upsert_result", reply
+        await c.close()
+    finally:
+        assert await d.stop() == 0
+    path = data_dir / "sidecar.sqlite3"
+    yield path
+    if path.exists():
+        path.chmod(0o600)
+
+
+class Holder:
+    """A second process with the database open and a write lock held, until stopped."""
+
+    def __init__(self, db: Path, how: str) -> None:
+        script = ("import sqlite3, sys, time\n"
+                  f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+                  + ("c.execute('PRAGMA locking_mode=EXCLUSIVE')\nc.execute('BEGIN EXCLUSIVE')\n"
+                     "c.execute('SELECT count(*) FROM sqlite_master').fetchall()\n"
+                     if how == "exclusive" else "c.execute('BEGIN IMMEDIATE')\n")
+                  + "print('holding', flush=True)\ntime.sleep(120)\n")
+        self.proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == b"holding"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.mark.parametrize("how", ["begin_immediate", "exclusive"])
+async def test_database_locked_by_another_process(data_dir: Path, healthy_db: Path, how: str,
+                                                  figure: Figure) -> None:
+    holder = Holder(healthy_db, how)
+    try:
+        o = await start(data_dir)
+    finally:
+        holder.stop()
+    message = check_fatal(o, 6, "database_locked")
+    assert "locked" in message and str(healthy_db) in message
+    assert f"pid {holder.proc.pid}" in message, "the holder is named (Linux /proc/locks)"
+    lowered = message.lower()
+    assert "move it aside" not in lowered and "damaged" not in lowered.replace(
+        "not damaged", "") and "not a valid" not in lowered, message
+    # the file was fine all along: once the holder is gone the daemon starts on it
+    from sidecar.client import DaemonProcess
+
+    d = await DaemonProcess.start(data_dir, token=TOKEN)
+    try:
+        c = await d.connect()
+        agents = (await c.request({"type": "agent_list"}))
+        assert [a["name"] for a in agents["agents"]] == ["Kept"], agents
+        await c.close()
+    finally:
+        await d.stop()
+    figure("start-up faults", f"database locked ({how}): exit 6, s from spawn",
+           round(o.total_s, 2))
+
+
+async def test_read_only_database_file(data_dir: Path, healthy_db: Path,
+                                       figure: Figure) -> None:
+    healthy_db.chmod(0o444)
+    o = await start(data_dir, prefix=AS_USER)
+    message = check_fatal(o, 4, "database_read_only")
+    assert "read-only" in message and str(healthy_db) in message
+    assert "move it aside" not in message
+    mode = healthy_db.stat().st_mode & 0o777
+    assert mode == 0o400, f"{mode:o}: still read-only for its owner, private to them"
+    figure("start-up faults", "read-only database file: exit 4, s from spawn",
+           round(o.total_s, 2))
+
+
+async def test_folder_at_the_database_path(data_dir: Path, figure: Figure) -> None:
+    (data_dir / "sidecar.sqlite3").mkdir()
+    (data_dir / "sidecar.sqlite3" / "keep.txt").write_text("mine")
+    o = await start(data_dir)
+    message = check_fatal(o, 4, "database_not_a_file")
+    assert "folder" in message and str(data_dir / "sidecar.sqlite3") in message
+    assert (data_dir / "sidecar.sqlite3" / "keep.txt").read_text() == "mine"
+    figure("start-up faults", "folder at the database path: exit 4, s from spawn",
+           round(o.total_s, 2))
+
+
+async def test_damaged_database(data_dir: Path, figure: Figure) -> None:
+    (data_dir / "sidecar.sqlite3").write_bytes(b"this is not a database at all" * 100)
+    o = await start(data_dir)
+    message = check_fatal(o, 4, "database_corrupt")
+    assert "not a valid SQLite file" in message and "move it aside" in message
+    figure("start-up faults", "damaged database: exit 4, s from spawn", round(o.total_s, 2))
+
+
+async def test_unwritable_data_directory(tmp_path: Path, figure: Figure) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o500)
+    data.chmod(0o500)  # r-x: the owner may not create files in it
+    o = await start(data, log_dir=tmp_path / "logs", prefix=AS_USER)
+    message = check_fatal(o, 7, "data_dir_unwritable")
+    assert str(data) in message and "Permission denied" in message
+    figure("start-up faults", "unwritable data directory: exit 7, s from spawn",
+           round(o.total_s, 2))
+
+
+@pytest.mark.parametrize("what", ["directory", "log file"])
+async def test_unwritable_log_directory(tmp_path: Path, what: str, figure: Figure) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if what == "log file":
+        (logs / "sidecar.log").write_text("old lines\n")
+        (logs / "sidecar.log").chmod(0o400)
+    else:
+        logs.chmod(0o500)
+    o = await start(tmp_path / "data", log_dir=logs, prefix=AS_USER)
+    message = check_fatal(o, 7, "log_dir_unwritable")
+    assert str(logs) in message
+    figure("start-up faults", f"unwritable log {what}: exit 7, s from spawn",
+           round(o.total_s, 2))
+
+
+async def test_parent_already_gone(data_dir: Path, figure: Figure) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    o = await start(data_dir, extra=["--parent-pid", str(gone.pid)])
+    message = check_fatal(o, 1, "no_parent")
+    assert str(gone.pid) in message
+    figure("start-up faults", "parent already gone: exit 1, s from spawn", round(o.total_s, 2))
+
+
+async def test_fault_while_the_parent_dies(data_dir: Path, healthy_db: Path,
+                                           figure: Figure) -> None:
+    """The parent dies while start-up waits on a locked database: the daemon still ends."""
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = Holder(healthy_db, "begin_immediate")
+
+    async def kill_parent_once_the_database_is_open(pid: int) -> None:
+        fds = Path(f"/proc/{pid}/fd")
+        while True:
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) == str(healthy_db) for fd in fds.iterdir()):
+                    break
+            await asyncio.sleep(0.005)
+        parent.kill()
+        parent.wait()
+
+    try:
+        o = await start(data_dir, extra=["--parent-pid", str(parent.pid)],
+                        on_spawn=kill_parent_once_the_database_is_open)
+    finally:
+        holder.stop()
+        parent.kill()
+    assert parent.returncode is not None
+    check_fatal(o, 6, "database_locked")
+    figure("start-up faults", "locked database, parent killed meanwhile: exit 6, s from spawn",
+           round(o.total_s, 2))
+
+
+async def test_port_taken_after_everything_else_started(data_dir: Path, healthy_db: Path,
+                                                        figure: Figure) -> None:
+    """The last step fails (--port already bound): the store, runner and the rest that had
+    started are closed again, and the process still ends within 2 s."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        o = await start(data_dir, extra=["--port", str(taken.getsockname()[1])])
+    message = check_fatal(o, 1, "port_in_use")
+    assert "--port 0" in message
+    figure("start-up faults", "port already taken: exit 1, s from spawn", round(o.total_s, 2))
+
+
+def test_setpriv_really_drops_roots_override(tmp_path: Path) -> None:
+    """The premise of the mode-based cases: without these capabilities root obeys modes."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    d = tmp_path / "ro"
+    d.mkdir(mode=0o500)
+    d.chmod(0o500)
+    r = subprocess.run([*AS_USER, sys.executable, "-c",
+                        f"open({str(d / 'x')!r}, 'w')"], capture_output=True)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr
+    with sqlite3.connect(tmp_path / "probe.db") as c:  # and SQLite itself is there
+        c.execute("SELECT 1")
