@@ -237,8 +237,19 @@ def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | No
                                 date_text=due or None, priority=table_priority(cell(prio_col)))
 
 
+_HIDDEN = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+
+
+def _mask_hidden(text: str) -> str:
+    """HTML comments (what a mail client never shows, where injected instructions hide)
+    blanked out, newlines kept, so every offset still points at the document's text."""
+    return _HIDDEN.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
 def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
-    """All bullet/checkbox/chat/sentence spans of ``text`` in document order."""
+    """All bullet/checkbox/chat/sentence spans of ``text`` in document order (none inside an
+    HTML comment)."""
+    text = _mask_hidden(text)
     out: list[Candidate] = []
     section: str | None = None
     paragraph: list[_Line] = []

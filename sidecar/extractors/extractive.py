@@ -39,7 +39,7 @@ Judge = Callable[[str, Sequence[Candidate], str], Awaitable[list[float]]]
 class Tuning:
     """Decision parameters; fitted on bench/data (see bench/quality.py), versioned."""
 
-    version: str = "extractive-1"
+    version: str = "extractive-2"
     #: Ask the model only when the prior's log-odds fall in this band.
     ask_low: float = -2.5
     ask_high: float = 3.0
@@ -47,7 +47,7 @@ class Tuning:
     model_weight: float = 0.6
     #: Minimum confidence to emit, per table.
     task_threshold: float = 0.5
-    note_threshold: float = 0.6
+    note_threshold: float = 0.5
     timeline_threshold: float = 0.6
 
 

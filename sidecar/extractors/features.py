@@ -97,7 +97,18 @@ _NOTE_CUE = re.compile(
 #: Sections whose lines are facts worth keeping (money, scope, dates, constraints).
 _FACT_SECTION = re.compile(r"(budget|scope|timeline|key dates|constraints?|goals?|"
                            r"requirements?|risks?|pricing|terms|presupuesto|alcance)", re.I)
-_FIGURE = re.compile(r"[£$€¥]\s?\d|\d\s?(?:%|eur|usd|gbp|k\b)|\b\d{1,3}(?:,\d{3})+\b", re.I)
+_FIGURE = re.compile(r"[£$€¥]\s?\d|\d\s?(?:%|eur|usd|gbp|nok|sek|dkk|chf|k\b)"
+                     r"|\b\d{1,3}(?:,\d{3})+\b", re.I)
+#: Facts that stick: something decided, fixed, confirmed or scheduled.
+_SETTLED = re.compile(
+    r"\b(?:is|are|was|were|has been|have been|stays?|remains?|queda|quedan)\s+(?:now\s+)?"
+    r"(?:approved|confirmed|fixed|final|agreed|signed|booked|scheduled|planned|capped|set|"
+    r"out of scope|in scope|valid|the favourite|aprobad[oa]s?|confirmad[oa]s?)\b"
+    r"|\b(?:stays? (?:at|as|on|with|out)|moves? (?:to|from)|is planned for|out of scope|"
+    r"no longer|instead of|rather than|only\b.{0,30}\bnot\b)", re.I)
+#: Sections of a report or minutes whose statements are its substance.
+_SUMMARY_SECTION = re.compile(r"(summary|discussion|background|context|overview|highlights|"
+                              r"where we are|status|scope|resumen|contexto|antecedentes)", re.I)
 _NOTE_SECTION = re.compile(r"(decision|key point|notes?$|agreement|outcome|decisiones|"
                            r"acuerdos)", re.I)
 _MILESTONE = re.compile(
@@ -216,6 +227,10 @@ def task_evidence(c: Candidate) -> Evidence:
     return Evidence(sum(w for _, w in parts), tuple(parts))
 
 
+SETTLED_W = 2.5
+SUMMARY_W = 1.5
+
+
 def note_evidence(c: Candidate) -> Evidence:
     parts: list[tuple[str, float]] = [("bias", -3.0)]
     label = (c.label or "").lower()
@@ -228,6 +243,10 @@ def note_evidence(c: Candidate) -> Evidence:
         parts.append(("fact_section", 2.5))
     if _NOTE_CUE.search(c.text):
         parts.append(("note_cue", 3.0))
+    elif _SETTLED.search(c.text):
+        parts.append(("settled", SETTLED_W))
+    if c.section and _SUMMARY_SECTION.search(c.section) and not _NOTE_SECTION.search(c.section):
+        parts.append(("summary_section", SUMMARY_W))
     if _FIGURE.search(c.text):
         parts.append(("figure", 0.8))
     if _REQUEST.search(c.text) or _first_word(c.text) in IMPERATIVE_VERBS:
@@ -253,9 +272,16 @@ def timeline_evidence(c: Candidate, has_date: bool) -> Evidence:
     if c.section and re.search(r"(milestone|timeline|schedule|plan|roadmap|dates|calendar|"
                                r"hitos|cronograma|fechas)", c.section, re.I):
         parts.append(("timeline_section", 2.0))
+    if (c.label or "").lower() in _TIMELINE_COLUMNS:
+        parts.append(("timeline_table", 3.0))  # a row of a milestone plan
     if _first_word(c.text) in IMPERATIVE_VERBS or _REQUEST.search(c.text):
         parts.append(("actionable", -1.5))
     return Evidence(sum(w for _, w in parts), tuple(parts))
+
+
+#: A table whose text column is headed like this lists events, not tasks.
+_TIMELINE_COLUMNS = frozenset({"milestone", "milestones", "phase", "event", "events", "stage",
+                               "hito", "hitos", "fase", "evento"})
 
 
 #: Nouns that name an event even though they can be verbs: "Launch on 2 June", "Review call".
