@@ -236,3 +236,26 @@ def test_never_raises(text: str) -> None:
 def test_to_epoch_ms_never_raises(value: object) -> None:
     result = to_epoch_ms(value, REF)
     assert result is None or isinstance(result, int)
+
+
+@pytest.mark.parametrize(("expr", "ref", "expected"), [
+    # a weekday beside a day and month picks the nearby year in which they agree
+    ("Thu 16 Apr", datetime(2026, 12, 5, 9, tzinfo=BERLIN), (2026, 4, 16)),
+    ("Thursday, 16 April", datetime(2026, 12, 5, 9, tzinfo=BERLIN), (2026, 4, 16)),
+    ("Fri 16 Apr", datetime(2026, 12, 5, 9, tzinfo=BERLIN), (2027, 4, 16)),
+    ("Tuesday 8 April", datetime(2026, 12, 5, 9, tzinfo=BERLIN), (2025, 4, 8)),
+    ("friday 9 may", datetime(2025, 5, 9, 9, tzinfo=BERLIN), (2025, 5, 9)),
+    # "Wednesday the 25th": the nearest month in which the 25th is a Wednesday
+    ("Wednesday the 25th", datetime(2026, 12, 5, 9, tzinfo=BERLIN), (2026, 11, 25)),
+    ("Wednesday the 25th", datetime(2026, 2, 9, 9, tzinfo=BERLIN), (2026, 2, 25)),
+    ("Wed 25th", datetime(2026, 2, 9, 9, tzinfo=BERLIN), (2026, 2, 25)),
+    ("el miércoles 9", datetime(2026, 12, 5, 9, tzinfo=BERLIN), (2026, 12, 9)),
+])
+def test_weekday_and_year_agree(expr: str, ref: datetime, expected: tuple[int, int, int]) -> None:
+    assert resolve_date(expr, ref) == ms(*expected)
+
+
+def test_a_bare_weekday_and_number_is_not_a_date() -> None:
+    # "Friday 3" could be a time, a count or a room: only "the 3rd"/"3rd" or Spanish names it
+    assert resolve_date("Friday 3", REF) is None
+    assert resolve_date("Friday 3pm", REF) == ms(2026, 11, 27, 15)
