@@ -5,8 +5,11 @@ Every accepted connection is *pending* until a request on it shows the launch to
 the handshake timeout whatever it did meanwhile (sent nothing, half a request line, one idle
 ``/health`` keep-alive); at most ``max_pending`` are held, and fewer when the descriptors
 left under ``RLIMIT_NOFILE`` fall below the reserve kept for the real client and the store:
-the oldest pending ones are closed first. What is closed is logged as a count, rate-limited,
-so a flood cannot rotate the useful history out of the log file.
+the oldest pending ones are closed first. The cap spares connections younger than
+:data:`GRACE`: the real client's upgrade request may still wait in the socket behind a burst
+of accepts (asyncio accepts up to the backlog at once); only the descriptor reserve closes
+those. What is closed is logged as a count, rate-limited, so a flood cannot rotate the useful
+history out of the log file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from sidecar.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
+#: Seconds a new connection is spared by the cap (not by the descriptor reserve).
+GRACE = 1.0
 #: Where the process's open descriptors are listed (Linux, then macOS/BSD).
 _FD_DIRS = ("/proc/self/fd", "/dev/fd")
 
@@ -57,7 +62,9 @@ class ConnectionGuard:
         self.handshake_timeout = handshake_timeout
         self.max_pending = max(1, max_pending)
         self.reserve = max(0, reserve)
-        self._pending: OrderedDict[RequestHandler, asyncio.TimerHandle] = OrderedDict()
+        #: handler → (when accepted, its deadline), oldest first
+        self._pending: OrderedDict[RequestHandler, tuple[float, asyncio.TimerHandle]] = (
+            OrderedDict())
         self._quiet = RateLimitedLog(log, interval=60.0)
         self.timed_out = 0
         self.evicted = 0
@@ -69,13 +76,14 @@ class ConnectionGuard:
 
     def opened(self, handler: RequestHandler) -> None:
         loop = asyncio.get_running_loop()
-        self._pending[handler] = loop.call_later(self.handshake_timeout, self._expire, handler)
-        self._make_room()
+        self._pending[handler] = (loop.time(), loop.call_later(self.handshake_timeout,
+                                                               self._expire, handler))
+        self._make_room(loop.time())
 
     def closed(self, handler: RequestHandler) -> None:
-        timer = self._pending.pop(handler, None)
-        if timer is not None:
-            timer.cancel()
+        entry = self._pending.pop(handler, None)
+        if entry is not None:
+            entry[1].cancel()
 
     def trust(self, handler: Any) -> None:
         """The connection showed the token: no deadline, no eviction from now on."""
@@ -91,23 +99,27 @@ class ConnectionGuard:
         self._quiet.info("timeout", "closed a connection that showed no token within %.0fs "
                          "(%d so far)", self.handshake_timeout, self.timed_out)
 
-    def _make_room(self) -> None:
-        """Close the oldest pending connections beyond the cap or into the reserve."""
-        excess = len(self._pending) - self.max_pending
+    def _make_room(self, now: float) -> None:
+        """Close the oldest pending connections beyond the cap (sparing the young) and, all
+        ages alike, while the descriptors left are fewer than the reserve."""
         limit, used = descriptor_limit(), open_descriptors()
-        if limit is not None and used is not None:
-            excess = max(excess, used - (limit - self.reserve))
-        if excess <= 0:
-            return
-        for _ in range(min(excess, len(self._pending))):
-            handler, timer = self._pending.popitem(last=False)
+        short = used - (limit - self.reserve) if limit is not None and used is not None else 0
+        over = len(self._pending) - self.max_pending
+        closed = 0
+        while self._pending and (short > 0 or over > 0):
+            handler, (since, timer) = next(iter(self._pending.items()))
+            if short <= 0 and now - since < GRACE:
+                break  # only the cap is exceeded, and the oldest is still young
+            del self._pending[handler]
             timer.cancel()
             _abort(handler)
-            self.evicted += 1
-        self._quiet.warning(
-            "evict", "too many connections without a token (%d pending, %s of %s descriptors "
-            "in use): closed the oldest; %d closed so far", len(self._pending), used, limit,
-            self.evicted)
+            short, over, closed = short - 1, over - 1, closed + 1
+        if closed:
+            self.evicted += closed
+            self._quiet.warning(
+                "evict", "too many connections without a token (%d pending, %s of %s "
+                "descriptors in use): closed the oldest; %d closed so far",
+                len(self._pending), used, limit, self.evicted)
 
 
 def _abort(handler: RequestHandler) -> None:

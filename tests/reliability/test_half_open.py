@@ -148,6 +148,68 @@ async def test_1100_half_open_sockets_under_1024_fds_leave_room_for_the_real_cli
                 or "out of system resource" in line], "the daemon ran out of descriptors"
 
 
+async def test_real_client_gets_in_during_a_sustained_flood(
+        data_dir: Path, token: str, figure: Figure) -> None:
+    """8 programs keep opening connections (3,200 in all) while the app reconnects 20 times."""
+    d = await DaemonProcess.start(
+        data_dir, token=token,
+        command=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", sys.executable, "-m",
+                 "sidecar"])
+    held: list[list[socket.socket]] = []
+    times: list[float] = []
+    failures: list[str] = []
+    try:
+        flood = asyncio.gather(*(open_half(d.ready.port, 400) for _ in range(8)))
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            t0 = time.monotonic()
+            try:
+                c = await asyncio.wait_for(d.connect(), 20)
+                assert (await c.hello())["type"] == "hello_result"
+                times.append(time.monotonic() - t0)
+                await c.close()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+        held = await flood
+    finally:
+        for batch in held:
+            for s in batch:
+                s.close()
+        await d.stop()
+    times.sort()
+    figure("half-open", "app reconnects during a sustained flood (3,200 sockets)",
+           f"{len(times)}/20, median {times[len(times) // 2] * 1000:.0f} ms, "
+           f"max {times[-1] * 1000:.0f} ms" if times else "0/20")
+    assert not failures, failures
+    assert not [line for line in d.stderr_lines if "Too many open files" in line
+                or "out of system resource" in line], "the daemon ran out of descriptors"
+
+
+async def test_a_client_slow_to_send_its_request_survives_a_burst_behind_it(
+        data_dir: Path, token: str) -> None:
+    """The real client's request may wait behind a burst of accepts: the cap spares it."""
+    d = await DaemonProcess.start(data_dir, token=token)
+    loop = asyncio.get_running_loop()
+    held: list[socket.socket] = []
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setblocking(False)
+    try:
+        await loop.sock_connect(slow, ("127.0.0.1", d.ready.port))
+        held = await open_half(d.ready.port, 300)  # far more than the 64 pending allowed
+        await loop.sock_sendall(slow, (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{d.ready.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n").encode())
+        reply = await asyncio.wait_for(loop.sock_recv(slow, 200), 10)
+    finally:
+        slow.close()
+        for s in held:
+            s.close()
+        await d.stop()
+    assert len(held) == 300
+    assert reply.startswith(b"HTTP/1.1 101 "), reply
+
+
 async def test_refused_handshake_flood_leaves_a_few_log_lines(
         data_dir: Path, token: str, figure: Figure) -> None:
     """1,000 upgrades with a wrong token: each refused, the log keeps its history."""
