@@ -41,7 +41,8 @@ async def daemon_nodac(data_dir: Path, token: str, model_dir: Path, default_mode
                        ) -> AsyncIterator[DaemonProcess]:
     d = await DaemonProcess.start(
         data_dir, token=token, command=[*NO_DAC, sys.executable, "-m", "sidecar"],
-        extra_args=["--model-dir", str(model_dir), "--watch-quiet-seconds", "0.3"])
+        extra_args=["--model-dir", str(model_dir), "--watch-quiet-seconds", "0.3",
+                    "--watch-poll-seconds", "0.5"])
     try:
         yield d
     finally:
@@ -107,14 +108,15 @@ def skip_rows(data_dir: Path, run_id: str) -> list[tuple[str, str, str]]:
                           "ORDER BY item", (run_id,)).fetchall()
 
 
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "polling"])
 async def test_a_chmod_fixed_file_arrives_from_the_watcher_without_a_rescan(
-        c: SidecarClient, tmp_path: Path, data_dir: Path, figure: Record) -> None:
+        c: SidecarClient, tmp_path: Path, data_dir: Path, figure: Record, poll: bool) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "binary.txt").write_bytes(bytes(range(256)) * 8)
     locked = folder / "lease.md"
     before = unreadable(locked, LOCKED)
-    agent = await make_agent(c, folder, watch=True, extensions=[".md", ".txt"])
+    agent = await make_agent(c, folder, watch=True, poll=poll, extensions=[".md", ".txt"])
 
     run, calls = await run_now(c, agent["id"])
     assert calls == [], titles(calls)
@@ -143,7 +145,8 @@ async def test_a_chmod_fixed_file_arrives_from_the_watcher_without_a_rescan(
     # only the file the event named was looked at: no rescan of the folder
     assert progress and {p["files_total"] for p in progress} == {1}, progress
     assert not any("binary.txt" in e for e in fixed["errors"])
-    figure("skips", "chmod-fixed file → its records (watcher, no rescan) s", round(took, 1))
+    mode = "polling 0.5 s" if poll else "inotify"
+    figure("skips", f"chmod-fixed file → its records, {mode}, no rescan (s)", round(took, 1))
 
 
 async def test_transient_skips_retry_at_the_next_scan_then_back_off(
@@ -175,3 +178,28 @@ async def test_transient_skips_retry_at_the_next_scan_then_back_off(
     fourth, _ = await run_now(c, agent["id"])
     assert [e for e in fourth["errors"] if "venue.md" in e], fourth
     figure("skips", "transient skip retried at the next scan", "yes (then backs off)")
+
+
+async def test_a_chmod_fixed_folder_brings_its_files_from_the_watcher(
+        c: SidecarClient, tmp_path: Path, figure: Record) -> None:
+    """A folder the daemon may not list is retried too: fixing it (an attribute event on
+    the folder) rescans, and the files inside arrive."""
+    folder = tmp_path / "docs"
+    closed = folder / "private"
+    closed.mkdir(parents=True)
+    (closed / "lease.md").write_text(LOCKED)
+    closed.chmod(0)
+    agent = await make_agent(c, folder, watch=True)
+    try:
+        run, calls = await run_now(c, agent["id"])
+        assert calls == [], titles(calls)
+        line = [e for e in run["errors"] if "private" in e]
+        assert line and "(skipped: permission_denied); will be retried" in line[0], run
+        t0 = time.monotonic()
+        closed.chmod(0o755)
+        fixed, calls2, _ = await next_run(c, trigger="watch", timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        closed.chmod(0o755)
+    assert "signed lease" in " ".join(titles(calls2)), (fixed, titles(calls2))
+    figure("skips", "chmod-fixed folder → its files' records (watcher) s", round(took, 1))
