@@ -25,12 +25,26 @@ PROTOCOL_INTRO = f"""# Wire protocol (version {PROTOCOL_VERSION})
    "protocol":{PROTOCOL_VERSION},"host":"127.0.0.1"}}`. Nothing else is ever written to stdout.
    If `SIDECAR_TOKEN` was absent, the line also carries `token_file`: the token was generated
    into that file (mode 0600), never printed.
+   If the sidecar cannot start, the line is a **fatal line** instead:
+   `{{"event":"fatal","code":4,"error":"database_read_only","message":"the database … is
+   read-only …"}}`. `code` is the process's exit code, `error` a stable code (table below),
+   `message` one sentence for the user. The same sentence is the one line on stderr, and
+   the process has exited, or exits within 2 s. See [Start-up failures](#start-up-failures).
 3. Open `ws://127.0.0.1:N/ws` with `Authorization: Bearer <token>` (or `?token=<token>` from a
    browser context). Missing or wrong token: HTTP 401 before the upgrade. An `Origin` header
    other than absent, `file://`, `app://…` or a loopback `http(s)://` origin: HTTP 403.
 4. Send `hello`. Inserts (`tool_call`) are only pushed to clients that said hello.
 
 `GET /health` answers without a token (no secrets in it) for liveness checks.
+
+## Start-up failures
+
+Every failure before the ready line ends the same way: the fatal line on stdout (the only
+line), `sidecar: <message>` on stderr (no traceback; that goes to the log file), and exit
+code `code` within 2 s, whether or not the parent is still alive. Electron can show
+`message` as it is and decide on `error`:
+
+{{FATAL_TABLE}}
 
 ## Rules
 
@@ -68,8 +82,16 @@ value (`field` names it) |
 """
 
 
+def fatal_table() -> str:
+    from sidecar.lifecycle import FATAL_ERRORS
+
+    rows = ["| error | exit code | when |", "|---|---|---|"]
+    rows += [f"| `{error}` | {code} | {when} |" for error, code, when in FATAL_ERRORS]
+    return "\n".join(rows)
+
+
 def protocol_md() -> str:
-    parts = [PROTOCOL_INTRO]
+    parts = [PROTOCOL_INTRO.replace("{FATAL_TABLE}", fatal_table())]
     for direction, title in (("client", "Client → sidecar"), ("sidecar", "Sidecar → client")):
         parts.append(f"\n### {title}\n")
         for t, cls in p.FRAME_TYPES.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -40,6 +41,10 @@ _EXIT_BY_CODE = {
     "database_locked": EXIT_STORE_LOCKED, "data_dir_unwritable": EXIT_CANNOT_WRITE,
     "log_dir_unwritable": EXIT_CANNOT_WRITE, "disk_full": EXIT_CANNOT_WRITE,
 }
+
+
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                 getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 def exit_code(exc: BaseException) -> int:
@@ -132,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SidecarError as exc:
         print(f"sidecar: {exc.message}", file=sys.stderr)
         return exit_code(exc)
+    except OSError as exc:  # the data or log directory, mostly: one line, not a traceback
+        print(f"sidecar: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+              file=sys.stderr)
+        return EXIT_CANNOT_WRITE if exc.errno in _CANNOT_WRITE else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -159,6 +159,28 @@ def threadsafe_setter(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> 
 
 # -- start-up failures ---------------------------------------------------------------------
 
+#: Every ``error`` a fatal line can carry: (error, exit code, when). docs/protocol.md.
+FATAL_ERRORS: tuple[tuple[str, int, str], ...] = (
+    ("invalid_config", 5, "a flag or environment variable is invalid (the message names it)"),
+    ("weak_token", 5, "`SIDECAR_TOKEN` is shorter than 16 characters"),
+    ("already_running", 3, "another sidecar holds the data directory (its pid is named)"),
+    ("no_parent", 1, "the `--parent-pid` process is already gone"),
+    ("data_dir_unwritable", 7, "the data directory cannot be created or written"),
+    ("log_dir_unwritable", 7, "the log directory or log file cannot be created or written"),
+    ("disk_full", 7, "no space left on the disk holding the data or log directory"),
+    ("database_locked", 6, "another program holds a lock on the database (named when it can "
+                           "be found); the file is fine: retry once that program is closed"),
+    ("database_read_only", 4, "the database file is read-only (mode, immutable flag, "
+                              "read-only disk)"),
+    ("database_not_a_file", 4, "a folder (or other non-file) is where the database should be"),
+    ("database_corrupt", 4, "the database is damaged or not an SQLite file: move it aside"),
+    ("database_too_new", 4, "the database was written by a newer sidecar"),
+    ("store_error", 4, "another SQLite error (the message quotes it); the file is left as is"),
+    ("port_in_use", 1, "`--port` is taken (use `--port 0`)"),
+    ("startup_failed", 1, "another operating-system error (the message quotes it)"),
+    ("internal_error", 1, "a bug; the traceback is in the log file, not on stderr"),
+)
+
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
                  getattr(errno, "EDQUOT", errno.ENOSPC), errno.EEXIST, errno.ENOTDIR}
 

@@ -95,6 +95,9 @@ def check_fatal(o: Outcome, code: int, error: str) -> str:
     assert said == [f"sidecar: {message}"], o.stderr
     assert TOKEN not in "\n".join(o.stderr) + json.dumps(o.line)
     assert o.exit_after_line_s < 2.0, f"exited {o.exit_after_line_s:.2f}s after the fatal line"
+    from sidecar.lifecycle import FATAL_ERRORS  # docs/protocol.md's table
+
+    assert (error, code) in {(e, c) for e, c, _ in FATAL_ERRORS}, "undocumented"
     return message
 
 
@@ -279,6 +282,35 @@ async def test_port_taken_after_everything_else_started(data_dir: Path, healthy_
     message = check_fatal(o, 1, "port_in_use")
     assert "--port 0" in message
     figure("start-up faults", "port already taken: exit 1, s from spawn", round(o.total_s, 2))
+
+
+@pytest.mark.parametrize("fault", ["locked", "unwritable"])
+async def test_other_commands_say_the_same(data_dir: Path, healthy_db: Path, tmp_path: Path,
+                                           fault: str) -> None:
+    """`sidecar agents list` beside a locked database or over an unwritable directory: the
+    same one line and exit code as the daemon, no traceback, nothing on stdout."""
+    prefix: list[str] = []
+    holder = Holder(healthy_db, "begin_immediate") if fault == "locked" else None
+    target = data_dir
+    if fault == "unwritable":
+        target = tmp_path / "ro" / "data"
+        target.parent.mkdir(mode=0o500)
+        target.parent.chmod(0o500)
+        prefix = AS_USER
+    try:
+        r = await asyncio.to_thread(
+            subprocess.run, [*prefix, sys.executable, "-m", "sidecar", "agents", "list",
+                             "--data-dir", str(target), "--log-dir", str(tmp_path / "logs")],
+            capture_output=True, text=True, timeout=30)
+    finally:
+        if holder is not None:
+            holder.stop()
+    assert r.returncode == (6 if fault == "locked" else 7), r
+    assert r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("sidecar: ")]
+    assert len(lines) == 1, r.stderr
+    assert ("locked by another program" in lines[0]) if fault == "locked" else (
+        "Permission denied" in lines[0] and str(target) in lines[0])
 
 
 def test_setpriv_really_drops_roots_override(tmp_path: Path) -> None:
