@@ -38,22 +38,40 @@ def available_models(app: web.Application) -> list[dict[str, Any]]:
 
 
 #: Entries of a run's ``errors`` a frame carries (``errors_total`` says how many there
-#: are): a reply stays small whatever a run met. The run log in SQLite keeps them all.
+#: are), error lines one reply carries over all its runs, and characters of one line: a
+#: reply stays small whatever the runs met. The run log in SQLite keeps every line whole.
 ERRORS_IN_FRAME = 50
+ERROR_LINES_PER_REPLY = 100
+ERROR_LINE_CHARS = 500
 
 
-async def run_views(app: web.Application, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs as frames carry them: errors capped with their total, skips counted apart."""
+def clip_line(line: str) -> str:
+    """Long lines (a 4 KB path) keep their start and their end, where the reason is."""
+    if len(line) <= ERROR_LINE_CHARS:
+        return line
+    half = (ERROR_LINE_CHARS - 1) // 2
+    return f"{line[:half]}…{line[-half:]}"
+
+
+async def run_views(app: web.Application, runs: list[dict[str, Any]], *,
+                    sharing: int | None = None) -> list[dict[str, Any]]:
+    """Runs as frames carry them: errors capped with their total, skips counted apart.
+    ``sharing``: how many runs share the reply's line budget (default: these)."""
     from sidecar.store.files import RunSkipLog
 
+    per_run = min(ERRORS_IN_FRAME, ERROR_LINES_PER_REPLY // max(1, sharing or len(runs)))
     counts = await RunSkipLog(app[STORE].db).counts(r["id"] for r in runs)
-    return [{**r, "errors": r["errors"][:ERRORS_IN_FRAME], "errors_total": len(r["errors"]),
+    return [{**r, "errors": [clip_line(e) for e in r["errors"][:per_run]],
+             "errors_total": len(r["errors"]),
              "skipped": counts.get(r["id"], {"permanent": 0, "transient": 0})} for r in runs]
 
 
-async def agent_status(app: web.Application, record: dict[str, Any]) -> dict[str, Any]:
-    """One agent's line in ``status``: next run, last run outcome."""
-    runs = await run_views(app, await app[STORE].runs.list(agent_id=record["id"], limit=1))
+async def agent_status(app: web.Application, record: dict[str, Any], *, sharing: int = 1
+                       ) -> dict[str, Any]:
+    """One agent's line in ``status``: next run, last run outcome (``sharing``: agents in
+    the reply, who share its error-line budget)."""
+    runs = await run_views(app, await app[STORE].runs.list(agent_id=record["id"], limit=1),
+                           sharing=sharing)
     scheduler = app[SCHEDULER]  # set by scheduler_ctx before the first request
     nxt = (scheduler.upcoming(record["id"], record["schedule_cron"], record.get("last_run_at"))
            if record.get("enabled") else None)
@@ -155,7 +173,7 @@ def register_handlers(app: web.Application) -> None:
     @hub.route(p.Status)
     async def status(client: Client, frame: p.Status) -> p.Frame:
         records = await app[STORE].agents.records()
-        agents = [await agent_status(app, r) for r in records]
+        agents = [await agent_status(app, r, sharing=len(records)) for r in records]
         pending = await app[STORE].outbox.count("pending")
         return p.StatusResult(request_id=frame.request_id, version=__version__, agents=agents,
                               outbox_pending=pending, clients=len(hub.clients))

@@ -22,6 +22,8 @@ from tests.reliability.conftest import Record
 from tests.test_local_agent import make_agent, run_and_collect, titles
 
 SKIPPED = 20_000
+#: Runs of the 120-error agent listed at once.
+RUNS = 12
 #: What a reply may weigh whatever the folder holds: a few dozen listed lines, not 20,000.
 #: (The unbounded status reply measured 1.3 MB for this folder.)
 REPLY_BOUND = 64 * 1024
@@ -118,6 +120,9 @@ async def test_a_run_with_120_errors_is_capped_in_frames_and_whole_in_the_log(
                                      remote={"base_url": engine.url, "model": "fake"})
             run, _ = await run_and_collect(c, agent["id"], timeout=300)
             status_text = await raw_reply(d, {"type": "status"})
+            for _ in range(RUNS - 1):  # the refused documents are tried again each run
+                await run_and_collect(c, agent["id"], timeout=300)
+            runs_text = await raw_reply(d, {"type": "run_list", "limit": 500})
         finally:
             await c.close()
     finally:
@@ -132,5 +137,10 @@ async def test_a_run_with_120_errors_is_capped_in_frames_and_whole_in_the_log(
     assert last["errors_total"] == len(logged)
     assert last["errors"] == logged[:len(last["errors"])] and len(last["errors"]) <= 50
     assert len(status_text.encode()) < REPLY_BOUND
+    listed = json.loads(runs_text)["runs"]
+    assert len(listed) == RUNS and all(r["errors_total"] == len(logged) for r in listed)
+    assert len(runs_text.encode()) < REPLY_BOUND, len(runs_text.encode())
     figure("bounded replies", "run errors in SQLite / in the status frame",
            f"{len(logged)} / {len(last['errors'])}")
+    figure("bounded replies", f"run_list of {RUNS} runs × {len(logged)} errors: reply bytes",
+           len(runs_text.encode()))

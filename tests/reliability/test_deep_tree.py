@@ -181,6 +181,11 @@ async def test_a_tree_deeper_than_path_max_is_refused_below_the_limit_and_the_re
         refused = [e for e in run["errors"] if "(skipped: path_too_long)" in e]
         assert len(refused) == 1 and len(run["errors"]) == 1, run["errors"]
         level = refused[0].split(":", 1)[0].count("/d")
+        status = await c.request({"type": "status"})
+        shown = next(a for a in status["agents"] if a["id"] == agent["id"])["last_run"]
+        # a 4 KB path is not sent whole in every reply; the reason at its end still is
+        assert len(shown["errors"][0]) < 1000 < len(refused[0]), shown["errors"]
+        assert shown["errors"][0].endswith("(skipped: path_too_long)"), shown["errors"]
         again, calls2 = await run_and_collect(c, agent["id"], timeout=300)
         assert again["status"] == "success" and again["errors"] == [] and calls2 == [], again
     finally:
