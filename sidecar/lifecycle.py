@@ -181,6 +181,7 @@ FATAL_ERRORS: tuple[tuple[str, int, str], ...] = (
     ("internal_error", 1, "a bug; the traceback is in the log file, not on stderr"),
 )
 
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
                  getattr(errno, "EDQUOT", errno.ENOSPC), errno.EEXIST, errno.ENOTDIR}
 
@@ -224,11 +225,16 @@ def _os_error(exc: OSError, paths: Paths | None) -> Fatal:
     if exc.errno == errno.EADDRINUSE:
         return Fatal(EXIT_ERROR, "port_in_use",
                      f"cannot listen on 127.0.0.1: {reason}; pass --port 0 for a free port")
+    if exc.errno in _NO_SPACE and paths is not None and where is None:
+        err = SidecarError(f"no space left on the disk holding the data directory "
+                           f"{paths.data_dir} (or the log directory {paths.log_dir}); free "
+                           "some space", code="disk_full")
+        return Fatal(exit_code(err), err.code, err.message)
     if where is not None and paths is not None and exc.errno in _CANNOT_WRITE:
         for folder, code, name in ((paths.log_dir, "log_dir_unwritable", "log directory"),
                                    (paths.data_dir, "data_dir_unwritable", "data directory")):
             if where == folder or folder in where.parents:
-                if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                if exc.errno in _NO_SPACE:
                     err = SidecarError(f"the disk holding the {name} {folder} is full ("
                                        f"{reason}); free some space", code="disk_full")
                 else:

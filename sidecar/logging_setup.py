@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +49,27 @@ def _not_file_only(record: logging.LogRecord) -> bool:
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Creates the log (and each new one after a rotation) with mode 0600: logs name files."""
+
+    _failing = False  # the last write failed (and stderr was told)
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)
+        if not self._failed_now:
+            self._failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A full or read-only disk: say so once on stderr, not a traceback per record."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self._failed_now = True
+        if not self._failing:
+            self._failing = True
+            sys.stderr.write(f"sidecar: cannot write the log file {self.baseFilename} "
+                             f"({exc.strerror or exc}); logging to stderr only meanwhile\n")
 
     def _open(self) -> IO[Any]:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

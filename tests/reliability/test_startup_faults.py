@@ -23,7 +23,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,6 +282,52 @@ async def test_port_taken_after_everything_else_started(data_dir: Path, healthy_
     message = check_fatal(o, 1, "port_in_use")
     assert "--port 0" in message
     figure("start-up faults", "port already taken: exit 1, s from spawn", round(o.total_s, 2))
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs filled to the last block (root may mount; skipped where it may not)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs",
+                        str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        with contextlib.suppress(OSError), (mnt / "filler").open("wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_data_disk_full_at_start(full_disk: Path, tmp_path: Path,
+                                       figure: Figure) -> None:
+    o = await start(full_disk / "data", log_dir=tmp_path / "logs")
+    message = check_fatal(o, 7, "disk_full")
+    assert str(full_disk / "data") in message and "free some space" in message
+    figure("start-up faults", "data disk full: exit 7, s from spawn", round(o.total_s, 2))
+
+
+async def test_log_disk_full_is_said_once_and_the_daemon_runs(
+        full_disk: Path, data_dir: Path) -> None:
+    """Only the log's disk is full: not fatal; one stderr line says so, no tracebacks."""
+    from sidecar.client import DaemonProcess
+
+    logs = full_disk / "logs"
+    d = await DaemonProcess.start(data_dir, token=TOKEN, extra_args=["--log-dir", str(logs)])
+    try:
+        c = await d.connect()
+        for _ in range(5):  # each request logs; each log write fails
+            await c.hello()
+        await c.close()
+    finally:
+        assert await d.stop() == 0
+    told = [line for line in d.stderr_lines if "cannot write the log file" in line]
+    assert len(told) == 1, d.stderr_lines[-10:]
+    assert not any("Traceback" in line or "Logging error" in line for line in d.stderr_lines)
 
 
 @pytest.mark.parametrize("fault", ["locked", "unwritable"])
