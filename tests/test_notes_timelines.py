@@ -199,3 +199,37 @@ async def test_nothing_is_taken_from_an_html_comment_hidden_in_an_email() -> Non
     assert "floor plan" in text and "£1,800" in text
     for it in items:  # spans still point at the document's own text
         assert it.source.span is not None and mail[it.source.span[0]:it.source.span[1]]
+
+
+STATUS_PAGE = """<html><body><h1>Oakmere archive – status</h1>
+<p>Updated 14 October 2025.</p>
+<h2>Milestones</h2>
+<table><tr><th>Milestone</th><th>Date</th><th>Status</th></tr>
+<tr><td>Project charter signed</td><td>3 Mar</td><td>Done</td></tr>
+<tr><td>Content audit complete</td><td>19 Sep</td><td>Done</td></tr>
+<tr><td>Design sign-off</td><td>3 Oct</td><td>Done</td></tr>
+<tr><td>User test with library volunteers</td><td>5 Nov</td><td>Planned</td></tr>
+<tr><td>Build search for the transcripts</td><td>12 Nov</td><td>Planned</td></tr>
+</table>
+<h2>Minutes</h2>
+<p>Jorge hará la sesión de fotos del obrador el 14 de abril.</p>
+</body></html>"""
+
+
+async def test_an_html_milestone_table_gives_timelines_past_rows_in_the_past(
+        tmp_path: Path) -> None:
+    path = tmp_path / "status.html"
+    path.write_text(STATUS_PAGE, encoding="utf-8")
+    text = read_document(path, max_bytes=1_000_000).text
+    result = await RulesExtractor().extract(ExtractionRequest(
+        text, data_types=("tasks", "timelines"), project_id="p1",
+        document_date=datetime(2025, 10, 14, 9).astimezone()))
+    got = {str(t.data["title"]): day(t.data["date"]) for t in result.items
+           if t.table == "timelines"}
+    # done rows dated before the page are this year's; the planned one is coming
+    assert got == {"Project charter signed": "2025-03-03",
+                   "Content audit complete": "2025-09-19", "Design sign-off": "2025-10-03",
+                   "User test with library volunteers": "2025-11-05",
+                   "Build search for the transcripts": "2025-11-12"}
+    # "Jorge hará …" is someone's job, not an event, even with "sesión de fotos" and a date
+    assert not any("Jorge" in title for title in got)

@@ -152,6 +152,8 @@ def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+#: "Milestone | Date | Status": an HTML or Word table as the readers render it.
+_BARE_ROW = re.compile(r"^[^|\n]*\S[^|\n]*(?: \| [^|\n]*)+$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _TEXT_HEAD = re.compile(r"^(?:action|actions|task|tasks|item|to ?do|what|description|"
                         r"deliverable|next steps?|activity|tarea|acción|name|title|card|"
@@ -186,6 +188,8 @@ def _cells(line: _Line) -> list[tuple[int, int]]:
     body = line.text
     out = []
     bars = [i for i, ch in enumerate(body) if ch == "|"]
+    if not body.lstrip().startswith("|"):  # "a | b | c": a table row without outer bars
+        bars = [-1, *bars, len(body)]
     for a, b in itertools.pairwise(bars):
         s, e = a + 1, b
         while s < e and body[s] == " ":
@@ -199,7 +203,9 @@ def _cells(line: _Line) -> list[tuple[int, int]]:
 def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | None,
            max_words: int) -> None:
     """A markdown table: one candidate per data row, from its task column, with owner/due."""
-    if len(rows) < 3 or not _TABLE_RULE.match(rows[1].text):
+    ruled = len(rows) >= 3 and bool(_TABLE_RULE.match(rows[1].text))
+    bare = len(rows) >= 2 and not rows[0].text.lstrip().startswith("|")
+    if not (ruled or bare):
         return
     head = [text[s:e].strip(" *_").lower() for s, e in _cells(rows[0])]
 
@@ -211,7 +217,7 @@ def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | No
     archived_cols = [i for i, h in enumerate(head) if _ARCHIVED_HEAD.match(h)]
     prio_col = col(_PRIORITY_HEAD)
     label = head[text_col] if text_col is not None else None
-    for row in rows[2:]:
+    for row in rows[2 if ruled else 1:]:
         cells = _cells(row)
         if not cells:
             continue
@@ -263,10 +269,15 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
             _add(out, text, s, e, "sentence", section, line_no=first.no, max_words=max_words)
         paragraph.clear()
 
-    for line in _lines(text):
+    lines = _lines(text)
+    bare = _bare_table_lines(lines)
+    for line in lines:
         body = line.text
-        if _TABLE_ROW.match(body):
+        if _TABLE_ROW.match(body) or line.no in bare:
             flush_paragraph()
+            if table and line.no in bare and bare[line.no] != bare.get(table[0].no):
+                _table(out, text, table, section, max_words)  # the next table starts
+                table.clear()
             table.append(line)
             continue
         if table:
@@ -317,6 +328,27 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
     flush_paragraph()
     if table:
         _table(out, text, table, section, max_words)
+    return out
+
+
+def _bare_table_lines(lines: list[_Line]) -> dict[int, int]:
+    """Line number → table id for runs of two or more "a | b | c" lines with as many cells."""
+    out: dict[int, int] = {}
+    run: list[_Line] = []
+
+    def close() -> None:
+        if len(run) >= 2:
+            out.update((ln.no, run[0].no) for ln in run)
+        run.clear()
+
+    for line in lines:
+        if _BARE_ROW.match(line.text) and not _TABLE_ROW.match(line.text):
+            if run and run[0].text.count(" | ") != line.text.count(" | "):
+                close()
+            run.append(line)
+        else:
+            close()
+    close()
     return out
 
 

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sidecar.extractors.base import ExtractedItem, Grounding
 from sidecar.extractors.candidates import Candidate, find_candidates
@@ -25,6 +25,7 @@ from sidecar.extractors.features import (
     is_milestone,
     note_evidence,
     priority_of,
+    reports_past,
     strip_connectors,
     task_evidence,
     timeline_evidence,
@@ -138,10 +139,16 @@ async def extract_extractive(
         _, when, origin = local[i]
         return when, {"date": when.isoformat(timespec="minutes"), "origin": origin}
 
-    def due(c: Candidate) -> int | None:
+    def due(c: Candidate, *, event: bool = False) -> int | None:
         ref = ref_of(c)[0]
         for _s, _e, expr in dates[id(c)]:
             ms = resolve_date(expr, ref, day_first=day_first)
+            if (ms is not None and ms > ref.timestamp() * 1000 + _DAY_MS
+                    and event and reports_past(c) and not _YEAR.search(expr)):
+                # "the charter was signed on 3 March" (in October): this year's, not next
+                earlier = resolve_date(expr, ref - timedelta(days=365), day_first=day_first)
+                if earlier is not None and earlier <= ref.timestamp() * 1000 + _DAY_MS:
+                    ms = earlier
             if ms is not None and within_horizon(ms, ref):
                 return ms
         return None
@@ -150,7 +157,7 @@ async def extract_extractive(
     claimed: set[int] = set()
     scored_tl = [(c, timeline_evidence(c, bool(dates[id(c)]))) for c in cands]
     for c, conf in await _decide("timelines", scored_tl, judge, context, tuning):
-        ms = due(c) if conf >= tuning.timeline_threshold else None
+        ms = due(c, event=True) if conf >= tuning.timeline_threshold else None
         if ms is None or not is_milestone(c):
             continue
         if not _task_row(c):
@@ -192,6 +199,10 @@ async def extract_extractive(
             items.append(note)
     items.sort(key=lambda it: it.source.span or (0, 0))
     return items
+
+
+_DAY_MS = 86_400_000
+_YEAR = re.compile(r"\b(?:19|20|21)\d\d\b|\d{1,2}[/.]\d{1,2}[/.]\d{2}")
 
 
 def _task_row(c: Candidate) -> bool:

@@ -114,7 +114,10 @@ _NOTE_SECTION = re.compile(r"(decision|key point|notes?$|agreement|outcome|decis
 _MILESTONE = re.compile(
     r"\b(launch|release|go[- ]live|deadline|delivery|deliver|kick-?off|milestone|beta|alpha|"
     r"demo|presentation|workshop|review meeting|sign-?off|handover|hand-off|opening|"
-    r"event|deadline|lanzamiento|entrega|presentación|reunión)\b", re.I)
+    r"event|deadline|lanzamiento|entrega|presentación|reunión|"
+    r"pitch|opens|goes live|go(?:es)? to print|print date|(?:next |board |steering |review )"
+    r"meeting|photo ?shoot|shoot|festival|fair|conference|exhibition|premiere|finale|"
+    r"freeze|apertura|inauguración|sesión de fotos)\b", re.I)
 _PRIORITY_HIGH = re.compile(
     r"\b(urgent|urgently|asap|as soon as possible|critical|blocker|blocking|high priority|"
     r"top priority|immediately|right away|p0|p1|!!+|urgente|cuanto antes|prioridad alta)\b",
@@ -274,7 +277,7 @@ def timeline_evidence(c: Candidate, has_date: bool) -> Evidence:
         parts.append(("timeline_section", 2.0))
     if (c.label or "").lower() in _TIMELINE_COLUMNS:
         parts.append(("timeline_table", 3.0))  # a row of a milestone plan
-    if _first_word(c.text) in IMPERATIVE_VERBS or _REQUEST.search(c.text):
+    elif _first_word(c.text) in IMPERATIVE_VERBS or _REQUEST.search(c.text):
         parts.append(("actionable", -1.5))
     return Evidence(sum(w for _, w in parts), tuple(parts))
 
@@ -294,6 +297,11 @@ _OBJECT_AFTER = re.compile(rf"^\s*{_W}\s+(?:the|a|an|our|your|their|this|that|th
                            rf"it|them|him|her|me|us|el|la|los|las|un|una)\b", re.I)
 
 
+#: "Jorge hará la sesión de fotos …", "Marta se encarga de …": someone will do it.
+_WILL_DO = re.compile(r"^[A-ZÀ-Ý][\wÀ-ÿ'-]+\s+(?:se encarga|tiene que|debe|va a|"
+                      r"[\wÀ-ÿ]+(?:ará|erá|irá))\b")
+
+
 def is_milestone(c: Candidate) -> bool:
     """A dated event that asks nothing of anyone ("Launch target: 2 June", "Public launch",
     "Design sign-off"): no request, promise, assignment or checkbox, and no verb with an
@@ -301,13 +309,28 @@ def is_milestone(c: Candidate) -> bool:
     text = strip_connectors(c.text)
     if c.shape == "checkbox" or text.rstrip().endswith("?"):
         return False
+    if c.shape == "cell" and (c.label or "").lower() in _TIMELINE_COLUMNS:
+        return True  # a row of a milestone plan
     if (_REQUEST.search(text) or _DIRECT_REQUEST.match(text) or _FIRST_PERSON.search(text)
             or _COMMIT.search(text)):
         return False
     named = _NAMED_ASSIGN.match(text)
     if named is not None and named.group(2).lower() in IMPERATIVE_VERBS:
         return False
+    if _WILL_DO.match(text):
+        return False
     first = _first_word(text)
-    # "Launch on 2 June" is an event; "Launch the site" or "Send it" something to do
-    return not (first in IMPERATIVE_VERBS
-                and (first not in _EVENT_NOUNS or _OBJECT_AFTER.match(text)))
+    # "Launch on 2 June", "Design sign-off" are events; "Launch the site", "Send it" to do
+    return not (first in IMPERATIVE_VERBS and (
+        _OBJECT_AFTER.match(text) or not (first in _EVENT_NOUNS or _MILESTONE.search(text))))
+
+
+_HAPPENED = re.compile(
+    r"\b(?:signed|delivered|approved|completed?|done|finished|launched|went live|took place|"
+    r"happened|held|shipped|released|opened|closed|replaced|was|were|firmad[oa]|entregad[oa]|"
+    r"terminad[oa]|hecho)\b", re.I)
+
+
+def reports_past(c: Candidate) -> bool:
+    """"Charter signed 3 Mar", a row marked done: what it dates has already happened."""
+    return c.checked or bool(_HAPPENED.search(c.text))
