@@ -153,6 +153,16 @@ async def test_disk_full_mid_run_ends_the_run_and_resumes_when_space_returns(
         assert cpu < 5, f"{cpu:.0f}% CPU while the disk is full: the retry spins"
         assert lines * 60 / span < 60, d.stderr_lines[lines0:lines0 + 40]
 
+        # what the user does meanwhile: save an agent, press "run now"; each gets a clear
+        # error frame (the connection lives), never an internal error
+        refused = [await w.c.request({"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "Another", "directories": [str(tmp_path / "docs")],
+            "data_types": ["tasks"], "schedule_cron": "0 3 * * *", "watch": False}}),
+            await w.c.request({"type": "run_agent", "agent_id": agent})]
+        for reply in refused:
+            assert reply["type"] == "error" and reply["code"] == "disk_full", reply
+            assert "free some space" in reply["message"], reply
+
         os.unlink(filler)  # space returns
         t_free = time.monotonic()
         while True:  # the held acks commit and the run row closes without a restart

@@ -144,3 +144,44 @@ async def test_observer_alone_gets_no_insert_and_a_writer_gets_them_all(
         await writer.close()
     finally:
         await d.stop()
+
+
+async def test_a_writer_that_becomes_an_observer_hands_its_calls_over_at_once(
+        data_dir: Path, token: str) -> None:
+    """hello again with role observer: its unacked calls go to the other writer now, not
+    after the insert timeout (600 s here), and it gets no tool_call from then on."""
+    async with Store(data_dir / "sidecar.sqlite3") as store:
+        keys = [idempotency_key("a_swap", "doc", i) for i in range(10)]
+        await store.outbox.enqueue([
+            NewItem(idempotency_key=k, agent_id="a_swap", run_id=None, table="tasks",
+                    data={"title": f"Task {i}"}) for i, k in enumerate(keys)])
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  env={"SIDECAR_INSERT_TIMEOUT_SECONDS": "600"})
+    try:
+        window = await d.connect()
+        await window.hello()  # the only writer: it gets every call
+        first = [await window.next_push("tool_call", timeout=20) for _ in keys]
+        other = await d.connect()
+        await other.hello()
+        await asyncio.sleep(0.5)
+        assert other.pushed.empty(), "calls in flight stay with their writer"
+        assert (await window.hello(role="observer"))["type"] == "hello_result"
+        got = []
+        for _ in keys:
+            frame = await other.next_push("tool_call", timeout=10)
+            got.append(frame["idempotency_key"])
+            await other.ack(frame)
+        await asyncio.sleep(0.5)
+        assert not [f for f in drain(window) if f["type"] == "tool_call"]
+        assert sorted(got) == sorted(keys) == sorted(f["idempotency_key"] for f in first)
+        status = await other.request({"type": "status"})
+        for _ in range(50):
+            if status["outbox_pending"] == 0:
+                break
+            await asyncio.sleep(0.1)
+            status = await other.request({"type": "status"})
+        assert status["outbox_pending"] == 0
+        await window.close()
+        await other.close()
+    finally:
+        await d.stop()
