@@ -189,11 +189,13 @@ async def close_websockets(app: web.Application) -> None:
 
 
 def create_app(config: Config, paths: Paths, token: str) -> web.Application:
+    # at least a second: 0 would close every connection, the app's too, before its request
+    handshake = max(1.0, config.handshake_timeout_seconds)
     # keepalive_timeout: aiohttp's own idle limit, also from the moment a connection opens
-    app = web.Application(client_max_size=1024 * 1024, handler_args={
-        "keepalive_timeout": config.handshake_timeout_seconds})
+    app = web.Application(client_max_size=1024 * 1024,
+                          handler_args={"keepalive_timeout": handshake})
     app[CONN_GUARD] = ConnectionGuard(
-        handshake_timeout=config.handshake_timeout_seconds,
+        handshake_timeout=handshake,
         max_pending=config.max_unauthenticated_connections,
         reserve=config.reserved_descriptors)
     app[CONFIG] = config

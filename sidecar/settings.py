@@ -67,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delivery_window", int, 64, "tool_call frames in flight per client before waiting."),
     Setting("handshake_timeout_seconds", float, 5.0,
             "A connection that has not shown the token within this many seconds (sent "
-            "nothing, half a request, an idle /health keep-alive) is closed."),
+            "nothing, half a request, an idle /health keep-alive) is closed (at least 1)."),
     Setting("max_unauthenticated_connections", int, 64,
             "Connections without the token held at once; beyond this the oldest are closed."),
     Setting("reserved_descriptors", int, 128,
@@ -93,6 +93,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("remote_model", str, "", "Default model name for the remote engine."),
     Setting("remote_concurrency", int, 4, "Concurrent requests to the remote engine."),
     Setting("remote_timeout_seconds", float, 120.0, "Timeout for one remote completion."),
+    Setting("initial_lookback_days", int, 30,
+            "An agent's first run: documents whose reference date (the date they state, an "
+            "email's Date, else the file's mtime) is older than this many days are indexed "
+            "but give no tasks or timelines (their summary notes still come), and tasks due "
+            "before then are dropped; a later edit of such a file is extracted as usual. 0 "
+            "turns it off."),
     Setting("watch_quiet_seconds", float, 2.0,
             "Folder watching: wait this long after the last change before a run."),
     Setting("watch_poll_seconds", float, 5.0,

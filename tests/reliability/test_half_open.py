@@ -210,6 +210,20 @@ async def test_a_client_slow_to_send_its_request_survives_a_burst_behind_it(
     assert reply.startswith(b"HTTP/1.1 101 "), reply
 
 
+async def test_a_zero_handshake_timeout_still_lets_the_app_in(data_dir: Path,
+                                                               token: str) -> None:
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  env={"SIDECAR_HANDSHAKE_TIMEOUT_SECONDS": "0"})
+    try:
+        c = await d.connect()
+        assert (await c.hello())["type"] == "hello_result"
+        await asyncio.sleep(1.5)  # the token holder is never timed out
+        assert (await c.request({"type": "status"}))["type"] == "status_result"
+        await c.close()
+    finally:
+        await d.stop()
+
+
 async def test_refused_handshake_flood_leaves_a_few_log_lines(
         data_dir: Path, token: str, figure: Figure) -> None:
     """1,000 upgrades with a wrong token: each refused, the log keeps its history."""
