@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -130,6 +131,8 @@ class FolderWatcher:
         #: Why the mode is not the native one (None when it is, or when ``poll`` asked).
         self.reason: str | None = None
         self._native_failed_at: float | None = None
+        self._swap = threading.Lock()
+        self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: Any = None
         self._pending: dict[str, tuple[int, int] | None] = {}
@@ -152,12 +155,14 @@ class FolderWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with self._swap:  # a restart still running in its thread installs nothing now
+            self._closed = True
         await asyncio.to_thread(self._stop_observer)
 
     def _start_observer(self) -> None:
         """Native observer if it starts, else polling; never raises for a used-up limit."""
         if self.agent.poll:
-            self._observer, self.mode, self.reason = self._build(polling=True), "polling", None
+            self._install(self._build(polling=True), "polling", None)
             return
         try:
             obs = self._build(polling=False)
@@ -166,17 +171,30 @@ class FolderWatcher:
             reason = why_not_native(exc, self.poll_interval)
             log.warning("agent %s: %s", self.agent.id, reason)
             try:
-                self._observer = self._build(polling=True)
+                polling = self._build(polling=True)
             except Exception as exc2:
-                self._observer, self.mode = None, "off"
-                self.reason = f"{reason}; polling failed too ({type(exc2).__name__}: {exc2})"
+                self._install(None, "off", f"{reason}; polling failed too "
+                                           f"({type(exc2).__name__}: {exc2})")
                 log.error("agent %s: not watched: %s", self.agent.id, self.reason)
                 return
-            self.mode, self.reason = "polling", reason
+            self._install(polling, "polling", reason)
             return
         self._native_failed_at = None
-        self._observer, self.reason = obs, None
-        self.mode = _NATIVE_NAMES.get(type(obs).__name__, "native")
+        self._install(obs, _NATIVE_NAMES.get(type(obs).__name__, "native"), None)
+
+    def _install(self, obs: Any, mode: str, reason: str | None) -> bool:
+        """Make ``obs`` the observer, unless the watcher was stopped meanwhile (then it is
+        stopped: an observer started in a thread after stop() would never be)."""
+        with self._swap:
+            if not self._closed:
+                old, self._observer = self._observer, obs
+                self.mode, self.reason = mode, reason
+                obs = old if old is not obs else None
+        if obs is not None:
+            with contextlib.suppress(Exception):
+                obs.stop()
+                obs.join(timeout=5)
+        return not self._closed
 
     def _build(self, *, polling: bool) -> Any:
         """A started observer over the agent's folders; a failed one is taken down again."""
@@ -212,7 +230,8 @@ class FolderWatcher:
         return observer
 
     def _stop_observer(self) -> None:
-        obs, self._observer = self._observer, None
+        with self._swap:
+            obs, self._observer = self._observer, None
         if obs is not None:
             with contextlib.suppress(Exception):
                 obs.stop()
@@ -243,6 +262,7 @@ class FolderWatcher:
         self._wake.set()
 
     async def _main(self) -> None:
+        failures = 0
         while True:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
             # with the event being set, and stop() would then wait forever
@@ -250,11 +270,19 @@ class FolderWatcher:
                 async with asyncio.timeout(self.health_interval):
                     await self._wake.wait()
             self._wake.clear()
-            await self._check_observer()
-            if not self._pending and not self._rescan:
-                continue
-            await self._settle()
-            await self._fire()
+            try:
+                await self._check_observer()
+                if not self._pending and not self._rescan:
+                    continue
+                await self._settle()
+                await self._fire()
+                failures = 0
+            except Exception:  # a failed restart or run start must not end the watching
+                failures += 1
+                log.exception("agent %s: folder watcher step failed (%d in a row); trying "
+                              "again with a full rescan", self.agent.id, failures)
+                self._rescan = True
+                await asyncio.sleep(min(self.health_interval * 2 ** failures, 300.0))
 
     async def _check_observer(self) -> None:
         obs = self._observer
@@ -277,11 +305,11 @@ class FolderWatcher:
             self._native_failed_at = time.monotonic()
             log.debug("agent %s: native watching still unavailable: %s", self.agent.id, exc)
             return
-        self._stop_observer()
-        self._observer, self.reason, self._native_failed_at = obs, None, None
-        self.mode = _NATIVE_NAMES.get(type(obs).__name__, "native")
-        self._rescan = True  # changes during the swap are caught by one full scan
-        log.info("agent %s: native folder watching works again (%s)", self.agent.id, self.mode)
+        self._native_failed_at = None
+        if self._install(obs, _NATIVE_NAMES.get(type(obs).__name__, "native"), None):
+            self._rescan = True  # changes during the swap are caught by one full scan
+            log.info("agent %s: native folder watching works again (%s)", self.agent.id,
+                     self.mode)
 
     async def _settle(self) -> None:
         """Wait for quiet, then until every pending file's size and mtime stop changing."""

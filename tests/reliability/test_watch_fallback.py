@@ -31,7 +31,7 @@ from tests.fakes.openai_server import FakeOpenAI, echo_first_line
 from tests.reliability.conftest import Record
 from tests.test_local_agent import collect_until_finished, titles
 
-pytestmark = pytest.mark.skipif(
+needs_other_user = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("setpriv"),
     reason="needs Linux, root and setpriv to run the daemon as a user of its own")
 
@@ -173,6 +173,7 @@ async def new_file_arrives(c: SidecarClient, folder: Path, name: str, title: str
     return run, took
 
 
+@needs_other_user
 async def test_an_agent_saved_while_inotify_is_used_up_polls_is_scheduled_and_delivers(
         other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
         figure: Record) -> None:
@@ -203,6 +204,7 @@ async def test_an_agent_saved_while_inotify_is_used_up_polls_is_scheduled_and_de
     figure("inotify used up", "new file → record, polling 0.5 s (s)", round(took, 1))
 
 
+@needs_other_user
 async def test_the_daemon_starts_with_inotify_used_up_and_that_agent_polls(
         other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
         figure: Record) -> None:
@@ -242,6 +244,7 @@ async def test_the_daemon_starts_with_inotify_used_up_and_that_agent_polls(
 
 
 
+@needs_other_user
 async def test_native_watching_comes_back_when_the_limit_frees(
         other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
         figure: Record) -> None:
@@ -272,3 +275,36 @@ async def test_native_watching_comes_back_when_the_limit_frees(
         await d.stop()
     assert any("native folder watching works again" in x for x in d.stderr_lines)
     figure("inotify used up", "limit freed → native watching again (s)", round(back, 1))
+
+
+async def test_a_failed_run_start_does_not_end_the_watching(tmp_path: Path) -> None:
+    """A store that refused one run start (locked, disk full) used to end the watcher's task
+    for good: every later change went unseen until a restart."""
+    from sidecar.agents import validate_agent
+    from sidecar.watcher import FolderWatcher
+
+    started: asyncio.Queue[set[str] | None] = asyncio.Queue()
+    refusals = ["database is locked"]
+
+    async def start_run(agent_id: str, trigger: str, only: set[str] | None
+                        ) -> tuple[str, bool]:
+        if refusals:
+            raise RuntimeError(refusals.pop())
+        await started.put(only)
+        return f"r{started.qsize()}", False
+
+    async def wait_run(run_id: str) -> None:
+        return None
+
+    agent = validate_agent({"kind": "local", "name": "w", "directories": [str(tmp_path)],
+                            "watch": True})
+    w = FolderWatcher(agent, start_run, wait_run, quiet_seconds=0.1, health_interval=0.1)
+    await w.start()
+    try:
+        (tmp_path / "a.md").write_text("- [ ] first\n")
+        # the refused start is made good by a full rescan …
+        assert await asyncio.wait_for(started.get(), 10) is None and not refusals
+        (tmp_path / "b.md").write_text("- [ ] second\n")  # … and watching goes on
+        assert await asyncio.wait_for(started.get(), 10) == {str((tmp_path / "b.md").resolve())}
+    finally:
+        await w.stop()
