@@ -7,8 +7,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,17 +127,31 @@ class Database:
                 await _to_the_end(conn.close())
 
     async def scalar(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
-            row = await cur.fetchone()
+        with self._locked_is_said():
+            async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
+                row = await cur.fetchone()
         return None if row is None else row[0]
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        with self._locked_is_said():
+            async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
+                return list(await cur.fetchall())
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        with self._locked_is_said():
+            async with self._lock, self.conn.execute(sql, tuple(params)) as cur:
+                return await cur.fetchone()
+
+    @contextmanager
+    def _locked_is_said(self) -> Iterator[None]:
+        """Another program kept its lock past the busy timeout: a clear, classified error
+        (``database_locked``, naming it) instead of an internal one."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (_BUSY, _LOCKED):
+                raise store_error(self.path, exc) from exc
+            raise
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one write in its own transaction; returns the changed row count."""
@@ -157,7 +171,8 @@ class Database:
         async with self._lock:
             conn, owner = self.conn, _task_name()
             try:
-                await _to_the_end(self._begin(conn, owner))  # cancelled: begun, then undone
+                with self._locked_is_said():  # cancelled: begun, then undone (below)
+                    await _to_the_end(self._begin(conn, owner))
                 if failpoints.delay("store.body"):
                     await _statement(conn, "store.body", "SELECT 1", owner)
                 yield conn

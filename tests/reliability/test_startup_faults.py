@@ -284,6 +284,47 @@ async def test_port_taken_after_everything_else_started(data_dir: Path, healthy_
     figure("start-up faults", "port already taken: exit 1, s from spawn", round(o.total_s, 2))
 
 
+async def test_locked_while_running_is_a_clear_error_then_heals(
+        data_dir: Path, healthy_db: Path, tmp_path: Path, figure: Figure) -> None:
+    """After start-up: another program holds the database past the 5 s busy wait. Requests
+    get a ``database_locked`` error frame naming it (not ``internal_error``), the daemon
+    stays up, and the next save after the lock is gone works."""
+    from sidecar.client import DaemonProcess
+
+    d = await DaemonProcess.start(data_dir, token=TOKEN)
+    try:
+        c = await d.connect()
+        await c.hello()
+        folder = tmp_path / "later"
+        folder.mkdir()
+        save = {"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "After the lock", "directories": [str(folder)],
+            "extensions": [".md"], "data_types": ["tasks"], "schedule_cron": "0 3 * * *",
+            "watch": False}}
+        holder = Holder(healthy_db, "begin_immediate")  # a DB browser's pending edit
+        try:
+            t0 = time.monotonic()
+            reply = await c.request(save, timeout=30)
+            waited = time.monotonic() - t0
+            listed = await c.request({"type": "agent_list"})  # reads still work meanwhile
+        finally:
+            holder.stop()
+        assert reply["type"] == "error" and reply["code"] == "database_locked", reply
+        assert f"pid {holder.proc.pid}" in reply["message"], reply
+        assert "move it aside" not in reply["message"]
+        assert [a["name"] for a in listed["agents"]] == ["Kept"], listed
+        saved = await c.request(save)
+        assert saved["type"] == "agent_upsert_result", saved
+        agents = await c.request({"type": "agent_list"})
+        assert sorted(a["name"] for a in agents["agents"]) == ["After the lock", "Kept"]
+        await c.close()
+    finally:
+        assert await d.stop() == 0
+    assert not any("Traceback" in line for line in d.stderr_lines)
+    figure("storage faults", "database locked while running: error frame after, s",
+           round(waited, 1))
+
+
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs filled to the last block (root may mount; skipped where it may not)."""
