@@ -59,7 +59,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ def load_set(data: Path, which: str, mtime_lag_days: float = 0.0) -> list[Loaded
 
 async def run_engine(name: str, docs: Sequence[LoadedDoc],
                      progress: Callable[[str], None], *, given_reference: bool = False,
-                     project_id: str | None = PROJECT_ID) -> dict[str, Any]:
+                     project_id: str | None = PROJECT_ID,
+                     stale_before: datetime | None = None) -> dict[str, Any]:
     """Extract every document with one engine and score it."""
     t0 = time.perf_counter()
     scores = []
@@ -155,7 +156,8 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
                 when, origin = datetime(ref.year, ref.month, ref.day, 9, 0).astimezone(), "given"
             request = ExtractionRequest(
                 d.text, data_types=DATA_TYPES, project_id=project_id,
-                document_date=when, date_origin=origin, label=d.gold.name)
+                document_date=when, date_origin=origin, label=d.gold.name,
+                stale_before=stale_before)
             start = time.perf_counter()
             try:
                 result = await engine.extract(request)
@@ -282,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="extract with the labelled reference date, not the one the reader finds")
     ap.add_argument("--no-project", action="store_true",
                     help="extract without a project id (timelines are then held)")
+    ap.add_argument("--first-run-at", type=date.fromisoformat, default=None,
+                    help="extract as an agent's first run on this day (YYYY-MM-DD) with "
+                         "--lookback-days: stale documents give no tasks or timelines")
+    ap.add_argument("--lookback-days", type=int, default=30,
+                    help="initial_lookback_days for --first-run-at (default 30)")
     ap.add_argument("--mtime-lag-days", type=float, default=0.0,
                     help="each copy's mtime is its labelled date at 18:00 plus this many days")
     args = ap.parse_args(argv)
@@ -299,9 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose and not args.json:
             print(line, file=sys.stderr)
 
+    stale = None
+    if args.first_run_at is not None:
+        from sidecar.extractors.postprocess import stale_before
+
+        first = datetime(args.first_run_at.year, args.first_run_at.month, args.first_run_at.day,
+                         9).astimezone()
+        stale = stale_before(first, args.lookback_days, first_run=True)
     results = {s: [asyncio.run(run_engine(
         n, docs, progress, given_reference=args.given_reference,
-        project_id=None if args.no_project else PROJECT_ID)) for n in names]
+        project_id=None if args.no_project else PROJECT_ID, stale_before=stale))
+        for n in names]
         for s, docs in loaded.items() if docs}
     if args.json:
         print(json.dumps({"gold_warnings": bad, "sets": {

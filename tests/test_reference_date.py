@@ -214,3 +214,39 @@ async def test_no_document_date_means_now_and_says_so() -> None:
     assert item.reference is not None and item.reference["origin"] == "now"
     assert day(item.data["dueDate"]) == (date.today().fromordinal(
         date.today().toordinal() + 1)).isoformat()
+
+
+async def test_a_first_run_does_not_flood_the_queue_with_stale_work() -> None:
+    from sidecar.extractors.postprocess import stale_before
+
+    now = datetime(2026, 12, 5, 10).astimezone()
+    window = stale_before(now, 30, first_run=True)
+    assert window == datetime(2026, 11, 5, 10).astimezone()
+    assert stale_before(now, 30, first_run=False) is None
+    assert stale_before(now, 0, first_run=True) is None
+
+    doc = ("# Sync\n\n## Decisions\n- Decision: the blue logo stays.\n\n## Key dates\n"
+           "- Launch target: 20 December 2026\n\n## Actions\n"
+           "- Tom to send the deck by 1 September 2026\n"
+           "- Ana to book the venue by 1 December 2026\n"
+           "- Li to call the printer\n")
+
+    async def run(reference: datetime, stale: datetime | None) -> dict[str, list[str]]:
+        result = await RulesExtractor().extract(ExtractionRequest(
+            doc, data_types=("tasks", "notes", "timelines"), document_date=reference,
+            project_id="p1", stale_before=stale))
+        out: dict[str, list[str]] = {}
+        for it in result.items:
+            out.setdefault(it.table, []).append(str(it.data["title"]))
+        return out
+
+    fresh = datetime(2026, 11, 20, 9).astimezone()
+    everything = await run(fresh, None)
+    assert len(everything["tasks"]) == 3 and everything["timelines"] and everything["notes"]
+    # a fresh document on a first run: the task due in September is stale, the rest stays
+    first = await run(fresh, window)
+    assert first["tasks"] == ["Ana to book the venue by 1 December 2026", "Li to call the printer"]
+    assert first["timelines"] == everything["timelines"] and first["notes"]
+    # an old document on a first run: indexed, its summary kept, no tasks or timelines
+    old = await run(datetime(2026, 1, 10, 9).astimezone(), window)
+    assert set(old) == {"notes"}

@@ -90,6 +90,10 @@ class ExtractionRequest:
     min_confidence: float = 0.0
     #: The agent's project: filled into ``projectId`` (and required by timelines).
     project_id: str | None = None
+    #: Work dated before this is stale (an agent's first run, ``initial_lookback_days``): a
+    #: document whose reference is older gives no tasks or timelines, a task due before it
+    #: is dropped. ``None``: everything counts.
+    stale_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ the document's date horizon, and timelines held when there is no project."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import PurePath
 
 from sidecar.extractors.base import (
@@ -36,9 +36,16 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
 
     A date outside the document's horizon (``dates.within_horizon``: a year before its
     reference, three after) is removed: from a task its ``dueDate``, a timeline entirely.
+    With ``request.stale_before`` (an agent's first run) a document dated before it gives no
+    tasks or timelines and a task due before it is dropped (not marked done: a guess that it
+    was done would still fill the review queue).
     Timelines need a project: without one they are counted and reported in one problem,
     "N timelines held: no project …", never dropped silently."""
     allowed = set(allowed_tables(request.data_types))
+    if request.stale_before is not None and reference < request.stale_before:
+        allowed -= {"tasks", "timelines"}  # an old document, read on a first run: indexed
+    stale_ms = (request.stale_before.timestamp() * 1000 if request.stale_before is not None
+                else None)
     out: list[ExtractedItem] = []
     seen: set[tuple[str, str]] = set()
     held: list[str] = []
@@ -63,6 +70,9 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
             if it.table == "timelines":
                 continue
             del data[field]
+        if (stale_ms is not None and it.table == "tasks"
+                and data.get("dueDate", stale_ms) < stale_ms):
+            continue  # due long before the lookback window: stale, not a suggestion
         title = str(data.get("title") or data.get("name") or data.get("content", ""))
         key = (it.table, " ".join(title.lower().split()))
         if key in seen:
@@ -73,6 +83,14 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
     if held:
         problems.append(ExtractionProblem(chunk=None, message=held_message(held)))
     return out
+
+
+def stale_before(now: datetime, lookback_days: int, *, first_run: bool) -> datetime | None:
+    """``ExtractionRequest.stale_before`` for a run: the lookback window's start on an agent's
+    first run (``initial_lookback_days``; 0 or less: off), else None."""
+    if not first_run or lookback_days <= 0:
+        return None
+    return now - timedelta(days=lookback_days)
 
 
 def held_message(titles: list[str]) -> str:
