@@ -76,6 +76,8 @@ value (`field` names it) |
 | `unsupported_protocol` | the frame asked for a protocol version this sidecar does not speak |
 | `unknown_tool_call` | a `tool_result` whose `id` no `tool_call` is waiting for |
 | `not_found` | the agent or run does not exist |
+| `database_locked` | another program held a write lock on the database for over 5 s; \
+nothing was changed, retry (the message names the program when it can be found) |
 | `internal_error` | the sidecar failed; its log has details |
 
 ## Frames
