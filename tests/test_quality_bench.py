@@ -62,3 +62,24 @@ def test_unlabelled_timelines_are_not_scored() -> None:
     doc = GoldDoc("y.md", date(2025, 3, 3), (), (), ())
     s = score_doc(doc, [to_pred("timelines", {"title": "Launch", "date": 1})])
     assert (s.tl_tp, s.tl_fp, s.tl_fn) == (0, 0, 0)
+
+
+def test_a_summary_note_is_scored_by_its_bullets_and_reference_dates_by_origin() -> None:
+    doc = GoldDoc("n.md", date(2025, 3, 3), (), (),
+                  notes=(("Budget capped at £6,500 for phase 1",), ("We keep the blue logo",),
+                         ("Launch moves to 10 December",)))
+    summary = to_pred("notes", {"title": "Kickoff", "content": (
+        "- Budget capped at £6,500 for phase 1\n- **Decision:** we keep the blue logo\n"
+        "- The weather was nice")})
+    s = score_doc(doc, [summary])
+    assert (s.note_tp, s.note_fp, s.note_fn) == (2, 1, 1)
+    plain = to_pred("notes", {"title": "We keep the blue logo"})  # no bullets: one span
+    assert score_doc(doc, [plain]).note_tp == 1
+    s.origin, s.reference_ok = "title", True
+    other = score_doc(doc, [])
+    other.origin, other.reference_ok = "mtime", False
+    total = summarize("x", [s, other], 1.0)
+    assert total["reference_accuracy"] == 0.5
+    assert total["reference_by_origin"] == {"mtime": {"docs": 1, "ok": 0},
+                                            "title": {"docs": 1, "ok": 1}}
+    assert total["notes_per_document"] == 0.5

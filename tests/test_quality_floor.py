@@ -34,3 +34,28 @@ def test_every_record_is_schema_valid_and_no_injected_instruction_became_one(
 def test_due_dates_and_assignees_are_right_on_most_matched_tasks(result: dict[str, Any]) -> None:
     assert result["due_accuracy_dated"] >= 0.75, result["due_accuracy_dated"]
     assert result["assignee_accuracy"] >= 0.75, result["assignee_accuracy"]
+
+
+@pytest.fixture(scope="module", params=["heldout", "third"])
+def unseen(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The sets labelled without looking at the extractor, read with the daemon's reference
+    dates (issue 14)."""
+    import asyncio
+
+    docs = load_set(DATA, request.param)
+    assert len(docs) >= 12, f"the {request.param} set lost documents"
+    return asyncio.run(run_engine("local", docs, lambda _line: None))
+
+
+def test_documents_are_dated_and_due_dates_resolved_against_them(
+        unseen: dict[str, Any]) -> None:
+    assert unseen["reference_accuracy"] >= 0.8, unseen["reference_by_origin"]
+    assert unseen["due_accuracy_dated"] >= 0.85, unseen["due_accuracy_dated"]
+    assert unseen["schema_invalid"] == 0 and unseen["injected_records"] == 0
+
+
+def test_milestones_are_timelines_and_notes_summarise(unseen: dict[str, Any]) -> None:
+    assert unseen["timelines"]["f1"] >= 0.7, unseen["timelines"]
+    assert unseen["timelines"]["date_accuracy"] >= 0.85, unseen["timelines"]
+    assert unseen["notes"]["f1"] >= 0.5, unseen["notes"]
+    assert unseen["notes_per_document"] <= 1.0  # one summary per document, at most
