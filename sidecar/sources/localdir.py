@@ -22,6 +22,9 @@ from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths,
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
 from sidecar.store.files import RETRY, FileState, FileStateStore, retry_result
 
+#: Skipped files remembered per transaction.
+SKIP_BATCH = 500
+
 
 def agent_accept(agent: Agent) -> Any:
     """The agent's include/exclude rules as a scan filter."""
@@ -56,6 +59,7 @@ class LocalFolderSource(Source):
         self._by_hash: dict[str, list[FileState]] | None = None
         self._scan: ScanResult | None = None
         self._refusals: dict[str, Refused] = {}
+        self._skips: list[dict[str, Any]] = []
 
     async def _scan_now(self) -> ScanResult:
         accept = agent_accept(self.agent)
@@ -166,14 +170,22 @@ class LocalFolderSource(Source):
         status = RETRY if skip.transient else "refused" if refused else "skipped"
         result = (retry_result(skip.reason, skip.message, self._known.get(skip.item.key))
                   if skip.transient else {"reason": skip.reason, "message": skip.message})
-        await self.files.record(
-            self.agent.id, skip.item.key, size=skip.item.version.get("size"),
-            mtime_ns=skip.item.version.get("mtime_ns"), content_hash=None,
-            extraction_key=None if refused else "*", status=status, last_result=result,
-            run_id=self.run_id)
+        # written in batches: a batch lost to a crash or cancel is only skipped again
+        self._skips.append({
+            "agent_id": self.agent.id, "path": skip.item.key,
+            "size": skip.item.version.get("size"), "mtime_ns": skip.item.version.get("mtime_ns"),
+            "extraction_key": None if refused else "*", "status": status,
+            "last_result": result, "run_id": self.run_id})
+        if len(self._skips) >= SKIP_BATCH:
+            await self._flush_skips()
+
+    async def _flush_skips(self) -> None:
+        rows, self._skips = self._skips, []
+        await self.files.record_many(rows)
 
     async def finish(self) -> list[str]:
         """Notice files that are gone; records already delivered are not retracted."""
+        await self._flush_skips()
         if self._scan is None:
             return []
         present = set(self._scan.files) | {r.path for r in self._scan.refused}

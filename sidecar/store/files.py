@@ -72,6 +72,13 @@ class FileState:
 
 _SELECT = ("SELECT path, size, mtime_ns, content_hash, extraction_key, status, last_result "
            "FROM file_state")
+_UPSERT = ("INSERT INTO file_state (agent_id, path, size, mtime_ns, content_hash, "
+           "extraction_key, status, last_result, last_run_id, updated_at) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, path) DO UPDATE SET "
+           "size = excluded.size, mtime_ns = excluded.mtime_ns, "
+           "content_hash = excluded.content_hash, extraction_key = excluded.extraction_key, "
+           "status = excluded.status, last_result = excluded.last_result, "
+           "last_run_id = excluded.last_run_id, updated_at = excluded.updated_at")
 
 
 def _state(r: Any) -> FileState:
@@ -95,20 +102,27 @@ class FileStateStore:
                      content_hash: str | None, extraction_key: str | None, status: str,
                      last_result: dict[str, Any] | None = None, run_id: str | None = None,
                      conn: Any = None) -> None:
-        sql = ("INSERT INTO file_state (agent_id, path, size, mtime_ns, content_hash, "
-               "extraction_key, status, last_result, last_run_id, updated_at) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, path) DO UPDATE SET "
-               "size = excluded.size, mtime_ns = excluded.mtime_ns, "
-               "content_hash = excluded.content_hash, extraction_key = excluded.extraction_key, "
-               "status = excluded.status, last_result = excluded.last_result, "
-               "last_run_id = excluded.last_run_id, updated_at = excluded.updated_at")
         params = (agent_id, path, size, mtime_ns, content_hash, extraction_key, status,
                   json.dumps(last_result, ensure_ascii=False) if last_result is not None
                   else None, run_id, now_iso())
         if conn is not None:
-            await conn.execute(sql, params)
+            await conn.execute(_UPSERT, params)
         else:
-            await self.db.execute(sql, params)
+            await self.db.execute(_UPSERT, params)
+
+    async def record_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Several :meth:`record` calls (keyword dicts incl. ``agent_id`` and ``path``) in
+        one transaction: 20,000 skipped files are 40 commits, not 20,000."""
+        if not rows:
+            return
+        ts = now_iso()
+        params = [(r["agent_id"], r["path"], r.get("size"), r.get("mtime_ns"),
+                   r.get("content_hash"), r.get("extraction_key"), r["status"],
+                   json.dumps(r["last_result"], ensure_ascii=False)
+                   if r.get("last_result") is not None else None, r.get("run_id"), ts)
+                  for r in rows]
+        async with self.db.transaction() as conn:
+            await conn.executemany(_UPSERT, params)
 
     async def mark_deleted(self, agent_id: str, paths: Iterable[str]) -> int:
         paths = list(paths)
