@@ -250,3 +250,12 @@ async def test_a_first_run_does_not_flood_the_queue_with_stale_work() -> None:
     # an old document on a first run: indexed, its summary kept, no tasks or timelines
     old = await run(datetime(2026, 1, 10, 9).astimezone(), window)
     assert set(old) == {"notes"}
+
+
+def test_an_mtime_in_the_future_is_not_a_reference(tmp_path: Path) -> None:
+    path = saved(tmp_path, "todo.txt", "Buy milk\nCall Bob\n")
+    os.utime(path, (4_102_444_800, 4_102_444_800))  # 2100-01-01: a wrong clock
+    doc = read_document(path, max_bytes=MAX)
+    assert doc.date is None and "date_origin" not in doc.meta  # the engine uses now
+    os.utime(path, (-86_400 * 365, -86_400 * 365))  # before 1970: still a date
+    assert read_document(path, max_bytes=MAX).meta["date_origin"] == "mtime"

@@ -7,7 +7,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path, PurePath
 from typing import BinaryIO
@@ -50,7 +50,17 @@ def read_document(path: Path, *, max_bytes: int) -> Document:
     _kind_for(name)  # refuse unsupported extensions before touching the file
     data, mtime_ns = _read_file(path, name, max_bytes=max_bytes)
     doc = _read_bytes(data, name=name, max_bytes=max_bytes)
-    return _dated(doc, name, datetime.fromtimestamp(mtime_ns / 1e9).astimezone())
+    return _dated(doc, name, _saved_at(mtime_ns))
+
+
+def _saved_at(mtime_ns: int) -> datetime | None:
+    """The file's mtime as a reference, unless it is in the future (a wrong clock, a copied
+    archive) or not a date at all."""
+    try:
+        when = datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+    return None if when > datetime.now().astimezone() + timedelta(days=1) else when
 
 
 def read_bytes(data: bytes, *, name: str, max_bytes: int) -> Document:
