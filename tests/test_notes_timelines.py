@@ -233,3 +233,61 @@ async def test_an_html_milestone_table_gives_timelines_past_rows_in_the_past(
                    "Build search for the transcripts": "2025-11-12"}
     # "Jorge hará …" is someone's job, not an event, even with "sesión de fotos" and a date
     assert not any("Jorge" in title for title in got)
+
+
+# -- through the real daemon: what Electron sees -----------------------------------------
+
+
+async def test_the_daemon_dates_records_and_says_when_timelines_are_held(
+        tmp_path: Path, data_dir: Path, token: str, model_dir: Path,
+        default_model: Path) -> None:
+    import asyncio
+    import os
+    from typing import Any
+
+    from sidecar.client import DaemonProcess
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "kickoff.md").write_text(MEETING.replace(
+        "# Larkspur Tea – packaging kickoff", "# Larkspur Tea – packaging kickoff — 2026-02-09"),
+        encoding="utf-8")
+    (folder / "plan.csv").write_text(PLAN_CSV, encoding="utf-8")
+    saved = datetime(2026, 1, 12, 18).timestamp()
+    os.utime(folder / "plan.csv", (saved, saved))
+    daemon = await DaemonProcess.start(data_dir, token=token, extra_args=[
+        "--model-dir", str(model_dir)])
+    try:
+        c = await daemon.connect()
+        await c.hello()
+        reply = await c.request({"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "Docs", "directories": [str(folder)],
+            "extensions": [".md", ".csv"], "data_types": ["tasks", "notes", "timelines"],
+            "schedule_cron": "0 3 * * *", "watch": False}})
+        agent = reply["agent"]
+        started = await c.request({"type": "run_agent", "agent_id": agent["id"]})
+        calls: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while True:
+            frame = await c.next_push(None, timeout=max(0.1, deadline - loop.time()))
+            if frame["type"] == "tool_call":
+                calls.append(frame)
+                await c.ack(frame, result={"id": frame["id"]})
+            elif frame["type"] == "run_finished" and frame["run"]["id"] == started["run_id"]:
+                run = frame["run"]
+                break
+        assert {f["table"] for f in calls} == {"tasks", "notes"}  # no project: no timelines
+        held = [e for e in run["errors"] if "held: no project" in e]
+        assert len(held) == 2, run["errors"]
+        assert any("1 timeline held: no project" in e and "kickoff.md" in e for e in held)
+        assert any("6 timelines held: no project" in e and "plan.csv" in e for e in held)
+        stored = await c.request({"type": "run_list", "agent_id": agent["id"]})
+        assert any("6 timelines held" in e for r in stored["runs"] for e in r["errors"])
+        freya = next(f for f in calls if "moodboard" in str(f["data"].get("title")))
+        assert freya["source"]["reference"]["origin"] == "title"
+        assert freya["source"]["reference"]["date"].startswith("2026-02-09")
+        assert day(freya["data"]["dueDate"]) == "2026-02-13"  # the Friday after the meeting
+        await c.close()
+    finally:
+        await daemon.stop()
