@@ -211,6 +211,40 @@ async def test_cancel_at_each_await_of_a_transaction(
            "yes")
 
 
+@pytest.mark.parametrize("point", ["store.begin", "store.commit"])
+async def test_shutdown_while_a_run_is_held_in_a_transaction(
+        launch: Callable[[dict[str, str]], Any], tmp_path: Path, data_dir: Path,
+        point: str) -> None:
+    """SIGTERM (the app quitting) cancels the run mid-transaction: the daemon still exits 0
+    within the shutdown budget, and the next one finds a whole store and delivers it all."""
+    import signal
+    import sqlite3
+
+    tags = write_docs(tmp_path / "docs", DOCS, random.Random(SEED))
+    d: DaemonProcess = await launch({"SIDECAR_FAILDELAY": f"{point}:{HOLD}"})
+    tray = Tray(await d.connect())
+    try:
+        await tray.request({"type": "hello", "protocol": 1, "client": "tray"})
+        agent_id = await upsert_agent(tray, tmp_path / "docs", "Quit mid-run")
+        run_id = (await tray.request({"type": "run_agent", "agent_id": agent_id}))["run_id"]
+        await announced(d, point, run_id, len(d.stderr_lines))
+        d.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(d.proc.wait(), 15) == 0
+    finally:
+        await tray.close()
+    with sqlite3.connect(data_dir / "sidecar.sqlite3") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        status = con.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()[0]
+    assert status == "cancelled", status
+    again: DaemonProcess = await launch({})
+    tray = Tray(await again.connect())
+    try:
+        await tray.request({"type": "hello", "protocol": 1, "client": "tray"})
+        await still_works(tray, tmp_path / "docs", agent_id, tags)
+    finally:
+        await tray.close()
+
+
 @pytest.mark.slow
 async def test_cancel_storm_leaves_the_store_writable(
         launch: Callable[[dict[str, str]], Any], tmp_path: Path, figure: Figure) -> None:
