@@ -62,11 +62,9 @@ class Skip:
     item: WorkItem
     reason: str
     message: str
-
-    @property
-    def transient(self) -> bool:
-        """Retry it (next scan, with backoff) rather than remember it until it changes."""
-        return self.reason in TRANSIENT_REASONS
+    #: The source will read it again (next scan, with backoff) though it did not change;
+    #: set only by a source that does (the run log says "will be retried" and counts it so).
+    transient: bool = False
 
 
 class Source(abc.ABC):
@@ -81,8 +79,8 @@ class Source(abc.ABC):
       document (only for a source that is unusable: permissions revoked, grant expired).
     * ``done`` is called after the item's extracted items are queued; until then the item is
       yielded again by the next run. ``skipped`` records a Skip so an unchanged bad file is
-      not retried every run; a transient one (:attr:`Skip.transient`) is yielded again by
-      a later run, with backoff, although the item did not change.
+      not retried every run; one the source marked :attr:`Skip.transient` is yielded again
+      by a later run, with backoff, although the item did not change.
     * Blocking work (walking folders, reading files, HTTP) never runs on the event loop.
     """
 

@@ -19,7 +19,7 @@ from typing import Any
 from sidecar.agents import Agent, roots_text
 from sidecar.errors import PermanentError
 from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
-from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
+from sidecar.sources.base import TRANSIENT_REASONS, Skip, Source, SourceDocument, WorkItem
 from sidecar.store.files import RETRY, FileState, FileStateStore, retry_result
 
 #: Skipped files remembered per transaction.
@@ -105,11 +105,12 @@ class LocalFolderSource(Source):
 
         refused = self._refusals.get(item.key)
         if refused is not None:
-            return Skip(item, refused.reason, refused.message)
+            return Skip(item, refused.reason, refused.message,
+                        transient=refused.reason in TRANSIENT_REASONS)
         try:
             doc = await asyncio.to_thread(self._read_inside, Path(item.key))
         except SkipFile as exc:
-            return Skip(item, exc.reason, exc.message)
+            return Skip(item, exc.reason, exc.message, transient=exc.reason in TRANSIENT_REASONS)
         return SourceDocument(item=item, text=doc.text, content_hash=doc.content_hash,
                               date=doc.date, kind=doc.kind,
                               meta={"path": item.key, "title": doc.title, **dict(doc.meta)})
