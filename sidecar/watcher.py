@@ -45,8 +45,9 @@ def why_not_native(exc: BaseException, poll_interval: float) -> str:
     """One line for the log and ``status``: why this agent polls instead."""
     code = getattr(exc, "errno", None)
     if code == errno.EMFILE:
-        what = ("the inotify instance limit is used up (fs.inotify.max_user_instances; "
-                "editors and IDEs take many)")
+        # EMFILE also means the process's open-file limit: both are named
+        what = ("no inotify instance is left (fs.inotify.max_user_instances is used up; "
+                "editors and IDEs take many), or the open-file limit is reached")
     elif code == errno.ENOSPC:
         what = "the inotify watch limit is used up (fs.inotify.max_user_watches)"
     elif isinstance(exc, RecursionError):
