@@ -20,6 +20,7 @@ from aiohttp import web
 
 from sidecar import PROTOCOL_VERSION, __version__
 from sidecar.connlimits import GuardedRunner
+from sidecar.errors import ConfigError
 from sidecar.lifecycle import (
     InstanceLock,
     classify,
@@ -87,6 +88,9 @@ async def serve(
     lock: InstanceLock | None = None
     runner: web.AppRunner | None = None
     try:
+        if not 0 <= config.port <= 65535:
+            raise ConfigError(f"--port must be 0 (any free port) to 65535, got {config.port}",
+                              field="port")
         lock = InstanceLock(paths.lock_file).acquire()
         token, token_file = resolve_token(paths.token_file)
         register_secret(token)

@@ -52,7 +52,7 @@ class Outcome:
 
 
 async def start(data_dir: Path, *, log_dir: Path | None = None, prefix: Sequence[str] = (),
-                extra: Sequence[str] = (),
+                extra: Sequence[str] = (), env: dict[str, str] | None = None,
                 on_spawn: Callable[[int], Awaitable[None]] | None = None) -> Outcome:
     """Spawn the daemon; its first stdout line, exit code, timing, and everything else."""
     cmd = [*prefix, sys.executable, "-m", "sidecar", "serve", "--port", "0",
@@ -60,7 +60,7 @@ async def start(data_dir: Path, *, log_dir: Path | None = None, prefix: Sequence
     t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "SIDECAR_TOKEN": TOKEN})
+        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "SIDECAR_TOKEN": TOKEN, **(env or {})})
     assert proc.stdout is not None and proc.stderr is not None
     try:
         if on_spawn is not None:
@@ -398,6 +398,19 @@ async def test_other_commands_say_the_same(data_dir: Path, healthy_db: Path, tmp
     assert len(lines) == 1, r.stderr
     assert ("locked by another program" in lines[0]) if fault == "locked" else (
         "Permission denied" in lines[0] and str(target) in lines[0])
+
+
+@pytest.mark.parametrize(("env", "extra", "error", "named"), [
+    ({"SIDECAR_TOKEN": "short"}, [], "weak_token", "SIDECAR_TOKEN"),
+    ({}, ["--port", "99999"], "invalid_config", "--port"),
+    ({"SIDECAR_INSERT_TIMEOUT_SECONDS": "soon"}, [], "invalid_config",
+     "SIDECAR_INSERT_TIMEOUT_SECONDS"),
+])
+async def test_invalid_configuration(data_dir: Path, env: dict[str, str], extra: list[str],
+                                     error: str, named: str) -> None:
+    o = await start(data_dir, extra=extra, env=env)
+    message = check_fatal(o, 5, error)
+    assert named in message, message
 
 
 def test_setpriv_really_drops_roots_override(tmp_path: Path) -> None:
