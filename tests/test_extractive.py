@@ -105,3 +105,13 @@ async def test_markdown_table_rows_become_tasks_with_owner_and_due() -> None:
                                       * 1000)
     s, e = sam.source.span  # type: ignore[misc]
     assert doc[s:e] == "Update the stamp card designs"
+
+
+def test_chat_messages_split_into_sentences_even_in_lower_case() -> None:
+    doc = ("[09:12] Nora: the photographer is booked for 2 September. budget for the shoot is "
+           "capped at €1,500. ok?\n"
+           "Meeting notes. the lower case here is a typo, not a new sentence.\n")
+    got = texts(doc)
+    assert "the photographer is booked for 2 September." in got
+    assert "budget for the shoot is capped at €1,500." in got
+    assert "Meeting notes. the lower case here is a typo, not a new sentence." in got

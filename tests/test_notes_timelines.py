@@ -291,3 +291,17 @@ async def test_the_daemon_dates_records_and_says_when_timelines_are_held(
         await c.close()
     finally:
         await daemon.stop()
+
+
+async def test_scheduled_events_are_timelines() -> None:
+    text = ("# Week 40\n\n- Thornbury pitch: Tuesday 17 Feb, 2pm, at their office\n"
+            "- Orla's bistro opens on 18 February\n"
+            "- the photographer is booked for 20 February, 9am\n"
+            "- Print the menus before the opening on 18 February\n")
+    items, _ = await run(text)
+    got = {str(t.data["title"]): day(t.data["date"]) for t in of(items, "timelines")}
+    assert got == {"Thornbury pitch: Tuesday 17 Feb, 2pm, at their office": "2026-02-17",
+                   "Orla's bistro opens on 18 February": "2026-02-18",
+                   "The photographer is booked for 20 February, 9am": "2026-02-20"}
+    assert [str(t.data["title"]) for t in of(items, "tasks")] == [
+        "Print the menus before the opening on 18 February"]

@@ -139,10 +139,15 @@ _ABBREV = re.compile(r"(?:\b(?:dr|mr|mrs|ms|prof|st|sr|jr|vs|etc|approx|no|e\.g|
                      r"inc|ltd|co)|\b[A-Z])\.$", re.I)
 
 
-def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+#: Chat messages are written in lower case: any ". " ends a sentence there.
+_CHAT_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[\wÀ-ÿ¿¡])")
+
+
+def _sentences(text: str, start: int, end: int, *, casual: bool = False
+               ) -> list[tuple[int, int]]:
     seg = text[start:end]
     spans, pos = [], 0
-    for m in _SENTENCE_END.finditer(seg):
+    for m in (_CHAT_SENTENCE_END if casual else _SENTENCE_END).finditer(seg):
         if _ABBREV.search(seg[pos:m.start()]):
             continue  # "Dr. Patel", "e.g. the logo": not a sentence end
         spans.append((start + pos, start + m.start()))
@@ -313,7 +318,7 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
             continue
         if m and len(m.group("who").split()) <= 3:
             flush_paragraph()
-            for s, e in _sentences(text, line.start + m.start("body"), line.end):
+            for s, e in _sentences(text, line.start + m.start("body"), line.end, casual=True):
                 _add(out, text, s, e, "chat", section, speaker=m.group("who").strip(),
                      line_no=line.no, max_words=max_words)
             continue
