@@ -259,3 +259,34 @@ def test_an_mtime_in_the_future_is_not_a_reference(tmp_path: Path) -> None:
     assert doc.date is None and "date_origin" not in doc.meta  # the engine uses now
     os.utime(path, (-86_400 * 365, -86_400 * 365))  # before 1970: still a date
     assert read_document(path, max_bytes=MAX).meta["date_origin"] == "mtime"
+
+
+def test_every_engine_s_dates_pass_the_horizon_and_timelines_are_held() -> None:
+    """A model (generative, remote) may write any date: finalize checks them all."""
+    from sidecar.extractors.base import ExtractionProblem
+    from sidecar.extractors.postprocess import finalize
+
+    ref = datetime(2026, 3, 10, 9).astimezone()
+    raw = [ExtractedItem("tasks", {"title": "Scan the 1898 specimen", "dueDate": "1898-03-01"},
+                         Grounding(None)),
+           ExtractedItem("tasks", {"title": "Send proofs", "dueDate": "2026-03-20"},
+                         Grounding(None)),
+           ExtractedItem("timelines", {"title": "Foundry opens", "date": "1898-05-01"},
+                         Grounding(None)),
+           ExtractedItem("timelines", {"title": "Launch", "date": "2026-06-02"},
+                         Grounding(None))]
+    problems: list[ExtractionProblem] = []
+    request = ExtractionRequest("x", data_types=("tasks", "timelines"), document_date=ref,
+                                date_origin="date_line", project_id="p")
+    out = {str(it.data["title"]): it for it in finalize(raw, request, ref, problems)}
+    assert "dueDate" not in out["Scan the 1898 specimen"].data
+    assert day(out["Send proofs"].data["dueDate"]) == "2026-03-20"
+    assert set(out) == {"Scan the 1898 specimen", "Send proofs", "Launch"}
+    assert out["Launch"].reference == {"date": ref.isoformat(timespec="minutes"),
+                                       "origin": "date_line"}
+    held: list[ExtractionProblem] = []
+    no_project = ExtractionRequest("x", data_types=("tasks", "timelines"), document_date=ref)
+    kept = finalize(raw, no_project, ref, held)
+    assert [it.table for it in kept] == ["tasks", "tasks"]
+    assert [p.message for p in held] == [  # the 1898 one is not held: it is no date of theirs
+        "1 timeline held: no project (set the agent's project to receive them): Launch"]

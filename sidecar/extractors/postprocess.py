@@ -56,13 +56,13 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
         raw = dict(it.data)
         if it.table == "notes" and not str(raw.get("title") or "").strip():
             raw["title"] = _label_title(request.label)
+        # a timeline with no project to go to is checked like the others, then held
+        hold = (it.table == "timelines" and not raw.get("projectId")
+                and not request.project_id)
         try:
             data = normalize_item(it.table, raw, reference=reference,
-                                  project_id=request.project_id)
+                                  project_id="held" if hold else request.project_id)
         except InvalidItem as exc:
-            if it.table == "timelines" and not raw.get("projectId") and raw.get("title"):
-                held.append(str(raw["title"]))
-                continue
             problems.append(ExtractionProblem(chunk=None, message=str(exc)))
             continue
         field = _DATE_FIELDS.get(it.table)
@@ -70,6 +70,9 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
             if it.table == "timelines":
                 continue
             del data[field]
+        if hold:
+            held.append(str(data["title"]))
+            continue
         if (stale_ms is not None and it.table == "tasks"
                 and data.get("dueDate", stale_ms) < stale_ms):
             continue  # due long before the lookback window: stale, not a suggestion
