@@ -251,22 +251,31 @@ class Runner:
             return
         failpoints.hit("extract")
         counters["processed"] += 1
-        items = [NewItem(idempotency_key=item_key(agent, doc, it),
-                         agent_id=agent.id, run_id=run_id, table=it.table, data=dict(it.data),
-                         meta=item_meta(doc, it))
-                 for it in result.items]
-        summary = {"items": len(items), "chunks": result.chunks,
+        found = list(result.items)
+        summary = {"items": len(found), "chunks": result.chunks,
                    "problems": [pr.message for pr in result.problems][:20]}
-        async with self.store.db.transaction() as conn:
-            await self.store.outbox.enqueue(items, conn)
-            await source.done(doc, key, summary, conn)
+        # A big document gives thousands of records: keying, serialising and inserting them
+        # in one go held the loop and the store for ~0.3 s. A slice per transaction lets a
+        # request in between; only the last marks the document done, so a crash between
+        # slices re-extracts it and the same keys are ignored (nothing lost, nothing twice).
+        per_transaction = 256
+        for start in range(0, max(len(found), 1), per_transaction):
+            items = [NewItem(idempotency_key=item_key(agent, doc, it), agent_id=agent.id,
+                             run_id=run_id, table=it.table, data=dict(it.data),
+                             meta=item_meta(doc, it))
+                     for it in found[start:start + per_transaction]]
+            last = start + per_transaction >= len(found)
+            async with self.store.db.transaction() as conn:
+                await self.store.outbox.enqueue(items, conn)
+                if last:
+                    await source.done(doc, key, summary, conn)
+            if items:
+                self.delivery.notify()  # delivery starts on the first slice
         failpoints.hit("outbox.queued")
-        counters["items_found"] += len(items)
+        counters["items_found"] += len(found)
         for pr in result.problems:
             where = f" chunk {pr.chunk}" if pr.chunk is not None else ""
             errors.append(f"{doc.item.label}{where}: {pr.message}")
-        if items:
-            self.delivery.notify()
 
     async def _needs_reauth(self, agent: Agent, exc: NeedsReauth) -> None:
         """The grant is gone: mark the agent and tell Electron to ask for a reconnect."""
