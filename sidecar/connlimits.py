@@ -4,8 +4,10 @@ Every accepted connection is *pending* until a request on it shows the launch to
 ``/ws`` handler calls :meth:`ConnectionGuard.trust`). A pending connection is closed after
 the handshake timeout whatever it did meanwhile (sent nothing, half a request line, one idle
 ``/health`` keep-alive); at most ``max_pending`` are held, and fewer when the descriptors
-left under ``RLIMIT_NOFILE`` fall below the reserve kept for the real client and the store:
-the oldest pending ones are closed first. The cap spares connections younger than
+left under ``RLIMIT_NOFILE`` fall below the reserve kept for the real client and the store
+(at most a third of the limit; it must cover the sockets asyncio accepts before their
+``connection_made`` runs: up to two backlogs, 2 x 128): the oldest pending ones are closed
+first. The cap spares connections younger than
 :data:`GRACE`: the real client's upgrade request may still wait in the socket behind a burst
 of accepts (asyncio accepts up to the backlog at once); only the descriptor reserve closes
 those. What is closed is logged as a count, rate-limited, so a flood cannot rotate the useful
@@ -58,7 +60,7 @@ class ConnectionGuard:
     """Bounds pending (not yet authenticated) connections in number, age and descriptors."""
 
     def __init__(self, *, handshake_timeout: float = 5.0, max_pending: int = 64,
-                 reserve: int = 128) -> None:
+                 reserve: int = 384) -> None:
         self.handshake_timeout = handshake_timeout
         self.max_pending = max(1, max_pending)
         self.reserve = max(0, reserve)
@@ -103,7 +105,9 @@ class ConnectionGuard:
         """Close the oldest pending connections beyond the cap (sparing the young) and, all
         ages alike, while the descriptors left are fewer than the reserve."""
         limit, used = descriptor_limit(), open_descriptors()
-        short = used - (limit - self.reserve) if limit is not None and used is not None else 0
+        short = 0
+        if limit is not None and used is not None:
+            short = used - (limit - min(self.reserve, limit // 3))
         over = len(self._pending) - self.max_pending
         closed = 0
         while self._pending and (short > 0 or over > 0):

@@ -70,10 +70,11 @@ SETTINGS: tuple[Setting, ...] = (
             "nothing, half a request, an idle /health keep-alive) is closed (at least 1)."),
     Setting("max_unauthenticated_connections", int, 64,
             "Connections without the token held at once; beyond this the oldest are closed."),
-    Setting("reserved_descriptors", int, 128,
-            "File descriptors kept free for the real client and the store: when fewer are "
-            "left under the open-files limit, connections without the token are closed, "
-            "oldest first."),
+    Setting("reserved_descriptors", int, 384,
+            "File descriptors kept free for the real client and the store (at most a third "
+            "of the open-files limit): when fewer are left, connections without the token "
+            "are closed, oldest first. Covers two accept bursts of 128 that land before "
+            "they can be counted."),
     Setting("model", str, "smollm2-135m-instruct-q4_1",
             "Local model: a manifest name or a path to any GGUF file."),
     Setting("model_threads", int, None, "Threads for llama.cpp inference.",
