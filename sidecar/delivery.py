@@ -184,7 +184,9 @@ class Delivery:
         if entry.call_id in self._settling or entry.call_id in self._inflight:
             return False
         known = await self.outbox.by_call_id(entry.call_id)
-        return known is not None and known[1] == "pending"
+        # an ack may have landed while the lookup awaited
+        return (known is not None and known[1] == "pending"
+                and entry.call_id not in self._settling and entry.call_id not in self._inflight)
 
     async def _next_entry(self) -> Entry | None:
         while self._retry:

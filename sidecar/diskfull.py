@@ -20,6 +20,8 @@ def is_disk_full(exc: BaseException | None) -> bool:
     """True if ``exc`` (or what it was raised from) is a write refused for lack of space."""
     seen = 0
     while exc is not None and seen < 8:
+        if getattr(exc, "code", None) == "disk_full":  # already classified (store_error)
+            return True
         if isinstance(exc, sqlite3.Error):
             code = getattr(exc, "sqlite_errorcode", None)
             if code is not None and code & 0xFF == SQLITE_FULL:

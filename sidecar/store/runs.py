@@ -147,16 +147,16 @@ class RunStore:
             for run_id, (kw, then) in list(late.items()):
                 try:
                     await self.complete(run_id, **kw)
-                except StoreError:  # the store closed: a restart closes the row instead
-                    return
                 except Exception as exc:
-                    if not is_disk_full(exc):
-                        log.exception("run %s: its close cannot be written; dropped", run_id)
-                        late.pop(run_id, None)
-                        continue
-                    quiet.warning("late-close", "run close(s) still waiting for disk space: "
-                                  "%s", ", ".join(late))
-                    break
+                    if is_disk_full(exc) or getattr(exc, "code", "") == "database_locked":
+                        quiet.warning("late-close", "run close(s) still waiting for the disk: "
+                                      "%s (%s)", ", ".join(late), exc)
+                        break
+                    if isinstance(exc, StoreError):  # closed: a restart closes the row
+                        return
+                    log.exception("run %s: its close cannot be written; dropped", run_id)
+                    late.pop(run_id, None)
+                    continue
                 late.pop(run_id, None)
                 log.info("run %s: close written now that the disk has room", run_id)
                 if then is not None:
