@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sidecar.client import DaemonProcess
+from tests.reliability.taskdocs import make_agent
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX modes (Windows: ACLs)")
 
@@ -53,11 +54,7 @@ async def run_daemon_and_write(data: Path, tmp_path: Path) -> dict[Path, int]:
         c = await d.connect()
         folder = tmp_path / "notes"
         folder.mkdir(exist_ok=True)
-        reply = await c.request({"type": "agent_upsert", "agent": {
-            "kind": "local", "name": "Private", "directories": [str(folder)],
-            "extensions": [".md"], "data_types": ["tasks"], "schedule_cron": "0 3 * * *",
-            "watch": False}})
-        assert reply["type"] == "agent_upsert_result", reply
+        await make_agent(c, folder, "Private")
         await c.close()
         return {p: mode(p) for p in expected(data, data / "logs") if p.exists()}
     finally:

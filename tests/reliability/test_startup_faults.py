@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.reliability.taskdocs import make_agent
+
 Figure = Callable[[str, str, Any], None]
 
 #: root without the capabilities that bypass file modes (what an ordinary user has)
@@ -111,11 +113,7 @@ async def healthy_db(data_dir: Path, tmp_path: Path) -> AsyncIterator[Path]:
     d = await DaemonProcess.start(data_dir, token=TOKEN)
     try:
         c = await d.connect()
-        reply = await c.request({"type": "agent_upsert", "agent": {
-            "kind": "local", "name": "Kept", "directories": [str(folder)],
-            "extensions": [".md"], "data_types": ["tasks"], "schedule_cron": "0 3 * * *",
-            "watch": False}})
-        assert reply["type"] == "agent_upsert_result", reply
+        await make_agent(c, folder, "Kept")
         await c.close()
     finally:
         assert await d.stop() == 0
