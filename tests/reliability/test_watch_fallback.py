@@ -52,6 +52,38 @@ sys.stdin.read()
 """
 
 
+#: Adds inotify watches as the current user until the kernel says ENOSPC (the per-user
+#: watch limit, fs.inotify.max_user_watches), keeping one instance free for the daemon;
+#: reports how many it holds, then keeps them until its stdin closes.
+_WATCH_HOG = r"""
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+base = sys.argv[1]
+dirs = []
+for i in range(4000):
+    d = os.path.join(base, str(i))
+    os.mkdir(d)
+    dirs.append(os.fsencode(d))
+held, err, fds = 0, None, []
+while err is None:
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        break
+    fds.append(fd)
+    for d in dirs:
+        if libc.inotify_add_watch(fd, d, 0x2) < 0:  # IN_MODIFY
+            err = ctypes.get_errno()
+            break
+        held += 1
+if err == errno.EMFILE:  # instances ran out first: leave one for the daemon
+    os.close(fds.pop())
+print(held, errno.errorcode.get(err, err), flush=True)
+sys.stdin.read()
+"""
+
+
 @dataclass
 class OtherUser:
     """A user id no one else uses, and a folder it owns (under /tmp, which it can reach)."""
@@ -93,11 +125,14 @@ def other_user() -> Iterator[OtherUser]:
 
 
 class InotifyHog:
-    """Every inotify instance ``user`` may have, held by a process of that user."""
+    """Every inotify instance (or watch) ``user`` may have, held by a process of that user."""
 
-    def __init__(self, user: OtherUser) -> None:
-        self.proc = subprocess.Popen(user.command(sys.executable, "-c", _HOG),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, user: OtherUser, *, watches: bool = False) -> None:
+        argv = [sys.executable, "-c", _HOG]
+        if watches:
+            argv = [sys.executable, "-c", _WATCH_HOG, str(user.mkdir("watched-by-hog"))]
+        self.proc = subprocess.Popen(user.command(*argv), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         held, err = self.proc.stdout.readline().split()
         self.held, self.errno = int(held), err
@@ -118,8 +153,8 @@ class InotifyHog:
 def inotify_hog(other_user: OtherUser) -> Iterator[Any]:
     hogs: list[InotifyHog] = []
 
-    def take() -> InotifyHog:
-        hog = InotifyHog(other_user)
+    def take(*, watches: bool = False) -> InotifyHog:
+        hog = InotifyHog(other_user, watches=watches)
         hogs.append(hog)
         return hog
 
@@ -202,6 +237,33 @@ async def test_an_agent_saved_while_inotify_is_used_up_polls_is_scheduled_and_de
     figure("inotify used up", "instances held before the agent was saved", hog.held)
     figure("inotify used up", "agent saved: watch mode", "polling (scheduled)")
     figure("inotify used up", "new file → record, polling 0.5 s (s)", round(took, 1))
+
+
+@needs_other_user
+async def test_an_agent_saved_while_the_inotify_watch_limit_is_used_up_polls_and_delivers(
+        other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
+        figure: Record) -> None:
+    data_dir = other_user.mkdir("data")
+    folder = other_user.mkdir("docs")
+    d = await other_user.daemon(data_dir, token)
+    try:
+        hog = inotify_hog(watches=True)
+        assert hog.errno == "ENOSPC" and hog.held > 0, (hog.held, hog.errno)
+        c = await d.connect()
+        try:
+            await c.hello()
+            agent = await save_watched_agent(c, folder, engine)
+            line = await agent_line(c, agent["id"])
+            assert line["watch_mode"] == "polling", line
+            assert "max_user_watches" in line["watch_reason"], line
+            assert line["scheduled"] is True, line
+            _, took = await new_file_arrives(c, folder, "w.md", "Check the freezer seals")
+        finally:
+            await c.close()
+    finally:
+        await d.stop()
+    figure("inotify used up", "watches held (max_user_watches used up)", hog.held)
+    figure("inotify used up", "watch limit: new file → record, polling (s)", round(took, 1))
 
 
 @needs_other_user
