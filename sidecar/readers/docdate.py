@@ -5,6 +5,8 @@ In this order (the first that gives a date wins; ``origin`` names it):
 * ``email``: an email's ``Date`` header (set by the .eml reader, not here);
 * ``front_matter``: ``date:`` in a leading ``---`` YAML block;
 * ``date_line``: a "Date:" / "Fecha:" / "Datum:" line near the top;
+* ``last_message``: a chat export or log with dated messages or day headings ("03/04/2026,
+  18:22 - Ana: …", "--- Friday 17 April ---"): its last one, when it was written up to;
 * ``title``: a full date in the title or the lines right under it ("Kickoff — 2026-03-10",
   "Reunión del 2 de abril de 2026", "Thu 24 April 2025, 10:30"); a range ("16–27 June") is
   a period, not the document's date;
@@ -27,11 +29,14 @@ from sidecar.extractors.dates import (
     resolve_date,
 )
 
-ORIGINS = ("email", "front_matter", "date_line", "title", "file_name", "mtime", "now")
+ORIGINS = ("email", "front_matter", "date_line", "last_message", "title", "file_name", "mtime",
+           "now")
 #: The time of day given to a date-only reference (start of a working day, local).
 REFERENCE_HOUR = 9
 
 _HEAD_CHARS = 3000
+#: How much of a chat export is searched for its last dated message.
+_CHAT_CHARS = 2_000_000
 _HEAD_LINES = 40
 _TITLE_LINES = 4
 _FRONT = re.compile(r"\A---[ \t]*\n(?P<body>.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
@@ -85,6 +90,10 @@ def stated_date(text: str, fallback: datetime) -> tuple[datetime, str] | None:
         day = _own_day(m.group("v"), fallback, day_first) if m else None
         if day is not None:
             return _at_hour(day, fallback), "date_line"
+    # a chat export or a log: its last dated message or day heading (when it was saved)
+    stamps = message_references(text[:_CHAT_CHARS], fallback, day_first)
+    if len(stamps) >= 2:
+        return stamps[-1][1], "last_message"
     # a title and the lines right under it; a table's rows are data, not the title
     meaningful = [ln for ln in lines if ln.strip(" \t#*_=-")][:_TITLE_LINES]
     for line in meaningful:
@@ -148,31 +157,41 @@ def message_references(text: str, reference: datetime, day_first: bool | None = 
 
     ``message``: a line stamped "03/04/2026, 18:22 - Ana: …" (that message's own time);
     ``day_heading``: a line that is only a date ("--- Friday 17 April ---", "## 2026-04-17"),
-    the reference for what follows until the next one."""
+    the reference for what follows until the next one. One regex pass finds the lines that
+    can be either; only those are parsed."""
     out: list[tuple[int, datetime, str]] = []
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        m = _MESSAGE_STAMP.match(line)
-        if m is not None:
-            ms = resolve_date(m["date"], reference, day_first=day_first)
-            if ms is not None:
-                hour = int(m["h"]) % 24
-                if m["ap"]:
-                    hour = hour % 12 + (12 if m["ap"][0].lower() == "p" else 0)
+    for m in _STAMP_OR_MARK.finditer(text):
+        stamp = _MESSAGE_STAMP.match(m.group(0))
+        if stamp is not None:
+            ms = resolve_date(stamp["date"], reference, day_first=day_first)
+            hour, minute = int(stamp["h"]), int(stamp["mi"])
+            if stamp["ap"]:
+                hour = hour % 12 + (12 if stamp["ap"][0].lower() == "p" else 0)
+            if ms is not None and hour < 24 and minute < 60:
                 day = datetime.fromtimestamp(ms / 1000, reference.tzinfo).date()
-                if 0 <= hour < 24 and int(m["mi"]) < 60:
-                    out.append((pos, datetime.combine(day, time(hour, int(m["mi"]))).astimezone(),
-                                "message"))
-        else:
-            mark = line.strip(_MARK_TRIM + "\r\n")
-            hits = find_date_expressions(mark) if 4 <= len(mark) <= 40 else []
-            if len(hits) == 1 and hits[0][2] == mark and _FULL.search(mark):
-                ms = resolve_date(mark, reference, day_first=day_first)
-                if ms is not None:
-                    day = datetime.fromtimestamp(ms / 1000, reference.tzinfo).date()
-                    out.append((pos, _at_hour(day, reference), "day_heading"))
-        pos += len(line)
+                out.append((m.start(), datetime.combine(day, time(hour, minute)).astimezone(),
+                            "message"))
+            continue
+        mark = m.group(0).strip(_MARK_TRIM + "\r\n")
+        hits = find_date_expressions(mark) if 4 <= len(mark) <= 40 else []
+        if len(hits) == 1 and hits[0][2] == mark and _FULL.search(mark):
+            ms = resolve_date(mark, reference, day_first=day_first)
+            if ms is not None:
+                day = datetime.fromtimestamp(ms / 1000, reference.tzinfo).date()
+                out.append((m.start(), _at_hour(day, reference), "day_heading"))
     return out
+
+
+_TRIM_CLASS = r"[ \t\-=*#_\[\]()—–:|]*"
+#: A line that may be a message stamp or a day heading (checked properly afterwards).
+_STAMP_OR_MARK = re.compile(
+    r"^[ \t]*\[?(?:\d{1,2}/\d{1,2}/\d{2,4}|\d{4}-\d{2}-\d{2}|\d{1,2}\.\d{1,2}\.\d{2,4}),?"
+    r"[ \t]+(?:at[ \t]+)?\d{1,2}:\d{2}[^\n]*"
+    r"|^" + _TRIM_CLASS + r"(?:[A-Za-zéá]{3,}\.?,?[ \t]+)?(?:the[ \t]+)?"
+    r"(?:\d{1,2}(?:st|nd|rd|th)?\.?[ \t]+(?:of[ \t]+|de[ \t]+)?[A-Za-zéá]{3,}\.?"
+    r"|[A-Za-zéá]{3,}\.?[ \t]+\d{1,2}(?:st|nd|rd|th)?|\d{4}-\d{2}-\d{2}"
+    r"|\d{1,2}[/.]\d{1,2}[/.]\d{2,4})(?:,?[ \t]+(?:de[ \t]+)?\d{4})?" + _TRIM_CLASS + r"$",
+    re.M)
 
 
 def _at_hour(day: date, fallback: datetime) -> datetime:
