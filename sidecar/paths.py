@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -89,4 +90,8 @@ def _tighten(path: Path, allowed: int) -> None:
         return
     mode = stat.S_IMODE(st.st_mode)
     if mode & ~allowed and st.st_uid == os.geteuid():
-        os.chmod(path, mode & allowed)
+        try:
+            os.chmod(path, mode & allowed)
+        except OSError as exc:  # immutable, read-only mount: what then fails says so itself
+            logging.getLogger(__name__).warning("cannot make %s private (%s)", path,
+                                                exc.strerror or exc)

@@ -184,6 +184,44 @@ async def test_read_only_database_file(data_dir: Path, healthy_db: Path,
            round(o.total_s, 2))
 
 
+async def test_immutable_database_file_even_for_root(data_dir: Path, healthy_db: Path,
+                                                     figure: Figure) -> None:
+    """``chattr +i``: not even root may write (or chmod) it; the daemon, as root, says
+    read-only (0644 left by an older version: tightening it fails too, and is not fatal)."""
+    healthy_db.chmod(0o644)
+    r = subprocess.run(["chattr", "+i", str(healthy_db)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"chattr +i not supported here: {r.stderr.strip()}")
+    try:
+        o = await start(data_dir)
+    finally:
+        subprocess.run(["chattr", "-i", str(healthy_db)], check=True)
+    message = check_fatal(o, 4, "database_read_only")
+    assert "immutable" in message and "move it aside" not in message
+    figure("start-up faults", "immutable database file (root): exit 4, s from spawn",
+           round(o.total_s, 2))
+
+
+async def test_read_only_file_system(tmp_path: Path, figure: Figure) -> None:
+    """The data directory on a file system mounted read-only (a locked USB stick)."""
+    mnt = tmp_path / "stick"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        (mnt / "data").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        o = await start(mnt / "data", log_dir=tmp_path / "logs")
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    message = check_fatal(o, 7, "data_dir_unwritable")
+    assert "Read-only file system" in message and str(mnt / "data") in message
+    figure("start-up faults", "data directory on a read-only file system: exit 7, s from spawn",
+           round(o.total_s, 2))
+
+
 async def test_folder_at_the_database_path(data_dir: Path, figure: Figure) -> None:
     (data_dir / "sidecar.sqlite3").mkdir()
     (data_dir / "sidecar.sqlite3" / "keep.txt").write_text("mine")
