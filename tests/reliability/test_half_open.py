@@ -33,6 +33,19 @@ HANDSHAKE_TIMEOUT = 5.0  # the shipped default
 PARTIAL = b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
 
 
+async def start_limited(data_dir: Path, token: str, **kwargs: Any) -> DaemonProcess:
+    """The daemon under ``RLIMIT_NOFILE`` NOFILE (soft and hard), set by prlimit at exec."""
+    return await DaemonProcess.start(
+        data_dir, token=token, command=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--",
+                                        sys.executable, "-m", "sidecar"], **kwargs)
+
+
+def ran_out(d: DaemonProcess) -> list[str]:
+    """Lines saying the daemon hit the descriptor limit (asyncio's accept, or any open)."""
+    return [line for line in d.stderr_lines
+            if "Too many open files" in line or "out of system resource" in line]
+
+
 async def open_half(port: int, n: int) -> list[socket.socket]:
     """``n`` connections, every other one sending a partial request; all held open."""
     loop = asyncio.get_running_loop()
@@ -89,10 +102,7 @@ async def deliver_run(c: SidecarClient, agent: str) -> tuple[dict[str, Any], lis
 async def test_1100_half_open_sockets_under_1024_fds_leave_room_for_the_real_client(
         data_dir: Path, token: str, model_dir: Path, tmp_path: Path, figure: Figure) -> None:
     tags = write_task_docs(tmp_path / "docs", files=6, per_file=2, seed=8)
-    d = await DaemonProcess.start(
-        data_dir, token=token, extra_args=["--model-dir", str(model_dir)],
-        command=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", sys.executable, "-m",
-                 "sidecar"])
+    d = await start_limited(data_dir, token, extra_args=["--model-dir", str(model_dir)])
     held: list[socket.socket] = []
     fds: list[int] = []
     stop = asyncio.Event()
@@ -144,8 +154,7 @@ async def test_1100_half_open_sockets_under_1024_fds_leave_room_for_the_real_cli
     assert still == 0, f"{still} half-open sockets outlived the handshake timeout"
     assert closed_s < HANDSHAKE_TIMEOUT + 5
     assert max(fds) < NOFILE - 64, f"descriptors ran up to {max(fds)} of {NOFILE}"
-    assert not [line for line in d.stderr_lines if "Too many open files" in line
-                or "out of system resource" in line], "the daemon ran out of descriptors"
+    assert not ran_out(d), ran_out(d)[:3]
 
 
 FLOODER = """
@@ -171,10 +180,7 @@ async def test_real_client_gets_in_during_a_sustained_flood(
         data_dir: Path, token: str, figure: Figure) -> None:
     """4 local programs open 6,000 connections as fast as they can while the app reconnects
     20 times: the oldest pending ones give way, the descriptors stay clear of the limit."""
-    d = await DaemonProcess.start(
-        data_dir, token=token,
-        command=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", sys.executable, "-m",
-                 "sidecar"])
+    d = await start_limited(data_dir, token)
     times: list[float] = []
     failures: list[str] = []
     fds: list[int] = []
@@ -211,17 +217,14 @@ async def test_real_client_gets_in_during_a_sustained_flood(
     assert not failures, failures
     assert sum(opened) >= 5000, opened
     assert max(fds) < NOFILE - 64, f"descriptors ran up to {max(fds)} of {NOFILE}"
-    assert not [line for line in d.stderr_lines if "Too many open files" in line
-                or "out of system resource" in line], "the daemon ran out of descriptors"
+    assert not ran_out(d), ran_out(d)[:3]
 
 
 async def test_descriptor_reserve_holds_with_the_cap_lifted(
         data_dir: Path, token: str, figure: Figure) -> None:
     """No cap on pending connections: the descriptor reserve alone keeps the daemon usable."""
-    d = await DaemonProcess.start(
-        data_dir, token=token, env={"SIDECAR_MAX_UNAUTHENTICATED_CONNECTIONS": "100000"},
-        command=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--", sys.executable, "-m",
-                 "sidecar"])
+    d = await start_limited(data_dir, token,
+                            env={"SIDECAR_MAX_UNAUTHENTICATED_CONNECTIONS": "100000"})
     held: list[socket.socket] = []
     fds: list[int] = []
     stop = asyncio.Event()
@@ -239,8 +242,7 @@ async def test_descriptor_reserve_holds_with_the_cap_lifted(
         await d.stop()
     figure("half-open", "peak descriptors, 1,100 half-open with no pending cap", max(fds))
     assert max(fds) < NOFILE - 64, f"descriptors ran up to {max(fds)} of {NOFILE}"
-    assert not [line for line in d.stderr_lines if "Too many open files" in line
-                or "out of system resource" in line], "the daemon ran out of descriptors"
+    assert not ran_out(d), ran_out(d)[:3]
 
 
 async def test_a_client_slow_to_send_its_request_survives_a_burst_behind_it(

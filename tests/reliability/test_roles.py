@@ -29,6 +29,16 @@ Figure = Callable[[str, str, Any], None]
 INSERT_TIMEOUT = 2.0
 
 
+async def ack_each(c: SidecarClient, n: int) -> list[str]:
+    """Take and ack ``n`` tool_calls; their keys in arrival order."""
+    keys = []
+    for _ in range(n):
+        frame = await c.next_push("tool_call", timeout=20)
+        keys.append(frame["idempotency_key"])
+        await c.ack(frame)
+    return keys
+
+
 def drain(c: SidecarClient) -> list[dict[str, Any]]:
     out = []
     while not c.pushed.empty():
@@ -132,11 +142,7 @@ async def test_observer_alone_gets_no_insert_and_a_writer_gets_them_all(
         assert not [f for f in drain(tray) if f["type"] == "tool_call"]
         writer = await d.connect()
         await writer.hello(role="writer")
-        got = []
-        for _ in keys:
-            frame = await writer.next_push("tool_call", timeout=20)
-            got.append(frame["idempotency_key"])
-            await writer.ack(frame)
+        got = await ack_each(writer, len(keys))
         await asyncio.sleep(0.5)
         assert not [f for f in drain(tray) if f["type"] == "tool_call"]
         assert got == keys
@@ -166,11 +172,7 @@ async def test_a_writer_that_becomes_an_observer_hands_its_calls_over_at_once(
         await asyncio.sleep(0.5)
         assert other.pushed.empty(), "calls in flight stay with their writer"
         assert (await window.hello(role="observer"))["type"] == "hello_result"
-        got = []
-        for _ in keys:
-            frame = await other.next_push("tool_call", timeout=10)
-            got.append(frame["idempotency_key"])
-            await other.ack(frame)
+        got = await ack_each(other, len(keys))  # at once: the insert timeout is 600 s
         await asyncio.sleep(0.5)
         assert not [f for f in drain(window) if f["type"] == "tool_call"]
         assert sorted(got) == sorted(keys) == sorted(f["idempotency_key"] for f in first)
