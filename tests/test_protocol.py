@@ -310,3 +310,81 @@ async def test_error_frames_never_carry_a_registered_secret(error: str) -> None:
     (reply,) = [json.loads(s) for s in sock.sent]
     assert reply["type"] == "error" and reply["request_id"] == "r1"
     assert secret not in sock.sent[0] and "***" in reply["message"]
+
+
+def _nested(levels: int) -> str:
+    """An agent_upsert whose frame nests ``levels`` JSON containers deep (the frame is 1)."""
+    return ('{"type":"agent_upsert","request_id":"n","agent":{"f":'
+            + "[" * (levels - 2) + "]" * (levels - 2) + "}}")
+
+
+#: Raw input → (error code, request_id echoed, words the message must hold), by hand.
+REFUSED: list[tuple[str | bytes, str, str | None, str]] = [
+    (b'{"type":"status","request_id":"b"}', "binary_frame", None, "binary frames"),
+    ('{"type":"status","request_id":"x"', "invalid_json", None, "not valid JSON"),
+    ('{"type":"status","request_id":"n","x":NaN}', "invalid_json", None, "NaN is not valid"),
+    ('{"type":"status","request_id":"i","x":-Infinity}', "invalid_json", None, "Infinity"),
+    ('{"type":"run_list","request_id":"f","limit":1e400}', "invalid_json", None,
+     "out of range"),
+    ('[{"type":"status"}]', "not_an_object", None, "got list"),
+    ('"status"', "not_an_object", None, "got str"),
+    ('{"request_id":"t"}', "missing_type", "t", "no string 'type'"),
+    ('{"type":7,"request_id":"t"}', "missing_type", "t", "no string 'type'"),
+    ('{"type":"tool_call","request_id":"u"}', "unknown_type", "u", "'tool_call'"),
+    ('{"type":"status","request_id":"s","v":"\\ud800"}', "invalid_json", "s",
+     "a string holds an unpaired UTF-16 surrogate"),
+    ('{"type":"status","request_id":"s","v":[["\\udfff"]]}', "invalid_json", "s",
+     "a string holds an unpaired UTF-16 surrogate"),
+    ('{"type":"status","request_id":"k","\\udc80":1}', "invalid_json", "k",
+     "a key holds an unpaired UTF-16 surrogate"),
+    ('{"type":"status","request_id":"\\ud800"}', "invalid_json", None, "surrogate"),
+    ("[" * 100_000 + "]" * 100_000, "invalid_json", None, "nested too deeply"),
+    (_nested(65), "invalid_json", "n", "nested deeper than 64 levels"),
+    ('{"type":"hello","request_id":"p","protocol":2}', "unsupported_protocol", "p",
+     "protocol 2 is not supported"),
+    ('{"type":"run_list","request_id":"l","limit":"5"}', "invalid_field", "l",
+     "field 'limit' must be integer or null, got str"),
+    ('{"type":"run_agent","request_id":"a"}', "missing_field", "a",
+     "missing required field 'agent_id'"),
+    ('{"type":"status","request_id":""}', "missing_field", None, "'request_id' must be"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code", "rid", "words"), REFUSED,
+                         ids=[f"{c}-{i}" for i, (_r, c, _q, _w) in enumerate(REFUSED)])
+def test_refusals_name_the_problem(raw: str | bytes, code: str, rid: str | None,
+                                   words: str) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(raw)
+    err = info.value
+    assert (err.code, err.request_id) == (code, rid), err.message
+    assert words in err.message, err.message
+    frame = json.loads(p.encode(err.to_frame()))
+    assert frame["type"] == "error" and frame["code"] == code and frame["message"] == err.message
+
+
+def test_nesting_up_to_the_limit_and_surrogate_pairs_are_fine() -> None:
+    frame = p.decode(_nested(64))
+    assert isinstance(frame, p.AgentUpsert)
+    deep = frame.agent["f"]
+    for _ in range(61):
+        (deep,) = deep
+    assert deep == []
+    ok = p.decode('{"type":"status","request_id":"\\ud83d\\ude00","v":["\\ud83d\\ude00"]}')
+    assert ok == p.Status(request_id="😀")
+
+
+def test_encode_writes_utf8_refuses_nan_and_escapes_lone_surrogates() -> None:
+    hello = p.HelloResult(request_id="r", version="1", protocol=1, capabilities=["é"],
+                          models=[])
+    text = p.encode(hello)
+    assert '"capabilities":["é"]' in text and " " not in text  # UTF-8, compact separators
+    with pytest.raises(ValueError):
+        p.encode(p.ToolCall(id="c", action="insert", table="tasks", data={"x": float("nan")}))
+    wire = p.encode(p.RunProgress(run_id="r", agent_id="a", files_done=0, files_total=1,
+                                  items_found=0, current="/x/\udcff.md"))
+    assert wire.isascii() and '"current":"/x/\\udcff.md"' in wire
+    assert wire.startswith('{"type":"run_progress","run_id":"r"')
+    with pytest.raises(ValueError):
+        p.encode(p.RunProgress(run_id="\udcff", agent_id="a", files_done=0, files_total=1,
+                               items_found=float("inf"), current=None))
