@@ -131,9 +131,14 @@ async def test_listens_on_loopback_only_and_has_no_way_to_bind_elsewhere(
         others = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
                   if a.family in (socket.AF_INET, socket.AF_INET6)
                   and not a.address.startswith(("127.", "::1", "fe80"))] + ["::1"]
+        reached = []
         for host in others:
-            with pytest.raises(OSError):
-                await asyncio.wait_for(asyncio.open_connection(host, d.ready.port), 5)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, d.ready.port), 5)
+            except OSError:
+                continue
+            reached.append(host)
+            writer.close()
     finally:
         await d.stop()
     r = subprocess.run([sys.executable, "-m", "sidecar", "serve", "--host", "0.0.0.0",
@@ -141,7 +146,9 @@ async def test_listens_on_loopback_only_and_has_no_way_to_bind_elsewhere(
                        timeout=60, env={**os.environ, "SIDECAR_TOKEN": token})
     assert r.returncode == 2 and r.stdout == ""
     assert "unrecognized arguments: --host 0.0.0.0" in r.stderr
-    figure("access", "non-loopback addresses that reached the daemon", 0)
+    figure("access", "non-loopback addresses that reached the daemon",
+           f"{len(reached)} of {len(others)}")
+    assert not reached and others, (reached, others)
 
 
 # -- which folders it reads ---------------------------------------------------------------
@@ -246,8 +253,9 @@ async def test_a_stored_folder_no_longer_allowed_is_not_read(
     assert run2["items_processed"] == 1 and len(calls2) == 1, run2
     assert any(str(tree["outside"] / "docs") in e for e in run2["errors"]), run2
     assert "Call the printer about allowed" in fake.prompts()
-    assert CANARY not in fake.prompts() and "about outside" not in fake.prompts()
-    figure("access", "files read from folders no longer allowed", 0)
+    leaked = sum(marker in fake.prompts() for marker in (CANARY, "about outside"))
+    figure("access", "files read from folders no longer allowed", leaked)
+    assert leaked == 0
 
 
 async def test_symlinks_out_of_an_agent_folder_are_never_read(
@@ -274,8 +282,10 @@ async def test_symlinks_out_of_an_agent_folder_are_never_read(
     for name in ("file-link.md", "dir-link"):
         assert any(name in e and "outside_folder" in e for e in run["errors"]), errors
     assert [c["data"]["title"] for c in calls] == ["Order the oak shelves for the studio"]
-    assert CANARY not in fake.prompts() and CANARY not in json.dumps(calls)
-    figure("access", "symlink escapes read (file and directory links)", 0)
+    seen = fake.prompts() + json.dumps(calls)
+    escapes = sum(f"{CANARY} ({kind})" in seen for kind in ("file", "dir"))
+    figure("access", "symlink escapes read (file and directory links)", escapes)
+    assert escapes == 0 and CANARY not in seen
 
 
 # -- what a document can make it do --------------------------------------------------------------
@@ -307,8 +317,10 @@ async def test_injected_records_are_dropped_by_validation(
     finally:
         await d.stop()
     assert calls, run
+    injected = [c for c in calls if c["table"] != "tasks"
+                or not set(c["data"]) <= TASK_FIELDS | REVIEW]
+    figure("access", "injected records delivered (rules, remote, daemon)", len(injected))
     assert_only_tasks(calls)
-    figure("access", "injected records delivered (rules, remote, daemon)", 0)
 
 
 @pytest.mark.model
