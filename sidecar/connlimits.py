@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from sidecar.ratelimit import RateLimitedLog
+from sidecar.ratelimit import RateLimitedLog, RateLimitFilter
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,18 @@ def _abort(handler: RequestHandler) -> None:
 
 
 CONN_GUARD = web.AppKey("conn_guard", ConnectionGuard)
+
+
+def http_logger() -> logging.Logger:
+    """The logger aiohttp's request handler writes to (``handler_args["logger"]``): what a
+    peer sends wrong (garbage, a bad Content-Length, TLS to a plain port) is one line, and
+    each kind at most once a minute, so no flood of requests rotates the log."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    logger = logging.getLogger("sidecar.http")
+    if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+        logger.addFilter(RateLimitFilter(60.0, peer_faults=(HttpProcessingError,)))
+    return logger
 
 
 class GuardedServer(web.Server):

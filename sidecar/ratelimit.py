@@ -93,3 +93,42 @@ class RateLimitedLog:
         """Lines of ``key`` held back since the last one written."""
         slot = self._slots.get(key)
         return slot.held if slot is not None else 0
+
+
+class RateLimitFilter(logging.Filter):
+    """A :class:`RateLimitedLog` for records others emit (a library's logger): one record per
+    message template and level per ``interval``; the next one says how many were dropped.
+
+    Records whose exception is one of ``peer_faults`` (what a remote peer caused, not a bug)
+    lose their traceback and keep one line naming the exception.
+    """
+
+    def __init__(self, interval: float = 60.0, *,
+                 peer_faults: tuple[type[BaseException], ...] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.peer_faults = peer_faults
+        self._clock = clock
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = f"{record.levelno}:{record.name}:{record.msg}"
+        now = self._clock()
+        slot = self._slots.get(key)
+        if slot is not None and now - slot.last < self.interval:
+            slot.held += 1
+            return False
+        held = slot.held if slot is not None else 0
+        self._slots[key] = _Slot(now)
+        while len(self._slots) > 256:
+            self._slots.popitem(last=False)
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if exc is not None and isinstance(exc, self.peer_faults):
+            text = " ".join(str(exc).split()).replace("%", "%%")  # one line, as promised
+            record.msg = f"{record.msg}: {type(exc).__name__}: {text}"
+            record.exc_info, record.exc_text = None, None
+        if held:
+            record.msg = (f"{record.msg} [{held} more like this in the last "
+                          f"{self.interval:.0f}s not logged]")
+        return True

@@ -23,7 +23,7 @@ from sidecar.appkeys import (
     WATCHERS,
 )
 from sidecar.auth import origin_allowed, token_ok
-from sidecar.connlimits import CONN_GUARD, ConnectionGuard
+from sidecar.connlimits import CONN_GUARD, ConnectionGuard, http_logger
 from sidecar.delivery import Delivery
 from sidecar.handlers import register_account_handlers, register_handlers
 from sidecar.hub import Hub
@@ -192,8 +192,8 @@ def create_app(config: Config, paths: Paths, token: str) -> web.Application:
     # at least a second: 0 would close every connection, the app's too, before its request
     handshake = max(1.0, config.handshake_timeout_seconds)
     # keepalive_timeout: aiohttp's own idle limit, also from the moment a connection opens
-    app = web.Application(client_max_size=1024 * 1024,
-                          handler_args={"keepalive_timeout": handshake})
+    app = web.Application(client_max_size=1024 * 1024, handler_args={
+        "keepalive_timeout": handshake, "logger": http_logger()})
     app[CONN_GUARD] = ConnectionGuard(
         handshake_timeout=handshake,
         max_pending=config.max_unauthenticated_connections,

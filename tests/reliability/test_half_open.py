@@ -16,6 +16,7 @@ import re
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -284,9 +285,28 @@ async def test_a_zero_handshake_timeout_still_lets_the_app_in(data_dir: Path,
         await d.stop()
 
 
+#: What a confused or hostile local program sends: a bad Content-Length, an over-long header
+#: line, TLS to a plain port, a header line without a colon.
+MALFORMED = [b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
+             b"GET /ws HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 10000 + b"\r\n\r\n",
+             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 64,
+             b"GET / HTTP/1.1\r\nHost x\r\n\r\n"]
+
+
+async def send_malformed(port: int, payload: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(payload)
+        await w.drain()
+        return await asyncio.wait_for(r.read(64), 10)
+    finally:
+        w.close()
+
+
 async def test_refused_handshake_flood_leaves_a_few_log_lines(
         data_dir: Path, token: str, figure: Figure) -> None:
-    """1,000 upgrades with a wrong token: each refused, the log keeps its history."""
+    """1,000 upgrades with a wrong token and 800 malformed requests: each refused (401 or
+    400), and the log keeps its history: a few lines, no traceback."""
     d = await DaemonProcess.start(data_dir, token=token)
     log_file = next((data_dir / "logs").glob("*.log"))
     try:
@@ -301,6 +321,10 @@ async def test_refused_handshake_flood_leaves_a_few_log_lines(
                     await r.close()
                 elif "401" in str(r):
                     refused += 1
+        answers = []
+        for payload in MALFORMED:
+            answers += await asyncio.gather(*(send_malformed(d.ready.port, payload)
+                                              for _ in range(200)))
         c = await d.connect()  # the real client still gets in
         assert (await c.hello())["type"] == "hello_result"
         await c.close()
@@ -311,6 +335,12 @@ async def test_refused_handshake_flood_leaves_a_few_log_lines(
     lines = text.splitlines()[lines_before:]
     refusal_lines = [line for line in lines if "refused /ws" in line]
     figure("half-open", "log lines for 1,000 refused handshakes", len(refusal_lines))
+    figure("half-open", "log lines for 800 malformed requests",
+           sum("Error handling request" in line for line in lines))
     assert refused == 1000
     assert 1 <= len(refusal_lines) <= 3, refusal_lines[:5]
+    assert all(re.match(rb"HTTP/1.[01] 400 ", a) for a in answers), \
+        Counter(a[:12] for a in answers)
+    assert len(lines) <= 12, lines[:20]  # ~1 line per kind of fault, not one per request
+    assert not any("Traceback" in line for line in lines), lines[:20]
     assert "listening on" in text, "the start of the log was rotated away"
