@@ -259,3 +259,34 @@ def test_a_bare_weekday_and_number_is_not_a_date() -> None:
     # "Friday 3" could be a time, a count or a room: only "the 3rd"/"3rd" or Spanish names it
     assert resolve_date("Friday 3", REF) is None
     assert resolve_date("Friday 3pm", REF) == ms(2026, 11, 27, 15)
+
+
+FR_REF = datetime(2026, 6, 22, 9, tzinfo=BERLIN)  # a Monday
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("vendredi", (2026, 6, 26)),
+    ("le 9 juin", (2026, 6, 9)),  # 13 days ago: the recent past stays this year
+    ("3 juillet 2026", (2026, 7, 3)),
+    ("mardi 23 juin", (2026, 6, 23)),
+    ("2 août", (2026, 8, 2)),
+    ("demain", (2026, 6, 23)),
+    ("aujourd’hui", (2026, 6, 22)),
+    ("après-demain", (2026, 6, 24)),
+    ("Freitag", (2026, 6, 26)),
+    ("14. Juli", (2026, 7, 14)),
+    ("Donnerstag, 25. Juni 2026", (2026, 6, 25)),
+    ("bis zum 3. Juli", (2026, 7, 3)),
+    ("heute", (2026, 6, 22)),
+])
+def test_french_and_german_dates(expr: str, expected: tuple[int, int, int]) -> None:
+    assert resolve_date(expr, FR_REF) == ms(*expected)
+
+
+@pytest.mark.parametrize("text", [
+    "2. May I ask a question?",  # a numbered list, not 2 May
+    "Hier ist die Datei.",  # German "here", not French "yesterday"
+    "1. March planning",
+])
+def test_european_words_that_are_not_dates(text: str) -> None:
+    assert find_date_expressions(text) == []

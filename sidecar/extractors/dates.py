@@ -35,17 +35,25 @@ from typing import NamedTuple
 
 _MONTHS = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6,
            "jul": 7, "aug": 8, "sep": 9, "oct": 10, "nov": 11, "dec": 12,
-           "ene": 1, "abr": 4, "ago": 8, "set": 9, "dic": 12}
+           "ene": 1, "abr": 4, "ago": 8, "set": 9, "dic": 12,
+           "fév": 2, "fev": 2, "avr": 4, "aoû": 8, "aou": 8, "déc": 12,
+           "mär": 3, "mae": 3, "okt": 10, "dez": 12}
 _WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6,
              "lun": 0, "mar": 1, "mié": 2, "mie": 2, "jue": 3, "vie": 4, "sáb": 5, "sab": 5,
-             "dom": 6}
+             "dom": 6, "mer": 2, "jeu": 3, "ven": 4, "sam": 5, "dim": 6,
+             "die": 1, "mit": 2, "don": 3, "fre": 4, "son": 6}
+#: Weekday names written in lower case (not English): a date on their own.
 _ES_WEEKDAYS = ("lunes", "martes", "miércoles", "miercoles", "jueves", "viernes", "sábado",
-                "sabado", "domingo")
+                "sabado", "domingo", "lundi", "mardi", "mercredi", "jeudi", "vendredi",
+                "samedi", "dimanche", "montag", "dienstag", "mittwoch", "donnerstag",
+                "freitag", "samstag", "sonntag")
 _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
             "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
 _RELATIVE_DAYS = {"today": 0, "tonight": 0, "tomorrow": 1, "tmrw": 1, "yesterday": -1,
                   "day after tomorrow": 2, "day before yesterday": -2,
-                  "hoy": 0, "mañana": 1, "pasado mañana": 2, "ayer": -1, "anteayer": -2}
+                  "hoy": 0, "mañana": 1, "pasado mañana": 2, "ayer": -1, "anteayer": -2,
+                  "aujourd'hui": 0, "demain": 1, "après-demain": 2,
+                  "heute": 0, "übermorgen": 2, "gestern": -1}
 _RECENT_PAST = timedelta(days=60)
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
@@ -53,11 +61,15 @@ _I = re.IGNORECASE
 _MON = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
         r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?"
         r"|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre"
-        r"|noviembre|diciembre)")
-#: A month name (English or Spanish, full or abbreviated) as a regex fragment.
+        r"|noviembre|diciembre"
+        r"|janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[ûu]t|septembre|octobre"
+        r"|d[ée]cembre|januar|februar|m(?:ä|ae)rz|juni|juli|oktober|dezember)")
+#: A month name (English, Spanish, French or German; full or abbreviated) as a regex fragment.
 MONTH_PATTERN = _MON
 _WD = (r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday"
        r"|lunes|martes|mi[ée]rcoles|jueves|viernes|s[áa]bado|domingo"
+       r"|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche"
+       r"|montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonntag"
        r"|mon|tues?|wed|thu(?:rs?)?|fri|sat|sun)")
 _NUM = r"(?P<n>\d{1,3}|a\s+couple\s+of|" + "|".join(_NUMBERS) + ")"
 _YEAR = r"(?P<y>(?:19|20|21)\d\d)\b"
@@ -79,11 +91,13 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         _WDP + r"\b(?P<mon>" + _MON + r")(?:\.\s*|\s+)(?P<d>\d{1,2})(?:st|nd|rd|th)?\b"
         r"(?![.:]\d)(?:,?\s*" + _YEAR + ")?", _I)),
     ("dm", re.compile(
-        _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?P<ord>st|nd|rd|th)?\s+(?P<of>(?:of|de)\s+)?"
+        _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?:(?P<ord>st|nd|rd|th)|(?P<gdot>\.))?\s+"
+        r"(?P<of>(?:of|de)\s+)?"
         r"(?P<mon>" + _MON + r")\b(?:\.?,?\s*(?:de(?:l)?\s+)?" + _YEAR + ")?", _I)),
     ("rel", re.compile(
         r"\b(?:the\s+)?(?P<rel>day\s+after\s+tomorrow|day\s+before\s+yesterday)\b"
-        r"|\b(?P<rel1>today|tonight|tomorrow|tmrw|yesterday|hoy|ayer|anteayer)\b"
+        r"|\b(?P<rel1>today|tonight|tomorrow|tmrw|yesterday|hoy|ayer|anteayer"
+        r"|aujourd['’]hui|apr[èe]s-demain|demain|heute|übermorgen|gestern)(?![\w-])"
         r"|\b(?P<rel2>pasado\s+mañana)(?!\w)"
         r"|(?<!\bla\s)(?<!\bpor\s)(?<!\bde\s)(?<!\bsta\s)(?<!\w)(?P<rel3>mañana)(?!\w)", _I)),
     ("end", re.compile(
@@ -113,7 +127,8 @@ _PREFIX = re.compile(r"(?<![\w:.])(?:(?:at|@)[ \t]*)?" + _TIME + r"[ \t]*,?[ \t]
 _LEAD = re.compile(
     r"^(?:(?:due|on|by|until|till|til|before|after|from|starting|as\s+of|deadline:?"
     r"|no\s+later\s+than|not\s+later\s+than|antes\s+del?|para\s+el|para|hasta\s+el|hasta"
-    r"|el|a\s+m[áa]s\s+tardar)\s+)+", _I)
+    r"|el|a\s+m[áa]s\s+tardar|le|avant\s+le|d'ici\s+le|pour\s+le|jusqu'au|bis(?:\s+zum)?"
+    r"|am|vor\s+dem)\s+)+", _I)
 _NUMERIC = re.compile(r"[+-]?(?P<int>\d+)(?:\.\d+)?")
 _TRAILING = " \t\r\n.,;:!?)\"'"
 
@@ -124,6 +139,12 @@ class _Hit(NamedTuple):
     kind: str
     match: re.Match[str]
     time: re.Match[str] | None
+
+
+#: Months written after "14." (German style): names no English word shares.
+_DOT_MONTH = re.compile(r"(?:januar|februar|m(?:ä|ae)rz|mai|juni|juli|oktober|dezember|janvier"
+                        r"|f[ée]vrier|mars|avril|juin|juillet|ao[ûu]t|septembre|octobre"
+                        r"|d[ée]cembre)$", re.I)
 
 
 def _valid_day(year: int | None, month: int, day: int) -> bool:
@@ -156,10 +177,12 @@ def _plausible(kind: str, m: re.Match[str]) -> bool:
         return 1 <= int(m["d"]) <= 31 and bool(
             m["ord"] or m["the"] or m["wd"].lower() in _ES_WEEKDAYS)
     if kind in ("md", "dm"):
-        month = _MONTHS[m["mon"][:3].lower()]
+        month = _month_of(m["mon"])
         if not _valid_day(int(m["y"]) if m["y"] else None, month, int(m["d"])):
             return False
         # "the 2 may conflict": lowercase verb-like months need stronger evidence after a number.
+        if m.groupdict().get("gdot") and not _DOT_MONTH.match(m["mon"]):
+            return False  # "2. May I ask": a numbered list, unless the month is German/French
         ambiguous = m["mon"] in ("may", "march", "mar")
         return not (kind == "dm" and ambiguous
                     and not (m["ord"] or m["of"] or m["y"] or m["wdp"]))
@@ -252,6 +275,16 @@ def _count(m: re.Match[str]) -> int:
     return int(word) if word.isdigit() else _NUMBERS.get(word, 2)  # "a couple of" -> 2
 
 
+def _month_of(word: str) -> int:
+    """A month name's number ("juin" 6 and "juillet" 7 share their first three letters)."""
+    lower = word.lower()
+    if lower.startswith("juil"):
+        return 7
+    if lower.startswith("juin"):
+        return 6
+    return _MONTHS[lower[:3]]
+
+
 def _weekday_of(word: str | None) -> int | None:
     return _WEEKDAYS.get(word[:3].lower()) if word else None
 
@@ -264,7 +297,7 @@ def _hit_date(kind: str, m: re.Match[str], today: date,
         ymd = _num_ymd(m, day_first)
         return date(*ymd) if _valid_day(*ymd) else date(*_num_ymd(m, not day_first))
     if kind in ("md", "dm"):
-        month, day = _MONTHS[m["mon"][:3].lower()], int(m["d"])
+        month, day = _month_of(m["mon"]), int(m["d"])
         if m["y"]:
             return date(int(m["y"]), month, day)
         return _infer_year(month, day, today, _weekday_of(m["wdp"]))
@@ -272,6 +305,7 @@ def _hit_date(kind: str, m: re.Match[str], today: date,
         return _weekday_month(int(m["d"]), _WEEKDAYS[m["wd"][:3].lower()], today)
     if kind == "rel":
         key = " ".join((m["rel"] or m["rel1"] or m["rel2"] or m["rel3"]).lower().split())
+        key = key.replace("’", "'").replace("apres", "après")
         return today + timedelta(days=_RELATIVE_DAYS[key])
     monday = today - timedelta(days=today.weekday())
     if kind == "end":
