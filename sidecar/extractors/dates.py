@@ -1,4 +1,4 @@
-"""Find and resolve English (and common Spanish) date/deadline expressions as epoch-ms dates.
+"""Find and resolve English (and common Spanish, French, German) date expressions as epoch ms.
 
 Rules (all relative to ``reference``, in its time zone; a naive reference means local time):
 
@@ -23,6 +23,9 @@ Rules (all relative to ``reference``, in its time zone; a naive reference means 
 * Spanish: "14 de abril (de 2025)", "el viernes", "antes del lunes", "hoy", "mañana" (not
   "la mañana": the morning), "pasado mañana", "la próxima semana"/"la semana que viene",
   "el mes que viene", "fin de mes" — resolved with the same rules.
+* French and German: month and weekday names ("vendredi 3 juillet", "Freitag, 3. Juli"),
+  "demain", "aujourd'hui", "après-demain", "heute", "übermorgen", "gestern".
+* A date far from the document's reference (``within_horizon``) is not one of its dates.
 """
 
 from __future__ import annotations
