@@ -163,6 +163,13 @@ async def test_disk_full_mid_run_ends_the_run_and_resumes_when_space_returns(
             assert reply["type"] == "error" and reply["code"] == "disk_full", reply
             assert "free some space" in reply["message"], reply
 
+        # the app reloads while the disk is still full: acks it sent are held in memory, so
+        # nothing it acked may come back to the new connection
+        await w.c.close()
+        w.c = await d.connect()
+        await w.c.hello()
+        await w.run_until(lambda: False, 1.0)
+
         os.unlink(filler)  # space returns
         t_free = time.monotonic()
         while True:  # the held acks commit and the run row closes without a restart
