@@ -262,7 +262,13 @@ def test_an_mtime_in_the_future_is_not_a_reference(tmp_path: Path) -> None:
     os.utime(path, (4_102_444_800, 4_102_444_800))  # 2100-01-01: a wrong clock
     doc = read_document(path, max_bytes=MAX)
     assert doc.date is None and "date_origin" not in doc.meta  # the engine uses now
-    os.utime(path, (-86_400 * 365, -86_400 * 365))  # before 1970: still a date
+    zip_epoch = datetime(1980, 1, 1).timestamp()  # what unzipped files often carry
+    os.utime(path, (zip_epoch, zip_epoch))
+    assert read_document(path, max_bytes=MAX).date is None
+    os.utime(path, (0, 0))
+    assert read_document(path, max_bytes=MAX).date is None
+    old = datetime(1999, 5, 1, 12).timestamp()  # old, but a real date
+    os.utime(path, (old, old))
     assert read_document(path, max_bytes=MAX).meta["date_origin"] == "mtime"
 
 

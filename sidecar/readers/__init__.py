@@ -53,14 +53,20 @@ def read_document(path: Path, *, max_bytes: int) -> Document:
     return _dated(doc, name, _saved_at(mtime_ns))
 
 
+#: Before this an mtime is a placeholder (ZIP's 1980-01-01, a build system's epoch), not a date.
+_EARLIEST_MTIME = datetime(1990, 1, 1).astimezone()
+
+
 def _saved_at(mtime_ns: int) -> datetime | None:
-    """The file's mtime as a reference, unless it is in the future (a wrong clock, a copied
-    archive) or not a date at all."""
+    """The file's mtime as a reference, unless it is in the future (a wrong clock), a
+    placeholder (1980-01-01 from an unzipped archive, the epoch) or not a date at all."""
     try:
         when = datetime.fromtimestamp(mtime_ns / 1e9).astimezone()
     except (OverflowError, OSError, ValueError):
         return None
-    return None if when > datetime.now().astimezone() + timedelta(days=1) else when
+    if when > datetime.now().astimezone() + timedelta(days=1) or when < _EARLIEST_MTIME:
+        return None
+    return when
 
 
 def read_bytes(data: bytes, *, name: str, max_bytes: int) -> Document:
