@@ -56,6 +56,8 @@ LATE = datetime(2026, 12, 5, 18, 0)  # the file was saved long after it was writ
     ("g.md", "# Handover while I'm away (16–27 June)\n\nSend it.\n", "2026-12-05", "mtime"),
     ("h.md", "# Season 2\nReleased weekly on Fridays from 3 October.\n", "2026-12-05", "mtime"),
     ("i.csv", "Task,Due\nShip it,2025-03-05\n", "2026-12-05", "mtime"),
+    ("typo.md", "Date: 3 March 2062\n\nSend it.\n", "2026-12-05", "mtime"),
+    ("plan.md", "# Plan — 2027-01-11\n\nSend it.\n", "2027-01-11", "title"),
     # a chat export: written up to its last dated message or day heading
     ("chat.txt", "14/04/2026, 09:12 - Nadia: Morning!\n17/04/2026, 12:16 - Nadia: Thanks\n",
      "2026-04-17", "last_message"),

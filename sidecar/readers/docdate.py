@@ -35,6 +35,8 @@ ORIGINS = ("email", "front_matter", "date_line", "last_message", "title", "file_
 REFERENCE_HOUR = 9
 
 _HEAD_CHARS = 3000
+#: A document may be dated ahead of when it was saved (a plan for next month), not years.
+_AHEAD = timedelta(days=366)
 #: How much of a chat export is searched for its last dated message.
 _CHAT_CHARS = 2_000_000
 _HEAD_LINES = 40
@@ -135,6 +137,8 @@ def _own_day(value: str, fallback: datetime, day_first: bool | None = None, *,
             earlier = resolve_date(expr, fallback - timedelta(days=365), day_first=day_first)
             if earlier is not None:
                 day = datetime.fromtimestamp(earlier / 1000, fallback.tzinfo).date()
+        if not date(1900, 1, 1) <= day <= fallback.date() + _AHEAD:
+            continue  # "Date: 3 March 2062" in a file saved today: a typo, not its date
         return day
     if whole:
         try:
