@@ -106,6 +106,30 @@ def _polling_observer(interval: float) -> Any:
     return observer
 
 
+class _UnwatchedSubfolders(logging.Handler):
+    """watchdog (7.x) logs "Unable to watch <path>: <error>" and leaves that subfolder
+    unwatched when the inotify watch limit runs out after start-up (a new folder): files
+    there would never be seen. The watcher whose folder it is hears it and polls instead."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.watchers: set[FolderWatcher] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not str(record.msg).startswith("Unable to watch") or len(args) < 2:
+            return
+        path = os.fsdecode(args[0]) if isinstance(args[0], (bytes, str)) else ""
+        for w in list(self.watchers):
+            if any(path == d or path.startswith(d.rstrip(os.sep) + os.sep)
+                   for d in map(str, w.agent.directories)):
+                w.native_lost(args[1])
+
+
+_UNWATCHED = _UnwatchedSubfolders()
+logging.getLogger("watchdog.observers.inotify").addHandler(_UNWATCHED)
+
+
 def _stat(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -134,6 +158,8 @@ class FolderWatcher:
         self._native_failed_at: float | None = None
         self._swap = threading.Lock()
         self._closed = False
+        #: Set (from a watchdog thread) when native watching lost part of the tree.
+        self._lost: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._observer: Any = None
         self._pending: dict[str, tuple[int, int] | None] = {}
@@ -148,6 +174,7 @@ class FolderWatcher:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        _UNWATCHED.watchers.add(self)
         await asyncio.to_thread(self._start_observer)
         self._task = asyncio.create_task(self._main(), name=f"watch-{self.agent.id}")
 
@@ -156,6 +183,7 @@ class FolderWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        _UNWATCHED.watchers.discard(self)
         with self._swap:  # a restart still running in its thread installs nothing now
             self._closed = True
         await asyncio.to_thread(self._stop_observer)
@@ -285,7 +313,35 @@ class FolderWatcher:
                 self._rescan = True
                 await asyncio.sleep(min(self.health_interval * 2 ** failures, 300.0))
 
+    def native_lost(self, exc: BaseException) -> None:
+        """A subfolder could not be watched (any thread): poll instead, from the next check."""
+        if self.mode in ("polling", "off") or self._lost is not None:
+            return
+        self._lost = exc
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _to_polling(self, exc: BaseException) -> None:
+        """Native watching went partly blind: replace it with polling over the whole tree."""
+        self._native_failed_at = time.monotonic()
+        reason = why_not_native(exc, self.poll_interval)
+        log.warning("agent %s: a new folder could not be watched: %s", self.agent.id, reason)
+        try:
+            obs = self._build(polling=True)
+        except Exception as exc2:
+            self._stop_observer()
+            self._install(None, "off", f"{reason}; polling failed too ({exc2})")
+            return
+        self._install(obs, "polling", reason)
+
     async def _check_observer(self) -> None:
+        lost, self._lost = self._lost, None
+        if lost is not None and self.mode not in ("polling", "off"):
+            await asyncio.to_thread(self._to_polling, lost)
+            self._rescan = True  # what arrived in the unwatched folder is found now
+            return
         obs = self._observer
         if obs is not None and not (obs.is_alive() and all(e.is_alive() for e in obs.emitters)):
             self.restarts += 1

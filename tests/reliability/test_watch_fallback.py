@@ -267,6 +267,42 @@ async def test_an_agent_saved_while_the_inotify_watch_limit_is_used_up_polls_and
 
 
 @needs_other_user
+async def test_a_new_folder_made_after_the_watch_limit_ran_out_is_not_left_unwatched(
+        other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
+        figure: Record) -> None:
+    """The agent watched natively; then the limit ran out and the user made a folder. The
+    native watcher cannot watch it (watchdog only logs that), so a file saved there later
+    was never seen: the agent polls instead, and the file arrives."""
+    data_dir = other_user.mkdir("data")
+    folder = other_user.mkdir("docs")
+    d = await other_user.daemon(data_dir, token)
+    try:
+        c = await d.connect()
+        try:
+            await c.hello()
+            agent = await save_watched_agent(c, folder, engine)
+            assert (await agent_line(c, agent["id"]))["watch_mode"] == "inotify"
+            await new_file_arrives(c, folder, "before.md", "Label the spice jars")
+            hog = inotify_hog(watches=True)
+            assert hog.errno == "ENOSPC", hog.errno
+            (folder / "new-folder").mkdir()
+            # the new folder alone makes a rescan (it finds nothing yet); the file comes after
+            rescan, calls = await collect_until_finished(c, None, timeout=60)
+            assert rescan["trigger"] == "watch" and not calls, rescan
+            _, took = await new_file_arrives(c, folder / "new-folder", "inside.md",
+                                             "Call the flour mill")
+            line = await agent_line(c, agent["id"])
+            assert line["watch_mode"] == "polling", line
+            assert "max_user_watches" in line["watch_reason"], line
+        finally:
+            await c.close()
+    finally:
+        await d.stop()
+    figure("inotify used up", "watch limit hit after start: file in a new folder → record (s)",
+           round(took, 1))
+
+
+@needs_other_user
 async def test_the_daemon_starts_with_inotify_used_up_and_that_agent_polls(
         other_user: OtherUser, inotify_hog: Any, engine: FakeOpenAI, token: str,
         figure: Record) -> None:
