@@ -196,20 +196,24 @@ class FolderWatcher:
         try:
             obs = self._build(polling=False)
         except Exception as exc:  # EMFILE/ENOSPC, or anything a platform observer raises
-            self._native_failed_at = time.monotonic()
-            reason = why_not_native(exc, self.poll_interval)
-            log.warning("agent %s: %s", self.agent.id, reason)
-            try:
-                polling = self._build(polling=True)
-            except Exception as exc2:
-                self._install(None, "off", f"{reason}; polling failed too "
-                                           f"({type(exc2).__name__}: {exc2})")
-                log.error("agent %s: not watched: %s", self.agent.id, self.reason)
-                return
-            self._install(polling, "polling", reason)
+            self._poll_instead(exc)
             return
         self._native_failed_at = None
         self._install(obs, _NATIVE_NAMES.get(type(obs).__name__, "native"), None)
+
+    def _poll_instead(self, exc: BaseException, context: str = "") -> None:
+        """Native watching failed (``exc``): poll, say why (log, status), retry it later."""
+        self._native_failed_at = time.monotonic()
+        reason = why_not_native(exc, self.poll_interval)
+        log.warning("agent %s: %s%s", self.agent.id, context, reason)
+        try:
+            polling = self._build(polling=True)
+        except Exception as exc2:
+            self._install(None, "off", f"{reason}; polling failed too "
+                                       f"({type(exc2).__name__}: {exc2})")
+            log.error("agent %s: not watched: %s", self.agent.id, self.reason)
+            return
+        self._install(polling, "polling", reason)
 
     def _install(self, obs: Any, mode: str, reason: str | None) -> bool:
         """Make ``obs`` the observer, unless the watcher was stopped meanwhile (then it is
@@ -323,23 +327,11 @@ class FolderWatcher:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake.set)
 
-    def _to_polling(self, exc: BaseException) -> None:
-        """Native watching went partly blind: replace it with polling over the whole tree."""
-        self._native_failed_at = time.monotonic()
-        reason = why_not_native(exc, self.poll_interval)
-        log.warning("agent %s: a new folder could not be watched: %s", self.agent.id, reason)
-        try:
-            obs = self._build(polling=True)
-        except Exception as exc2:
-            self._stop_observer()
-            self._install(None, "off", f"{reason}; polling failed too ({exc2})")
-            return
-        self._install(obs, "polling", reason)
-
     async def _check_observer(self) -> None:
         lost, self._lost = self._lost, None
         if lost is not None and self.mode not in ("polling", "off"):
-            await asyncio.to_thread(self._to_polling, lost)
+            await asyncio.to_thread(self._poll_instead, lost, "a new folder could not be "
+                                    "watched: ")
             self._rescan = True  # what arrived in the unwatched folder is found now
             return
         obs = self._observer
