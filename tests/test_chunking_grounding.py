@@ -66,3 +66,45 @@ def test_parse_items_accepts_object_list_and_fences() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_title_choices_are_the_lines_without_markers_or_headings() -> None:
+    from sidecar.extractors.generative import title_choices
+
+    text = ("# Kickoff\n## Action items\n- [ ] Lena to send the quote\n* [x] Book the room\n"
+            "1. Call the printer\n> - Quoted line here\n\n- ok\n- [ ] Lena to send the quote\n")
+    assert title_choices(text) == ["Lena to send the quote", "Book the room",
+                                   "Call the printer", "Quoted line here"]
+    long = "We met for an hour. " * 12 + "Lena will send the quote by Friday."
+    assert "Lena will send the quote by Friday." in title_choices(long)
+
+
+def test_chunk_schema_limits_titles_to_the_chunk_when_they_fit() -> None:
+    from sidecar.extractors.chunking import Chunk
+    from sidecar.extractors.generative import chunk_schema
+    from sidecar.extractors.schema import json_schema_for
+
+    schema = json_schema_for(("tasks", "notes"))
+    small = chunk_schema(schema, Chunk(0, 0, "- Send the quote\n- The fence stays green\n"))
+    for variant in small["properties"]["items"]["items"]["anyOf"]:
+        assert variant["properties"]["data"]["properties"]["title"]["enum"] == [
+            "Send the quote", "The fence stays green"]
+    assert small["properties"]["items"]["maxItems"] == 2
+    for variant in schema["properties"]["items"]["items"]["anyOf"]:  # the shared one is intact
+        assert "enum" not in variant["properties"]["data"]["properties"]["title"]
+    many = "\n".join(f"Line number {i} of a long export" for i in range(300))
+    assert chunk_schema(schema, Chunk(0, 0, many)) == schema  # past what servers take
+
+
+def test_a_truncated_answer_keeps_its_complete_items() -> None:
+    whole = '{"table": "tasks", "data": {"title": "Send the quote"}}'
+    assert parse_items('{"items": [' + whole + ", " + whole[:20]) == [
+        {"table": "tasks", "data": {"title": "Send the quote"}}]
+    assert parse_items("[" + whole + "," + whole + ', {"ta') == [
+        {"table": "tasks", "data": {"title": "Send the quote"}}] * 2
+    for hopeless in ('{"items": [{"table": "tas', "Sure! Here are the items:"):
+        try:
+            parse_items(hopeless)
+        except ValueError:
+            continue
+        raise AssertionError(hopeless)

@@ -83,3 +83,65 @@ async def test_any_gguf_by_path(default_model: Path, tmp_path: Path) -> None:
         assert await rt.call(lambda llm: llm.n_vocab()) > 1000
     finally:
         await rt.aclose()
+
+
+UNSURE = ("# Weekly sync\n- [ ] Maria to send the revised quote by Friday\n"
+          "- Follow up on the catering options\n- Ask Tom about the guest list\n")
+
+
+def _request(text: str = UNSURE):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sidecar.extractors.base import ExtractionRequest
+
+    return ExtractionRequest(text=text, data_types=("tasks",),
+                             document_date=datetime(2026, 11, 25, 9, tzinfo=ZoneInfo("UTC")))
+
+
+async def test_the_judge_is_asked_and_its_answer_counts(local_engine) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from sidecar.extractors.extractive import Tuning
+    from sidecar.extractors.local import LocalExtractor
+    from sidecar.extractors.rules import RulesExtractor
+
+    judged = LocalExtractor(local_engine.runtime, strategy="extractive",
+                            tuning=replace(Tuning(), model_weight=0.6))
+    with_model = await judged.extract(_request())
+    without = await RulesExtractor().extract(_request())
+    assert with_model.stats["model_calls"] >= 2, with_model.stats  # the unsure lines
+    assert with_model.stats["tokens_evaluated"] > 0
+    conf = {i.data["title"]: i.confidence for i in with_model.items}
+    base = {i.data["title"]: i.confidence for i in without.items}
+    moved = [t for t in conf.keys() & base.keys() if abs(conf[t] - base[t]) > 1e-6]
+    assert moved, (conf, base)  # the model's yes/no changed the asked spans' confidence
+
+
+async def test_an_unusable_model_fails_the_engines_that_need_it(tmp_path: Path) -> None:
+    """A model that cannot run must fail an extraction that needs it, never return quietly."""
+    from dataclasses import replace
+
+    import pytest
+
+    from sidecar.errors import ModelError
+    from sidecar.extractors.extractive import Tuning
+    from sidecar.extractors.local import LocalExtractor
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)  # a GGUF header and nothing else
+    rt = LlamaRuntime(resolve(str(broken), tmp_path), threads=1, n_ctx=512)
+    try:
+        judged = LocalExtractor(rt, strategy="extractive",
+                                tuning=replace(Tuning(), model_weight=0.6))
+        with pytest.raises(ModelError):
+            await judged.extract(_request())
+        with pytest.raises(ModelError):
+            await LocalExtractor(rt, strategy="generative").extract(_request())
+        # weight 0 (the shipped default for the 135M model) never asks, so it still works
+        unasked = LocalExtractor(rt, strategy="extractive",
+                                 tuning=replace(Tuning(), model_weight=0.0))
+        result = await unasked.extract(_request())
+        assert result.items and result.stats["model_calls"] == 0 and not rt.loaded
+    finally:
+        await rt.aclose()

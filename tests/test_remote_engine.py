@@ -1,8 +1,9 @@
 """The remote engine's failure handling, against a scripted OpenAI-compatible fake on loopback.
 
-The happy path runs against a real llama.cpp server in the contract suite; here the fake
-plays the servers that misbehave: 429 with Retry-After, 500s, a bad key, garbage JSON,
-servers that reject ``json_schema``, and it records every chunk it is sent.
+The happy path runs against a real llama.cpp server in the contract suite and end to end in
+test_remote_cli.py; here the fake plays the servers that misbehave: 429 with Retry-After,
+500s, a bad key, garbage JSON, servers that reject ``json_schema`` (with the answers the real
+ones give), model lists, and it records every chunk it is sent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 
-from sidecar.errors import PermanentError
+from sidecar.errors import ConfigError, PermanentError, TransientError
 from sidecar.extractors.base import ExtractionRequest
 from sidecar.extractors.remote import RemoteExtractor
 
@@ -33,6 +34,13 @@ class Fake:
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
     reject_json_schema: bool = False
+    #: response_format type (or "json_object+schema") -> (status, body) the server refuses with
+    reject: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    #: what GET /v1/models lists; None: the server has no such route (404)
+    models: list[str] | None = None
+    #: refuse a model the list does not name, as Ollama does (llama.cpp servers ignore it)
+    strict_models: bool = True
+    model_probes: int = 0
     content: str = json.dumps({"items": [{"table": "tasks", "data": {
         "title": "Send the signed contract to Maria", "dueDate": "2026-11-27",
         "assignee": ["Maria"], "priority": "high"}}]})
@@ -41,7 +49,18 @@ class Fake:
         body = await request.json()
         self.requests.append(body)
         self.auth.append(request.headers.get("Authorization"))
-        fmt = (body.get("response_format") or {}).get("type")
+        model = body.get("model")
+        if self.models is not None and self.strict_models and \
+                model not in self.models and f"{model}:latest" not in self.models:
+            return web.json_response({"error": {"message": f"model \"{body.get('model')}\" "
+                                                "not found, try pulling it first"}}, status=404)
+        rf = body.get("response_format") or {}
+        fmt = rf.get("type")
+        key = "json_object+schema" if fmt == "json_object" and "schema" in rf else fmt
+        for k in (key, fmt):
+            if k in self.reject:
+                status, reply = self.reject[k]
+                return web.json_response(reply, status=status)
         if self.reject_json_schema and fmt == "json_schema":
             return web.json_response({"error": {"message": "response_format json_schema is "
                                                 "not supported", "type": "invalid_request"}},
@@ -55,12 +74,20 @@ class Fake:
             "index": 0, "finish_reason": "stop",
             "message": {"role": "assistant", "content": self.content}}]})
 
+    async def list_models(self, request: web.Request) -> web.Response:
+        self.model_probes += 1
+        if self.models is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model"} for m in self.models]})
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[Fake, str]]:
     state = Fake()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", state.handle)
+    app.router.add_get("/v1/models", state.list_models)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -134,6 +161,7 @@ async def test_server_without_json_schema_falls_back_once(fake: tuple[Fake, str]
     assert len(first.items) == len(second.items) == 1
     formats = [(r.get("response_format") or {}).get("type") for r in state.requests]
     assert formats == ["json_schema", "json_object", "json_object"]
+    assert all("schema" in r["response_format"] for r in state.requests[1:])
 
 
 async def test_every_chunk_of_a_long_document_is_sent(fake: tuple[Fake, str]) -> None:
@@ -149,3 +177,176 @@ async def test_every_chunk_of_a_long_document_is_sent(fake: tuple[Fake, str]) ->
     assert len(result.items) == 1
     s, e = result.items[0].source.span  # type: ignore[misc]
     assert text[s:e] == "Send the signed contract to Maria"
+
+
+def formats_sent(state: Fake) -> list[str]:
+    out = []
+    for r in state.requests:
+        rf = r.get("response_format") or {}
+        fmt = rf.get("type", "none")
+        out.append("json_object+schema" if fmt == "json_object" and "schema" in rf else fmt)
+    return out
+
+
+#: What llama-cpp-python 0.3's server answers to response_format json_schema (measured).
+LLAMA_CPP_PYTHON_500 = {"error": {"message": "1 validation error:\n  {'type': 'literal_error', "
+                                  "'loc': ('body', 'response_format', 'type'), 'msg': \"Input "
+                                  "should be 'text' or 'json_object'\"}",
+                                  "type": "internal_server_error"}}
+
+
+async def test_a_500_naming_response_format_falls_back_and_says_so_once(
+        fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.reject = {"json_schema": (500, LLAMA_CPP_PYTHON_500)}
+    async with RemoteExtractor(url, "m") as engine:
+        first = await engine.extract(request())
+        second = await engine.extract(request())
+    assert formats_sent(state) == ["json_schema", "json_object+schema", "json_object+schema"]
+    assert len(first.items) == len(second.items) == 1
+    assert first.stats["notices"] == [f"the remote server at {url} does not accept "
+                                      "response_format json_schema: using json_object+schema"]
+    assert second.stats["notices"] == []  # said once per endpoint, not per document
+    assert first.problems == second.problems == ()
+
+
+async def test_servers_that_refuse_every_json_format_get_plain_requests(
+        fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    refusal = (400, {"error": {"message": "'response_format.type' must be 'json_schema' or "
+                               "'text'"}})
+    state.reject = {"json_schema": (422, {"detail": "json_schema unsupported"}),
+                    "json_object": refusal}
+    async with RemoteExtractor(url, "m") as engine:
+        result = await engine.extract(request())
+    assert formats_sent(state) == ["json_schema", "json_object+schema", "json_object", "none"]
+    assert len(result.items) == 1 and engine.format == "none"
+    assert "response_format" not in state.requests[-1]
+    # without a grammar the model is shown the worked example; with one it is not
+    assert "Garden club" in state.requests[-1]["messages"][1]["content"]
+    assert all("Garden club" not in m["content"] for m in state.requests[0]["messages"])
+
+
+async def test_concurrent_chunks_step_down_once(fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.reject = {"json_schema": (500, LLAMA_CPP_PYTHON_500)}
+    text = "\n".join(f"Paragraph {i}: background about the market." for i in range(900))
+    async with RemoteExtractor(url, "m", n_ctx=4096, concurrency=3) as engine:
+        result = await engine.extract(request(text))
+    sent = formats_sent(state)
+    assert result.chunks > 5 and sent.count("json_schema") <= 3, sent
+    assert sent.count("json_object+schema") == result.chunks
+    assert len(result.stats["notices"]) == 1 and result.problems == ()
+
+
+async def test_a_model_the_server_does_not_serve_is_named_with_those_it_does(
+        fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.models = ["default", "qwen2.5-7b-instruct"]
+    async with RemoteExtractor(url, "smol") as engine:
+        with pytest.raises(ConfigError) as err:
+            await engine.extract(request())
+    msg = err.value.message
+    assert "'smol'" in msg and "default, qwen2.5-7b-instruct" in msg and url in msg
+    assert "remote_model" in msg and err.value.field == "remote_model"
+    assert len(state.requests) == 1  # refused at once, not retried
+
+
+async def test_a_server_that_ignores_the_model_name_answers_and_is_named(
+        fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.models, state.strict_models = ["/models/SmolLM2.gguf"], False  # llama-cpp-python
+    async with RemoteExtractor(url, "smol") as engine:
+        first = await engine.extract(request())
+        second = await engine.extract(request())
+    assert len(first.items) == 1 and first.problems == ()
+    (notice,) = first.stats["notices"]
+    assert "'smol'" in notice and "/models/SmolLM2.gguf" in notice and "ignores" in notice
+    assert second.stats["notices"] == []
+
+
+async def test_models_are_asked_once_and_ollama_tags_match(fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.models = ["llama3.2:latest", "qwen2.5:7b"]
+    async with RemoteExtractor(url, "llama3.2") as engine:
+        await engine.extract(request())
+        await engine.extract(request())
+    assert state.model_probes == 1 and len(state.requests) == 2
+
+
+async def test_no_model_name_uses_the_only_one_served(fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.models = ["SmolLM2-135M-Instruct.Q4_1.gguf"]
+    async with RemoteExtractor(url, "") as engine:
+        result = await engine.extract(request())
+    assert result.items and state.requests[0]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    state.models = ["a", "b"]
+    async with RemoteExtractor(url, "") as engine:
+        with pytest.raises(ConfigError, match=r"serves several models.*a, b"):
+            await engine.extract(request())
+
+
+async def test_a_server_without_a_model_list_is_used_as_is(fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    state.models = None
+    async with RemoteExtractor(url, "whatever") as engine:
+        result = await engine.extract(request())
+    assert state.model_probes == 1 and len(result.items) == 1
+
+
+async def test_errors_name_the_server_and_what_to_do(fake: tuple[Fake, str]) -> None:
+    import socket
+
+    state, url = fake
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    async with RemoteExtractor(dead, "m", attempts=1) as engine:
+        with pytest.raises(TransientError) as err:
+            await engine.extract(request())
+    assert dead in err.value.message and "is the server running" in err.value.message
+    state.script = [(401, {"error": {"message": "invalid api key"}}, {})]
+    async with RemoteExtractor(url, "m", api_key="wrong-key-000") as engine:
+        with pytest.raises(PermanentError) as err:
+            await engine.extract(request())
+    assert url in err.value.message and "SIDECAR_REMOTE_API_KEY" in err.value.message
+    async with RemoteExtractor(url.removesuffix("/v1"), "m") as engine:
+        with pytest.raises(PermanentError) as err:
+            await engine.extract(request())
+    assert "ends in /v1" in err.value.message
+    state.script = [(404, {"error": {"message": "The model `m` does not exist."}}, {})]
+    async with RemoteExtractor(url, "m") as engine:  # vLLM, no /models answer
+        with pytest.raises(ConfigError, match="does not serve the model 'm'"):
+            await engine.extract(request())
+
+
+async def test_an_answer_cut_at_max_tokens_keeps_its_complete_items(fake: tuple[Fake, str]
+                                                                    ) -> None:
+    state, url = fake
+    whole = {"table": "tasks", "data": {"title": "Send the signed contract to Maria"}}
+    state.content = json.dumps({"items": [whole, whole]})[:-30]  # cut inside the second
+    async with RemoteExtractor(url, "m") as engine:
+        result = await engine.extract(request())
+    assert [i.data["title"] for i in result.items] == ["Send the signed contract to Maria"]
+    assert result.problems == ()
+
+
+async def test_min_confidence_cuts_by_grounding(fake: tuple[Fake, str]) -> None:
+    state, url = fake
+    doc = "Call notes\n- Send the signed contract to Maria by Friday\n- Order new toner\n"
+    state.content = json.dumps({"items": [
+        {"table": "tasks", "data": {"title": "Send the signed contract to Maria"}},  # exact
+        {"table": "tasks", "data": {"title": "Order the new toner"}},  # a paraphrase
+        {"table": "tasks", "data": {"title": "Renew the office lease"}}]})  # not in the text
+    titles = {}
+    for cut in (0.0, 0.5, 0.8, 0.95):
+        async with RemoteExtractor(url, "m") as engine:
+            result = await engine.extract(ExtractionRequest(
+                text=doc, data_types=("tasks",), document_date=REF, min_confidence=cut))
+        titles[cut] = [i.data["title"] for i in result.items]
+    assert titles == {
+        0.0: ["Send the signed contract to Maria", "Order the new toner",
+              "Renew the office lease"],
+        0.5: ["Send the signed contract to Maria", "Order the new toner"],
+        0.8: ["Send the signed contract to Maria"],
+        0.95: []}

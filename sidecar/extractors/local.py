@@ -17,11 +17,11 @@ from sidecar.extractors.base import (
     ExtractionResult,
     Extractor,
 )
-from sidecar.extractors.dates import find_date_expressions, resolve_date
-from sidecar.extractors.extractive import Tuning, extract_extractive
+from sidecar.extractors.extractive import Tuning
 from sidecar.extractors.judge import ModelJudge
 from sidecar.extractors.llama_runtime import LlamaRuntime
-from sidecar.extractors.postprocess import finalize, reference_date
+from sidecar.extractors.offload import extractive_off_loop
+from sidecar.extractors.postprocess import reference_date
 from sidecar.extractors.schema import allowed_tables
 from sidecar.model_files import ModelFile, resolve
 from sidecar.paths import Paths
@@ -93,20 +93,18 @@ class LocalExtractor(Extractor):
             # a model measured to add nothing (weight 0) is neither asked nor loaded
             judge = (ModelJudge(self.runtime, request.prompt_template)
                      if self.tuning.model_weight else None)
-            raw = await extract_extractive(
-                request.text, request.data_types, reference=reference, judge=judge,
-                tuning=self.tuning, resolve_date=resolve_date, find_dates=find_date_expressions,
-                project_id=request.project_id)
+            items = await extractive_off_loop(request, reference, self.tuning, judge, problems)
             stats["model_calls"] = judge.calls if judge else 0
             chunks = 1
         else:
             from sidecar.extractors.generative import LlamaCompleter, extract_generative
 
-            raw, problems, chunks = await extract_generative(
-                LlamaCompleter(self.runtime), request, reference, n_ctx=self.runtime.n_ctx)
+            completer = LlamaCompleter(self.runtime)
+            items, problems, chunks = await extract_generative(
+                completer, request, reference, n_ctx=self.runtime.n_ctx)
+            stats["model_calls"] = completer.calls
         stats["tokens_evaluated"] = self.runtime.tokens_evaluated - before[0]
         stats["tokens_reused"] = self.runtime.tokens_reused - before[1]
-        items = finalize(raw, request, reference, problems)
         return ExtractionResult(items=tuple(items), problems=tuple(problems), chunks=chunks,
                                 stats=stats)
 

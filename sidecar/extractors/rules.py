@@ -13,9 +13,9 @@ from sidecar.extractors.base import (
     ExtractionResult,
     Extractor,
 )
-from sidecar.extractors.dates import find_date_expressions, resolve_date
-from sidecar.extractors.extractive import Tuning, extract_extractive
-from sidecar.extractors.postprocess import finalize, reference_date
+from sidecar.extractors.extractive import Tuning
+from sidecar.extractors.offload import extractive_off_loop
+from sidecar.extractors.postprocess import reference_date
 from sidecar.extractors.schema import allowed_tables
 
 
@@ -32,11 +32,7 @@ class RulesExtractor(Extractor):
         if not allowed_tables(request.data_types) or not request.text.strip():
             return ExtractionResult(stats={"strategy": "rules"})
         reference = reference_date(request)
-        raw = await extract_extractive(
-            request.text, request.data_types, reference=reference, judge=None,
-            tuning=self.tuning, resolve_date=resolve_date, find_dates=find_date_expressions,
-            project_id=request.project_id)
         problems: list[ExtractionProblem] = []
-        items = finalize(raw, request, reference, problems)
+        items = await extractive_off_loop(request, reference, self.tuning, None, problems)
         return ExtractionResult(items=tuple(items), problems=tuple(problems),
                                 stats={"strategy": "rules"})

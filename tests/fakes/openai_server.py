@@ -45,6 +45,23 @@ class FakeOpenAI:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def start_in_thread(self) -> FakeOpenAI:
+        """Serve from a loop of its own, so the server's work never shows in the caller's loop."""
+        import asyncio
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, daemon=True,
+                         name="fake-openai").start()
+        asyncio.run_coroutine_threadsafe(self.start(), self._loop).result(timeout=10)
+        return self
+
+    def stop_thread(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.close(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
     def prompts(self) -> str:
         """Every message text the engine sent, joined: what the "model" was shown."""
         return "\n".join(m.get("content", "") for body in self.requests
