@@ -122,6 +122,8 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                     "source": {**item.source.to_json(), "reference": item.reference}})
             for problem in result.problems:
                 _emit(out, args.format == "jsonl", {"file": str(path), "problem": problem.message})
+            for notice in result.stats.get("notices", ()):
+                _emit(out, args.format == "jsonl", {"file": str(path), "notice": notice})
     if args.format == "text":
         out.write(f"\n{total} record(s) from {len(files)} file(s)\n")
     return 0
@@ -135,6 +137,8 @@ def _emit(out: TextIO, as_json: bool, obj: dict[str, Any]) -> None:
         out.write(f"\n{obj['file']}: skipped ({obj['skipped']}): {obj['message']}\n")
     elif "problem" in obj:
         out.write(f"  ! {obj['problem']}\n")
+    elif "notice" in obj:
+        out.write(f"  i {obj['notice']}\n")
     else:
         data = obj["data"]
         title = data.get("title") or data.get("name") or data.get("content", "")
