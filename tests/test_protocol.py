@@ -150,10 +150,14 @@ def test_a_field_of_the_wrong_type_is_refused_and_named(kind: str, name: str) ->
     if name == "protocol":  # any other number is another protocol, refused as such
         wrong_values = [True, 1.0]
     assert wrong_values or json_type == "any"
+    words = {"str": "string", "int": "integer", "bool": "boolean", "object": "object"}
     for wrong in wrong_values:
         with pytest.raises(p.ProtocolError) as info:
             p.decode(json.dumps({**base, name: wrong}))
         assert (info.value.code, info.value.field) == ("invalid_field", name), wrong
+        said = (f"{kind}: field {name!r} must be {words[json_type]}"
+                f"{'' if required else ' or null'}, got {type(wrong).__name__}")
+        assert info.value.message == said, (info.value.message, said)
         expect_rid = base.get("request_id") if name != "request_id" else None
         assert info.value.request_id == expect_rid, wrong
     if required:
