@@ -305,3 +305,19 @@ async def test_scheduled_events_are_timelines() -> None:
                    "The photographer is booked for 20 February, 9am": "2026-02-20"}
     assert [str(t.data["title"]) for t in of(items, "tasks")] == [
         "Print the menus before the opening on 18 February"]
+
+
+async def test_report_fields_and_budget_tables_are_not_tasks_and_a_check_in_is_an_event() -> None:
+    text = ("# Digital projects report\n\n**Report date:** 30 September 2026\n"
+            "**Prepared by:** Elena Marsh, freelance producer\n\n## Money\n\n"
+            "| Item | Budget | Spent |\n|---|---|---|\n"
+            "| Catalogue set-up and training | £5,000 | £4,650 |\n"
+            "| Rota app (licence and set-up) | £2,500 | £2,180 |\n"
+            "| **Total** | **£15,000** | **£14,300** |\n\n"
+            "## Next steps\n\n- Renew the rota app licence before 11 January 2027\n\n"
+            "Next check-in: Monday 23 February, 10:00 by video.\n")
+    items, _ = await run(text)
+    assert [str(t.data["title"]) for t in of(items, "tasks")] == [
+        "Renew the rota app licence before 11 January 2027"]
+    assert {str(t.data["title"]): day(t.data["date"]) for t in of(items, "timelines")} == {
+        "Check-in: Monday 23 February, 10:00 by video": "2026-02-23"}

@@ -37,6 +37,8 @@ _SALUTATION = re.compile(r"^\s*(?:(?:hi|hello|hey|dear|good (?:morning|afternoon
                          r"morning|hola|thanks|thank you|many thanks|best|best regards|"
                          r"kind regards|regards|cheers|warm regards|saludos|gracias)\b"
                          r"[^.!?\n]{0,40}|[^.!?\n]{1,40},)\s*$", re.I)
+_BOLD_LABEL = re.compile(r"^\s*(?:[-*+]\s+)?(?:\*\*|__)(?P<who>[^*_\n]{1,40}?):?(?:\*\*|__):?"
+                         r"\s+(?P<body>\S.*)$")
 _OWNER_SUFFIX = re.compile(r"\s*[\(\[](?:owner|assignee|who|resp)\s*:?\s*(?P<who>[^)\]]{1,40})"
                            r"[\)\]]\s*$", re.I)
 #: "Decision: …" is a label, not a speaker.
@@ -205,6 +207,27 @@ def _cells(line: _Line) -> list[tuple[int, int]]:
     return out
 
 
+_FIGURE_CELL = re.compile(
+    r"^[*_ ]*[-+]?[£$€¥]?\s?[\d.,]+\s?(?:%|[kKmM]|[A-Za-z]{3})?[*_ ]*$|^[-–—]?$")
+
+
+def _figures_table(text: str, rows: list[_Line], text_col: int | None, *others: object) -> bool:
+    """A table whose every other column holds amounts (a budget, a price list), with no
+    owner, due or status column."""
+    if any(o not in (None, []) for o in others):
+        return False
+    seen = 0
+    for row in rows:
+        cells = _cells(row)
+        for i, (s, e) in enumerate(cells):
+            if i == (text_col if text_col is not None else 0):
+                continue
+            if not _FIGURE_CELL.match(text[s:e]):
+                return False
+            seen += 1
+    return seen > 0
+
+
 def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | None,
            max_words: int) -> None:
     """A markdown table: one candidate per data row, from its task column, with owner/due."""
@@ -222,7 +245,10 @@ def _table(out: list[Candidate], text: str, rows: list[_Line], section: str | No
     archived_cols = [i for i, h in enumerate(head) if _ARCHIVED_HEAD.match(h)]
     prio_col = col(_PRIORITY_HEAD)
     label = head[text_col] if text_col is not None else None
-    for row in rows[2 if ruled else 1:]:
+    body_rows = rows[2 if ruled else 1:]
+    if _figures_table(text, body_rows, text_col, owner_col, due_col, status_cols):
+        label = "figures"  # "Item | Budget | Spent": what things cost, not what to do
+    for row in body_rows:
         cells = _cells(row)
         if not cells:
             continue
@@ -308,6 +334,13 @@ def find_candidates(text: str, *, max_words: int = 60) -> list[Candidate]:
             flush_paragraph()
             for s, e in _sentences(text, line.start + m.start("body"), line.end):
                 _add(out, text, s, e, "bullet", section, line_no=line.no, max_words=max_words)
+            continue
+        m = _BOLD_LABEL.match(body)
+        if m:  # "**Report date:** 30 September": a field of the document, not a speaker
+            flush_paragraph()
+            for s, e in _sentences(text, line.start + m.start("body"), line.end):
+                _add(out, text, s, e, "labeled", section, label=m.group("who").strip(),
+                     line_no=line.no, max_words=max_words)
             continue
         m = _CHAT.match(body) or _SPEAKER.match(body)
         if m and m.group("who").strip().lower() in LABEL_WORDS:

@@ -117,7 +117,7 @@ _MILESTONE = re.compile(
     r"event|deadline|lanzamiento|entrega|presentación|reunión|"
     r"pitch|opens|goes live|go(?:es)? to print|print date|(?:next |board |steering |review )"
     r"meeting|photo ?shoot|shoot|festival|fair|conference|exhibition|premiere|finale|"
-    r"freeze|booked|scheduled|apertura|inauguración|sesión de fotos)\b", re.I)
+    r"freeze|booked|scheduled|check-in|catch-up|apertura|inauguración|sesión de fotos)\b", re.I)
 _PRIORITY_HIGH = re.compile(
     r"\b(urgent|urgently|asap|as soon as possible|critical|blocker|blocking|high priority|"
     r"top priority|immediately|right away|p0|p1|!!+|urgente|cuanto antes|prioridad alta)\b",
