@@ -117,17 +117,24 @@ class _UnwatchedSubfolders(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
-        if not str(record.msg).startswith("Unable to watch") or len(args) < 2:
-            return
-        path = os.fsdecode(args[0]) if isinstance(args[0], (bytes, str)) else ""
-        for w in list(self.watchers):
-            if any(path == d or path.startswith(d.rstrip(os.sep) + os.sep)
-                   for d in map(str, w.agent.directories)):
-                w.native_lost(args[1])
+        if str(record.msg).startswith("Unable to watch") and len(args) >= 2:
+            path = os.fsdecode(args[0]) if isinstance(args[0], (bytes, str)) else ""
+            for w in list(self.watchers):
+                if any(path == d or path.startswith(d.rstrip(os.sep) + os.sep)
+                       for d in map(str, w.agent.directories)):
+                    w.native_lost(args[1])
+        shown = logging.getLogger("watchdog")  # the log itself obeys the user's level
+        if shown.isEnabledFor(record.levelno):
+            shown.handle(record)
 
 
 _UNWATCHED = _UnwatchedSubfolders()
-logging.getLogger("watchdog.observers.inotify").addHandler(_UNWATCHED)
+# heard whatever the log level (--log-level error must not blind the watcher); passed on
+# to the log by the handler, as the level allows
+_inotify_log = logging.getLogger("watchdog.observers.inotify")
+_inotify_log.setLevel(logging.WARNING)
+_inotify_log.propagate = False
+_inotify_log.addHandler(_UNWATCHED)
 
 
 def _stat(path: str) -> tuple[int, int] | None:
