@@ -43,8 +43,10 @@ _EXIT_BY_CODE = {
 }
 
 
-_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                 getattr(errno, "EDQUOT", errno.ENOSPC)}
+#: OS errors that mean "cannot write there" (exit 7): permissions, read-only or full disk,
+#: a file where a directory should be.
+CANNOT_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                       getattr(errno, "EDQUOT", errno.ENOSPC), errno.EEXIST, errno.ENOTDIR}
 
 
 def exit_code(exc: BaseException) -> int:
@@ -140,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the data or log directory, mostly: one line, not a traceback
         print(f"sidecar: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
               file=sys.stderr)
-        return EXIT_CANNOT_WRITE if exc.errno in _CANNOT_WRITE else EXIT_ERROR
+        return EXIT_CANNOT_WRITE if exc.errno in CANNOT_WRITE_ERRNOS else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -181,10 +181,6 @@ FATAL_ERRORS: tuple[tuple[str, int, str], ...] = (
     ("internal_error", 1, "a bug; the traceback is in the log file, not on stderr"),
 )
 
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                 getattr(errno, "EDQUOT", errno.ENOSPC), errno.EEXIST, errno.ENOTDIR}
-
 
 @dataclass(frozen=True, slots=True)
 class Fatal:
@@ -218,23 +214,24 @@ def classify(exc: BaseException, paths: Paths | None) -> Fatal:
 
 
 def _os_error(exc: OSError, paths: Paths | None) -> Fatal:
-    from sidecar.cli import EXIT_ERROR, exit_code
+    from sidecar.cli import CANNOT_WRITE_ERRNOS, EXIT_ERROR, exit_code
+    from sidecar.diskfull import is_disk_full
 
     where = Path(str(exc.filename)) if exc.filename else None
     reason = exc.strerror or str(exc)
     if exc.errno == errno.EADDRINUSE:
         return Fatal(EXIT_ERROR, "port_in_use",
                      f"cannot listen on 127.0.0.1: {reason}; pass --port 0 for a free port")
-    if exc.errno in _NO_SPACE and paths is not None and where is None:
+    if is_disk_full(exc) and paths is not None and where is None:
         err = SidecarError(f"no space left on the disk holding the data directory "
                            f"{paths.data_dir} (or the log directory {paths.log_dir}); free "
                            "some space", code="disk_full")
         return Fatal(exit_code(err), err.code, err.message)
-    if where is not None and paths is not None and exc.errno in _CANNOT_WRITE:
+    if where is not None and paths is not None and exc.errno in CANNOT_WRITE_ERRNOS:
         for folder, code, name in ((paths.log_dir, "log_dir_unwritable", "log directory"),
                                    (paths.data_dir, "data_dir_unwritable", "data directory")):
             if where == folder or folder in where.parents:
-                if exc.errno in _NO_SPACE:
+                if is_disk_full(exc):
                     err = SidecarError(f"the disk holding the {name} {folder} is full ("
                                        f"{reason}); free some space", code="disk_full")
                 else:
