@@ -323,7 +323,7 @@ def _nested(levels: int) -> str:
 
 
 #: Raw input → (error code, request_id echoed, words the message must hold), by hand.
-REFUSED: list[tuple[str | bytes, str, str | None, str]] = [
+REFUSED: list[tuple[str | bytes, str, str | None, str]] = [  # + field below
     (b'{"type":"status","request_id":"b"}', "binary_frame", None, "binary frames"),
     ('{"type":"status","request_id":"x"', "invalid_json", None, "not valid JSON"),
     ('{"type":"status","request_id":"n","x":NaN}', "invalid_json", None, "NaN is not valid"),
@@ -342,6 +342,7 @@ REFUSED: list[tuple[str | bytes, str, str | None, str]] = [
     ('{"type":"status","request_id":"k","\\udc80":1}', "invalid_json", "k",
      "a key holds an unpaired UTF-16 surrogate"),
     ('{"type":"status","request_id":"\\ud800"}', "invalid_json", None, "surrogate"),
+    ('{"type":"status","request_id":"s","v":"\ud800"}', "invalid_json", "s", "surrogate"),
     ("[" * 100_000 + "]" * 100_000, "invalid_json", None, "nested too deeply"),
     (_nested(65), "invalid_json", "n", "nested deeper than 64 levels"),
     ('{"type":"hello","request_id":"p","protocol":2}', "unsupported_protocol", "p",
@@ -354,6 +355,11 @@ REFUSED: list[tuple[str | bytes, str, str | None, str]] = [
 ]
 
 
+#: The field an error names, by code (None: the frame as a whole).
+FIELD_BY_CODE = {"missing_type": "type", "unknown_type": "type",
+                 "unsupported_protocol": "protocol", "invalid_field": "limit"}
+
+
 @pytest.mark.parametrize(("raw", "code", "rid", "words"), REFUSED,
                          ids=[f"{c}-{i}" for i, (_r, c, _q, _w) in enumerate(REFUSED)])
 def test_refusals_name_the_problem(raw: str | bytes, code: str, rid: str | None,
@@ -362,6 +368,10 @@ def test_refusals_name_the_problem(raw: str | bytes, code: str, rid: str | None,
         p.decode(raw)
     err = info.value
     assert (err.code, err.request_id) == (code, rid), err.message
+    field = FIELD_BY_CODE.get(code)
+    if code == "missing_field":
+        field = "request_id" if "request_id" in words else "agent_id"
+    assert err.field == field, (err.field, field)
     assert words in err.message, err.message
     frame = json.loads(p.encode(err.to_frame()))
     assert frame["type"] == "error" and frame["code"] == code and frame["message"] == err.message
@@ -392,3 +402,14 @@ def test_encode_writes_utf8_refuses_nan_and_escapes_lone_surrogates() -> None:
     with pytest.raises(ValueError):
         p.encode(p.RunProgress(run_id="\udcff", agent_id="a", files_done=0, files_total=1,
                                items_found=float("inf"), current=None))
+
+
+def test_the_size_limit_is_inclusive() -> None:
+    head = '{"type":"status","request_id":"r","pad":"'
+    exact = head + "x" * (1000 - len(head) - 2) + '"}'
+    assert len(exact.encode()) == 1000
+    assert p.decode(exact, max_bytes=1000) == p.Status(request_id="r")
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode(exact, max_bytes=999)
+    assert info.value.code == "frame_too_large"
+    assert info.value.message == "frame is 1000 bytes; the limit is 999 bytes"
