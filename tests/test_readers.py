@@ -457,3 +457,46 @@ def test_file_deleted_while_read_is_vanished(tmp_path: Path,
 def test_directory_is_not_a_document(tmp_path: Path) -> None:
     (tmp_path / "folder.txt").mkdir()
     assert skip_reason(tmp_path / "folder.txt").reason == "unsupported"
+
+
+def test_the_size_limit_is_inclusive_and_the_message_gives_both_sizes(tmp_path: Path) -> None:
+    line = b"- [ ] Call Dana about the invoice\n"
+    exact = write(tmp_path, "exact.txt", line * 30 + b"x" * (1024 - 30 * len(line)))
+    assert exact.stat().st_size == 1024
+    assert read_document(exact, max_bytes=1024).text.startswith("- [ ] Call Dana")
+    over = skip_reason(exact, max_bytes=1023)
+    assert over.reason == "too_large"
+    assert over.message == "exact.txt: 1.0 KB is over the 1023 bytes limit"
+    big = write(tmp_path, "big.txt", b"a" * (3 * 1024 * 1024 + 1))
+    assert skip_reason(big, max_bytes=2 * 1024 * 1024).message == (
+        "big.txt: 3.0 MB is over the 2.0 MB limit")
+    assert readers.read_bytes(line, name="mail/notes.txt", max_bytes=40).text.startswith("- [ ]")
+    with pytest.raises(SkipFile) as info:
+        readers.read_bytes(line, name="mail/notes.txt", max_bytes=10)
+    assert info.value.message == "notes.txt: 34 bytes is over the 10 bytes limit"
+
+
+def test_messages_say_what_happened_when(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert skip_reason(tmp_path / "gone.txt").message == (
+        "gone.txt: deleted before it could be read")
+    assert skip_reason(write(tmp_path, "README", b"hello")).message == (
+        "README: files without an extension are not supported")
+    assert skip_reason(write(tmp_path, "clip.mp4", b"x")).message == (
+        "clip.mp4: .mp4 files are not supported")
+    path = write(tmp_path, "live.log", "first line\n")
+
+    def read_then_grow(f: BinaryIO, limit: int) -> bytes:
+        return f.read(limit) + b"x" * limit  # more than the limit arrived meanwhile
+
+    monkeypatch.setattr(readers, "_read", read_then_grow)
+    grew = skip_reason(path, max_bytes=2048)
+    assert (grew.reason, grew.message) == (
+        "too_large", "live.log: grew over the 2.0 KB limit while being read")
+
+    def read_then_delete(f: BinaryIO, limit: int) -> bytes:
+        data = f.read(limit)
+        path.unlink()
+        return data
+
+    monkeypatch.setattr(readers, "_read", read_then_delete)
+    assert skip_reason(path).message == "live.log: deleted while it was being read"
