@@ -88,7 +88,7 @@ def _setup_cfg(target: Target) -> str:
             f"only_mutate={target.source}\n"
             f"pytest_add_cli_args_test_selection=\n{tests}\n"
             "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n"
-            "also_copy=\n    scripts\n    docs\n    examples\n    bench\n")
+            "also_copy=\n    scripts\n    docs\n    examples\n    bench\n    models\n")
 
 
 _DIFFS = """
