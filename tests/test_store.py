@@ -11,6 +11,7 @@ from sidecar.agents import validate_agent
 from sidecar.errors import StoreError
 from sidecar.store import Store
 from sidecar.store.migrations import LATEST
+from sidecar.store.outbox import NewItem, Settled, call_id_for, idempotency_key
 from sidecar.store.runs import final_status
 
 
@@ -90,3 +91,68 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
                 await conn.execute("INSERT INTO cursors VALUES ('a', '{}', 'now')")
                 raise RuntimeError("boom")
         assert await store.db.scalar("SELECT count(*) FROM cursors") == 0
+
+
+# -- the outbox, in process ----------------------------------------------------------------------
+
+
+def _item(agent: str, run_id: str | None, n: int, path: str = "/docs/a.md") -> NewItem:
+    return NewItem(idempotency_key=idempotency_key(agent, path, "tasks", f"t{n}"),
+                   agent_id=agent, run_id=run_id, table="tasks",
+                   data={"title": f"Task {n} é"}, meta={"source": {"path": path}})
+
+
+def test_keys_and_call_ids_are_stable_short_and_free_of_user_text() -> None:
+    assert idempotency_key("a1", "short", 7) == "a1:short:7"
+    long_path = "/home/me/Clients/Harbor Bakery/notes.md"
+    key = idempotency_key("a1", long_path, "x:y")
+    assert key.split(":")[0] == "a1" and len(key.split(":")) == 3
+    assert "Harbor" not in key and all(len(part) == 16 for part in key.split(":")[1:])
+    assert idempotency_key("a1", "y" * 24) == "a1:" + "y" * 24  # 24 characters stay as they are
+    assert idempotency_key("a1", "y" * 25) != "a1:" + "y" * 25
+    assert call_id_for(key) == call_id_for(key) != call_id_for(key + "x")
+    assert call_id_for(key).startswith("c_") and len(call_id_for(key)) == 26
+
+
+async def test_outbox_queues_once_reads_in_order_and_settles_each_call_once(tmp_path: Path
+                                                                          ) -> None:
+    async with Store(tmp_path / "s.db") as store:
+        run = await store.runs.start("a1", "local", "manual")
+        ob = store.outbox
+        assert await ob.enqueue([]) == 0
+        assert await ob.enqueue([_item("a1", run["id"], n) for n in range(5)]) == 5
+        # the same keys again (a re-extraction after a crash) add nothing
+        assert await ob.enqueue([_item("a1", run["id"], n) for n in range(3, 7)]) == 2
+        pending = await ob.pending_after(0)
+        assert [e.data["title"] for e in pending] == [f"Task {n} é" for n in range(7)]
+        assert [e.seq for e in pending] == sorted(e.seq for e in pending)
+        assert pending[0].call_id == call_id_for(pending[0].idempotency_key)
+        assert pending[0].meta == {"source": {"path": "/docs/a.md"}} and pending[0].table == "tasks"
+        assert [e.seq for e in await ob.pending_after(pending[2].seq, limit=2)] == [
+            pending[3].seq, pending[4].seq]
+        assert await ob.count("pending") == 7 and await ob.count("pending", run["id"]) == 7
+        assert await ob.count("pending", "other-run") == 0
+        assert await ob.by_call_id(pending[1].call_id) == (pending[1].seq, "pending")
+        assert await ob.by_call_id("c_nope") is None
+
+        first, second, third = pending[0].call_id, pending[1].call_id, pending[2].call_id
+        applied = await ob.settle([Settled(first), Settled(first), Settled(second, "UNIQUE failed"),
+                                   Settled("c_unknown")])
+        assert sorted(applied) == sorted([first, second])
+        assert await ob.settle([Settled(first)]) == []  # a duplicate ack never counts twice
+        assert await ob.settle([]) == []
+        assert await ob.by_call_id(first) == (pending[0].seq, "acked")
+        assert await ob.by_call_id(second) == (pending[1].seq, "failed")
+        assert await ob.count("acked") == 1 and await ob.count("failed") == 1
+        assert await ob.count("pending") == 5
+        assert [e.seq for e in await ob.pending_after(0)] == [e.seq for e in pending[2:]]
+        assert [e.call_id for e in await ob.for_run(run["id"])] == [e.call_id for e in pending]
+        got = await store.runs.get(run["id"])
+        assert got is not None and got["items_created"] == 1 and got["status"] == "running"
+        assert got["errors"] == ["Insert failed (tasks, '/docs/a.md'): UNIQUE failed"]
+
+        # once the run is over, late acks still credit it and set its status by the seed's rule
+        await store.runs.complete(run["id"], items_processed=1, errors=[])
+        await ob.settle([Settled(third)])
+        done = await store.runs.get(run["id"])
+        assert done is not None and done["items_created"] == 2 and done["status"] == "partial"
