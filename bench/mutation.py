@@ -47,9 +47,9 @@ TARGETS: dict[str, Target] = {
     "codec": Target("sidecar/protocol/codec.py", ("tests/test_protocol.py",)),
     "readers": Target("sidecar/readers/__init__.py", ("tests/test_readers.py",)),
     "scheduler": Target("sidecar/scheduler.py", ("tests/test_scheduler.py",)),
-    "outbox": Target("sidecar/store/outbox.py", ("tests/test_store.py",
-                                                 "tests/test_delivery.py",
-                                                 "tests/test_json_records.py")),
+    "outbox": Target("sidecar/store/outbox.py", (
+        "tests/test_store.py", "tests/reliability/test_responsiveness.py::"
+        "test_queueing_thousands_of_records_lets_other_requests_in")),
     "delivery": Target("sidecar/delivery.py", ("tests/test_delivery.py",)),
     "runner": Target("sidecar/runner.py", (
         "tests/reliability/test_responsiveness.py::"
