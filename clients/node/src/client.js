@@ -18,6 +18,7 @@ const DEFAULTS = {
   requestTimeoutMs: 30_000,
   pingIntervalMs: 15_000,
   handshakeTimeoutMs: 10_000,
+  insertConcurrency: 4,
   backoff: { initialMs: 250, maxMs: 10_000, factor: 2 },
 };
 
@@ -36,7 +37,8 @@ class SidecarClient extends EventEmitter {
   /**
    * @param {object} options  endpoint ({url, token} | {port, token} | a function returning one,
    *   e.g. a SidecarProcess), role, clientName, deviceId, requestTimeoutMs, pingIntervalMs,
-   *   backoff {initialMs, maxMs, factor}, idempotencyStore, logger, origin.
+   *   backoff {initialMs, maxMs, factor}, idempotencyStore, logger, origin, insertConcurrency
+   *   (handlers running at once; 1 = one at a time in arrival order).
    */
   constructor(options = {}) {
     super();
@@ -64,6 +66,8 @@ class SidecarClient extends EventEmitter {
     this._insertHandler = null;
     this._heldCalls = []; // tool_calls that came before onInsert()
     this._inserting = new Map(); // idempotency_key → promise of the outcome
+    this._slotsBusy = 0;
+    this._slotQueue = [];
     this.agents = {
       upsert: (agent, o) => this.request('agent_upsert', { agent }, o),
       list: (kind, o) => this.request('agent_list', kind ? { kind } : {}, o).then((r) => r.agents),
@@ -375,7 +379,31 @@ class SidecarClient extends EventEmitter {
     try { ws.send(JSON.stringify(reply)); } catch { /* ditto */ }
   }
 
+  /** Wait for one of `insertConcurrency` handler slots (FIFO: handlers start in arrival order). */
+  _acquireSlot() {
+    if (this._slotsBusy < this.options.insertConcurrency) {
+      this._slotsBusy += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this._slotQueue.push(resolve));
+  }
+
+  _releaseSlot() {
+    const next = this._slotQueue.shift();
+    if (next) next();
+    else this._slotsBusy -= 1;
+  }
+
   async _insert(frame, key) {
+    await this._acquireSlot();
+    try {
+      return await this._insertNow(frame, key);
+    } finally {
+      this._releaseSlot();
+    }
+  }
+
+  async _insertNow(frame, key) {
     if (key) {
       let stored;
       try {
