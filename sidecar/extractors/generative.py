@@ -95,7 +95,11 @@ def title_choices(text: str) -> list[str]:
 
 
 def chunk_schema(schema: dict[str, Any], chunk: Chunk) -> dict[str, Any]:
-    """``schema`` with titles limited to the chunk's lines, when they fit an enum."""
+    """``schema`` with titles limited to the chunk's lines, when they fit an enum.
+
+    The record is then the line itself: free-text ``description``/``content`` are left out
+    (SmolLM2-135M spent most of its tokens inventing them).
+    """
     choices = title_choices(chunk.text)
     if not choices or len(choices) > ENUM_MAX_VALUES or sum(map(len, choices)) > ENUM_MAX_CHARS:
         return schema
@@ -109,6 +113,10 @@ def chunk_schema(schema: dict[str, Any], chunk: Chunk) -> dict[str, Any]:
         for key in ("title", "name"):
             if key in props:
                 props[key] = {"type": "string", "enum": choices}
+        required = variant["properties"]["data"].get("required", [])
+        for key in ("description", "content"):  # where small models ramble
+            if key in props and key not in required and "title" in props:
+                del props[key]
     return out
 
 
