@@ -1,17 +1,16 @@
 """Connections without the token cannot use up the process's file descriptors.
 
-Every accepted connection is *pending* until a request on it shows the launch token (the
-``/ws`` handler calls :meth:`ConnectionGuard.trust`). A pending connection is closed after
-the handshake timeout whatever it did meanwhile (sent nothing, half a request line, one idle
-``/health`` keep-alive); at most ``max_pending`` are held, and fewer when the descriptors
-left under ``RLIMIT_NOFILE`` fall below the reserve kept for the real client and the store
-(at most a third of the limit; it must cover the sockets asyncio accepts before their
-``connection_made`` runs: up to two backlogs, 2 x 128): the oldest pending ones are closed
-first. The cap spares connections younger than
-:data:`GRACE`: the real client's upgrade request may still wait in the socket behind a burst
-of accepts (asyncio accepts up to the backlog at once); only the descriptor reserve closes
-those. What is closed is logged as a count, rate-limited, so a flood cannot rotate the useful
-history out of the log file.
+Every accepted connection is *pending* until a request on it shows the launch token (the ``/ws``
+handler calls :meth:`ConnectionGuard.trust`). A pending connection is closed after the handshake
+timeout whatever it did meanwhile (sent nothing, half a request line, one idle ``/health``
+keep-alive); at most ``max_pending`` are held, and fewer when the descriptors left under
+``RLIMIT_NOFILE`` fall below the reserve kept for the real client and the store (at most half
+the limit; it must cover what is open but not yet counted: sockets asyncio accepted before their
+``connection_made`` ran, up to two backlogs of 128, and those aborted whose descriptor closes on
+the next loop pass): the oldest pending ones are closed first. The cap spares connections
+younger than :data:`GRACE`: the real client's upgrade request may still wait in the socket
+behind a burst of accepts; only the descriptor reserve closes those. What is closed is logged as
+a count, rate-limited, so a flood cannot rotate the useful history out of the log file.
 """
 
 from __future__ import annotations
@@ -60,13 +59,16 @@ class ConnectionGuard:
     """Bounds pending (not yet authenticated) connections in number, age and descriptors."""
 
     def __init__(self, *, handshake_timeout: float = 5.0, max_pending: int = 64,
-                 reserve: int = 384) -> None:
+                 reserve: int = 512) -> None:
         self.handshake_timeout = handshake_timeout
         self.max_pending = max(1, max_pending)
         self.reserve = max(0, reserve)
         #: handler → (when accepted, its deadline), oldest first
         self._pending: OrderedDict[RequestHandler, tuple[float, asyncio.TimerHandle]] = (
             OrderedDict())
+        #: aborted, their descriptor not closed yet (that happens on the next loop pass):
+        #: counted as free, or one burst of accepts would close far too many
+        self._aborting: set[RequestHandler] = set()
         self._quiet = RateLimitedLog(log, interval=60.0)
         self.timed_out = 0
         self.evicted = 0
@@ -83,6 +85,7 @@ class ConnectionGuard:
         self._make_room(loop.time())
 
     def closed(self, handler: RequestHandler) -> None:
+        self._aborting.discard(handler)
         entry = self._pending.pop(handler, None)
         if entry is not None:
             entry[1].cancel()
@@ -97,9 +100,15 @@ class ConnectionGuard:
         if self._pending.pop(handler, None) is None:
             return
         self.timed_out += 1
-        _abort(handler)
+        self._abort(handler)
         self._quiet.info("timeout", "closed a connection that showed no token within %.0fs "
                          "(%d so far)", self.handshake_timeout, self.timed_out)
+
+    def _abort(self, handler: RequestHandler) -> None:
+        transport = handler.transport
+        if transport is not None:
+            self._aborting.add(handler)
+            transport.abort()  # no lingering close: the descriptor goes on the next pass
 
     def _make_room(self, now: float) -> None:
         """Close the oldest pending connections beyond the cap (sparing the young) and, all
@@ -107,7 +116,7 @@ class ConnectionGuard:
         limit, used = descriptor_limit(), open_descriptors()
         short = 0
         if limit is not None and used is not None:
-            short = used - (limit - min(self.reserve, limit // 3))
+            short = used - len(self._aborting) - (limit - min(self.reserve, limit // 2))
         over = len(self._pending) - self.max_pending
         closed = 0
         while self._pending and (short > 0 or over > 0):
@@ -116,7 +125,7 @@ class ConnectionGuard:
                 break  # only the cap is exceeded, and the oldest is still young
             del self._pending[handler]
             timer.cancel()
-            _abort(handler)
+            self._abort(handler)
             short, over, closed = short - 1, over - 1, closed + 1
         if closed:
             self.evicted += closed
@@ -126,10 +135,6 @@ class ConnectionGuard:
                 len(self._pending), used, limit, self.evicted)
 
 
-def _abort(handler: RequestHandler) -> None:
-    transport = handler.transport
-    if transport is not None:
-        transport.abort()  # no lingering close: the descriptor is free at once
 
 
 CONN_GUARD = web.AppKey("conn_guard", ConnectionGuard)

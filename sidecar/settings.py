@@ -70,10 +70,10 @@ SETTINGS: tuple[Setting, ...] = (
             "nothing, half a request, an idle /health keep-alive) is closed (at least 1)."),
     Setting("max_unauthenticated_connections", int, 64,
             "Connections without the token held at once; beyond this the oldest are closed."),
-    Setting("reserved_descriptors", int, 384,
-            "File descriptors kept free for the real client and the store (at most a third "
-            "of the open-files limit): when fewer are left, connections without the token "
-            "are closed, oldest first. Covers two accept bursts of 128 that land before "
+    Setting("reserved_descriptors", int, 512,
+            "File descriptors kept free for the real client and the store (at most half the "
+            "open-files limit): when fewer are left, connections without the token are "
+            "closed, oldest first. Covers the accept bursts (128 at a time) that land before "
             "they can be counted."),
     Setting("model", str, "smollm2-135m-instruct-q4_1",
             "Local model: a manifest name or a path to any GGUF file."),
