@@ -44,6 +44,37 @@ class _Slot:
     held: int = 0
 
 
+class _Window:
+    """Per key: admitted at most once per ``interval``; counts what it turned away."""
+
+    def __init__(self, interval: float, max_keys: int, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self._clock = clock
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+
+    def admit(self, key: str) -> int | None:
+        """None if ``key`` is turned away; else how many were turned away since the last."""
+        now = self._clock()
+        slot = self._slots.get(key)
+        if slot is not None:
+            self._slots.move_to_end(key)
+        if slot is not None and now - slot.last < self.interval:
+            slot.held += 1
+            return None
+        self._slots[key] = _Slot(now)
+        while len(self._slots) > self.max_keys:
+            self._slots.popitem(last=False)
+        return slot.held if slot is not None else 0
+
+    def held(self, key: str) -> int:
+        slot = self._slots.get(key)
+        return slot.held if slot is not None else 0
+
+    def note(self, held: int) -> str:
+        return f" [{held} more like this in the last {self.interval:.0f}s not logged]"
+
+
 class RateLimitedLog:
     """Writes a line of a given ``key`` at most once per ``interval`` seconds.
 
@@ -57,26 +88,16 @@ class RateLimitedLog:
                  max_keys: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self.interval = interval
-        self.max_keys = max_keys
-        self._clock = clock
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._window = _Window(interval, max_keys, clock)
 
     def log(self, level: int, key: str, msg: str, *args: object,
             exc_info: BaseException | bool | None = None) -> bool:
         """Write the line unless one of ``key`` was written within the interval."""
-        now = self._clock()
-        slot = self._slots.get(key)
-        if slot is not None and now - slot.last < self.interval:
-            slot.held += 1
-            self._slots.move_to_end(key)
+        held = self._window.admit(key)
+        if held is None:
             return False
-        held = slot.held if slot is not None else 0
-        self._slots[key] = _Slot(now)
-        self._slots.move_to_end(key)
-        while len(self._slots) > self.max_keys:
-            self._slots.popitem(last=False)
         if held:
-            msg += f" [{held} more like this in the last {self.interval:.0f}s not logged]"
+            msg += self._window.note(held)
         self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
@@ -91,8 +112,7 @@ class RateLimitedLog:
 
     def held(self, key: str) -> int:
         """Lines of ``key`` held back since the last one written."""
-        slot = self._slots.get(key)
-        return slot.held if slot is not None else 0
+        return self._window.held(key)
 
 
 class RateLimitFilter(logging.Filter):
@@ -107,28 +127,18 @@ class RateLimitFilter(logging.Filter):
                  peer_faults: tuple[type[BaseException], ...] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
-        self.interval = interval
         self.peer_faults = peer_faults
-        self._clock = clock
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._window = _Window(interval, 256, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = f"{record.levelno}:{record.name}:{record.msg}"
-        now = self._clock()
-        slot = self._slots.get(key)
-        if slot is not None and now - slot.last < self.interval:
-            slot.held += 1
+        held = self._window.admit(f"{record.levelno}:{record.name}:{record.msg}")
+        if held is None:
             return False
-        held = slot.held if slot is not None else 0
-        self._slots[key] = _Slot(now)
-        while len(self._slots) > 256:
-            self._slots.popitem(last=False)
         exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
         if exc is not None and isinstance(exc, self.peer_faults):
             text = " ".join(str(exc).split()).replace("%", "%%")  # one line, as promised
             record.msg = f"{record.msg}: {type(exc).__name__}: {text}"
             record.exc_info, record.exc_text = None, None
         if held:
-            record.msg = (f"{record.msg} [{held} more like this in the last "
-                          f"{self.interval:.0f}s not logged]")
+            record.msg = f"{record.msg}{self._window.note(held)}"
         return True
