@@ -33,7 +33,12 @@ PROTOCOL_INTRO = f"""# Wire protocol (version {PROTOCOL_VERSION})
 3. Open `ws://127.0.0.1:N/ws` with `Authorization: Bearer <token>` (or `?token=<token>` from a
    browser context). Missing or wrong token: HTTP 401 before the upgrade. An `Origin` header
    other than absent, `file://`, `app://…` or a loopback `http(s)://` origin: HTTP 403.
-4. Send `hello`. Inserts (`tool_call`) are only pushed to clients that said hello.
+4. Send `hello`. Inserts (`tool_call`) are only pushed to clients that said hello with
+   `role` "writer" (the default); an "observer" (a second window, a tray view) gets the run,
+   progress and status frames and never a `tool_call`. A call a writer leaves unacked for
+   `--insert-timeout-seconds` goes to another connected writer (or again to it if it is the
+   only one). A connection that has not shown the token within `--handshake-timeout-seconds`
+   is closed.
 
 `GET /health` answers without a token (no secrets in it) for liveness checks.
 
@@ -78,6 +83,8 @@ value (`field` names it) |
 | `not_found` | the agent or run does not exist |
 | `database_locked` | another program held a write lock on the database for over 5 s; \
 nothing was changed, retry (the message names the program when it can be found) |
+| `disk_full` | the disk holding the sidecar's data has no space left; nothing queued is \
+lost, free some space and retry (a run it stops ends `error` with reason "disk full") |
 | `internal_error` | the sidecar failed; its log has details |
 
 ## Frames
