@@ -361,7 +361,7 @@ export type PushType = keyof PushEvents;
 export type FatalErrorCode = "invalid_config" | "weak_token" | "already_running" | "no_parent" | "data_dir_unwritable" | "log_dir_unwritable" | "disk_full" | "database_locked" | "database_read_only" | "database_not_a_file" | "database_corrupt" | "database_too_new" | "store_error" | "port_in_use" | "startup_failed" | "internal_error";
 
 /** `code` of an `error` frame (docs/protocol.md, Error codes); others may come. */
-export type ErrorCode = "invalid_json" | "not_an_object" | "missing_type" | "unknown_type" | "missing_field" | "invalid_field" | "frame_too_large" | "binary_frame" | "unsupported_protocol" | "unknown_tool_call" | "not_found" | "database_locked" | "internal_error";
+export type ErrorCode = "invalid_json" | "not_an_object" | "missing_type" | "unknown_type" | "missing_field" | "invalid_field" | "frame_too_large" | "binary_frame" | "unsupported_protocol" | "unknown_tool_call" | "not_found" | "database_locked" | "disk_full" | "internal_error";
 
 export interface RequestOptions {
   /** Reject with RequestTimeoutError after this long (default: the client's requestTimeoutMs). */

@@ -357,5 +357,6 @@ exports.ERROR_CODES = [
   "unknown_tool_call",
   "not_found",
   "database_locked",
+  "disk_full",
   "internal_error"
 ];
