@@ -156,3 +156,32 @@ async def test_outbox_queues_once_reads_in_order_and_settles_each_call_once(tmp_
         await ob.settle([Settled(third)])
         done = await store.runs.get(run["id"])
         assert done is not None and done["items_created"] == 2 and done["status"] == "partial"
+
+
+async def test_settle_credits_each_run_by_its_own_outcome(tmp_path: Path) -> None:
+    async with Store(tmp_path / "s.db") as store:
+        ob = store.outbox
+        failed_run = await store.runs.start("a1", "local", "manual")
+        stopped = await store.runs.start("a2", "local", "manual")
+        loose = NewItem(idempotency_key="a3:loose", agent_id="a3", run_id=None, table="notes",
+                        data={"title": "no run"}, meta={})
+        await ob.enqueue([loose, _item("a1", failed_run["id"], 1), _item("a2", stopped["id"], 2)])
+        await store.runs.complete(failed_run["id"], items_processed=1, errors=[])
+        await store.runs.complete(stopped["id"], items_processed=1, errors=[], cancelled=True)
+        calls = {e.agent_id: e.call_id for e in await ob.pending_after(0)}
+        # a record of no run comes first in the batch: the runs after it are still credited
+        applied = await ob.settle([Settled(calls["a3"], "no such table"),
+                                   Settled(calls["a1"], "disk I/O error"), Settled(calls["a2"])])
+        assert len(applied) == 3
+        failed = await store.runs.get(failed_run["id"])
+        assert failed is not None and (failed["status"], failed["items_created"]) == ("error", 0)
+        assert failed["errors"] == ["Insert failed (tasks, '/docs/a.md'): disk I/O error"]
+        cancelled = await store.runs.get(stopped["id"])
+        assert cancelled is not None and cancelled["status"] == "cancelled"  # stays cancelled
+        assert cancelled["items_created"] == 1
+        rows = await store.db.fetchall("SELECT agent_id, state, last_error, acked_at, attempts "
+                                       "FROM outbox ORDER BY seq")
+        assert [(r["agent_id"], r["state"], r["last_error"], r["attempts"]) for r in rows] == [
+            ("a3", "failed", "no such table", 1), ("a1", "failed", "disk I/O error", 1),
+            ("a2", "acked", None, 1)]
+        assert all(r["acked_at"] and r["acked_at"].endswith("Z") for r in rows)
