@@ -57,6 +57,7 @@ class SidecarClient extends EventEmitter {
     this._ready = false;
     this._attempt = 0;
     this._retryTimer = null;
+    this._gen = 0;
     this._pingTimer = null;
     this._alive = true;
     this._prefix = `n${randomBytes(3).toString('hex')}_`;
@@ -129,14 +130,15 @@ class SidecarClient extends EventEmitter {
   async _open() {
     if (this.state === 'closed') return;
     this.state = 'connecting';
+    const gen = ++this._gen; // a newer _open (setEndpoint) supersedes this one
     let ep;
     try {
       ep = await this._resolveEndpoint();
     } catch (err) {
-      this._scheduleRetry(err);
+      if (gen === this._gen) this._scheduleRetry(err);
       return;
     }
-    if (this.state !== 'connecting') return; // closed meanwhile
+    if (this.state !== 'connecting' || gen !== this._gen) return; // closed or superseded meanwhile
     const headers = { Authorization: `Bearer ${ep.token}` };
     if (this.options.origin) headers.Origin = this.options.origin;
     const ws = new WebSocket(ep.url, {

@@ -30,6 +30,7 @@ async function standIn(t, { token = 't'.repeat(20) } = {}) {
   });
   t.after(() => new Promise((r) => { for (const c of wss.clients) c.terminate(); wss.close(r); }));
   return {
+    wss,
     endpoint: { port: wss.address().port, token },
     got,
     send: (f) => socket.send(JSON.stringify(f)),
@@ -193,4 +194,33 @@ test('reconnecting to nothing: attempts back off, then connect once a server is 
   c.setEndpoint(s.endpoint);
   await c.waitConnected({ timeoutMs: 5000 });
   assert.ok(c.connected);
+});
+
+test('setEndpoint while the endpoint is still being looked up: one connection, not two', async (t) => {
+  const s = await standIn(t);
+  let connections = 0;
+  s.wss.on('connection', () => { connections += 1; });
+  const slow = () => new Promise((r) => setTimeout(() => r(s.endpoint), 150));
+  const c = new sc.SidecarClient({ endpoint: slow });
+  t.after(() => c.close());
+  const connected = c.connect();
+  c.setEndpoint(slow);
+  c.setEndpoint(slow);
+  await connected;
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(connections, 1);
+  assert.equal(s.got.filter((f) => f.type === 'hello').length, 1);
+});
+
+test('close() twice, requests after close, close while connecting', async (t) => {
+  const s = await standIn(t);
+  const c = new sc.SidecarClient({ endpoint: s.endpoint });
+  const waiting = c.connect();
+  const pending = c.status();
+  await Promise.all([c.close(), c.close()]);
+  await assert.rejects(waiting, sc.ClientClosedError);
+  await assert.rejects(pending, sc.ClientClosedError);
+  await assert.rejects(c.status(), sc.ClientClosedError);
+  await assert.rejects(c.connect(), sc.ClientClosedError);
+  assert.equal(c.state, 'closed');
 });
