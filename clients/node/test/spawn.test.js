@@ -139,3 +139,56 @@ test('the token goes in SIDECAR_TOKEN, never on the command line', async (t) => 
   assert.ok(cmdline.split('\0').includes('--parent-pid'));
   assert.equal(cmdline.split('\0')[cmdline.split('\0').indexOf('--parent-pid') + 1], String(process.pid));
 });
+
+/** A stand-in executable (a shell script) for the paths the real daemon never takes. */
+function script(t, body) {
+  const dir = tmpDir(t);
+  const file = path.join(dir, 'fake-sidecar');
+  fs.writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  return file;
+}
+
+test('an exit before any line: typed by exit code, the message from its last `sidecar:` stderr line', async (t) => {
+  const exe = script(t, 'echo "some warning" >&2; echo "sidecar: the database is locked by backup.exe" >&2; echo "trailing" >&2; exit 6');
+  const err = await sc.spawnSidecar({ executable: exe, onStderr: () => {} }).then(() => null, (e) => e);
+  assert.ok(err instanceof sc.DatabaseLockedError, `${err && err.name}`);
+  assert.equal(err.exitCode, 6);
+  assert.equal(err.message, 'the database is locked by backup.exe');
+  assert.equal(err.fatal, null);
+  assert.deepEqual(err.stderr.slice(-1), ['trailing']);
+});
+
+test('a first line that is neither ready nor fatal: bad_ready_line, the process is killed', async (t) => {
+  const exe = script(t, 'echo "Welcome to sidecar"; sleep 30');
+  const err = await sc.spawnSidecar({ executable: exe, onStderr: () => {} }).then(() => null, (e) => e);
+  assert.ok(err instanceof sc.SidecarStartError);
+  assert.equal(err.code, 'bad_ready_line');
+  assert.match(err.message, /Welcome to sidecar/);
+});
+
+test('no line in time: StartTimeoutError and the process is killed', async (t) => {
+  const pidFile = path.join(tmpDir(t), 'pid');
+  const exe = script(t, `echo $$ > ${pidFile}; exec sleep 30`);
+  const err = await sc.spawnSidecar({ executable: exe, readyTimeoutMs: 500, onStderr: () => {} }).then(() => null, (e) => e);
+  assert.ok(err instanceof sc.StartTimeoutError, `${err && err.name}`);
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+  await sleep(200);
+  assert.throws(() => process.kill(pid, 0), /ESRCH/, 'the silent process was left running');
+});
+
+test('a fatal line from a process that then hangs: rejected at once, killed after 3 s', async (t) => {
+  const pidFile = path.join(tmpDir(t), 'pid');
+  const exe = script(t, `echo $$ > ${pidFile}; echo '{"event":"fatal","code":7,"error":"disk_full","message":"no space left"}'; exec sleep 30`);
+  const t0 = Date.now();
+  const err = await sc.spawnSidecar({ executable: exe, onStderr: () => {} }).then(() => null, (e) => e);
+  assert.ok(err instanceof sc.CannotWriteError);
+  assert.equal(err.code, 'disk_full');
+  assert.ok(Date.now() - t0 < 2000, 'waited for the exit instead of the line');
+  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+  let alive = true;
+  for (let i = 0; i < 50 && alive; i++) {
+    await sleep(100);
+    try { process.kill(pid, 0); } catch { alive = false; }
+  }
+  assert.equal(alive, false);
+});

@@ -224,3 +224,18 @@ test('close() twice, requests after close, close while connecting', async (t) =>
   await assert.rejects(c.connect(), sc.ClientClosedError);
   assert.equal(c.state, 'closed');
 });
+
+test('a sidecar that stops answering (half-open socket): dropped after a silent ping interval, reopened', { timeout: 10_000 }, async (t) => {
+  const s = await standIn(t);
+  const sockets = [];
+  s.wss.on('connection', (ws) => sockets.push(ws));
+  const c = new sc.SidecarClient({ endpoint: s.endpoint, pingIntervalMs: 100, backoff: { initialMs: 20, maxMs: 50 } });
+  t.after(() => c.close());
+  await c.connect();
+  const dropped = new Promise((r) => c.once('disconnected', r));
+  sockets[0]._socket.pause(); // reads nothing more: no pong, no frames, but the TCP link stays up
+  await dropped;
+  await new Promise((r) => c.once('connected', r));
+  assert.equal(sockets.length, 2);
+  assert.equal(s.got.filter((f) => f.type === 'hello').length, 2);
+});
