@@ -212,3 +212,35 @@ test('a dropped connection: read requests are re-sent, others fail ConnectionLos
   const agents = await c.agents.list();
   assert.ok(agents.length <= 1);
 });
+
+test('a retryable insert error against this daemon: accepted on the wire; re-sent if the daemon retries, else a plain failure', async (t) => {
+  const root = tmpDir(t);
+  const tags = writeTaskNotes(path.join(root, 'docs'), 1, 3);
+  const d = await startDaemon(t, root);
+  const c = client(t, { endpoint: d });
+  const protocolErrors = [];
+  c.on('protocol_error', (e) => protocolErrors.push(e));
+  const attempts = new Map();
+  const inserted = new Set();
+  c.onInsert(async (table, data) => {
+    const tag = tagOf(data.title);
+    attempts.set(tag, (attempts.get(tag) || 0) + 1);
+    if (tag === 'acct0x2' && attempts.get(tag) === 1) throw new sc.RetryableInsertError('database is locked');
+    inserted.add(tag);
+    return { id: inserted.size };
+  });
+  await c.connect();
+  const agentId = await makeAgent(c, path.join(root, 'docs'));
+  const { run_id: runId } = await c.runAgent(agentId);
+  const fin = await nextEvent(c, 'run_finished', (f) => f.run.id === runId);
+  for (let i = 0; i < 30 && attempts.get('acct0x2') === 1 && fin.run.status !== 'partial'; i++) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(protocolErrors, [], 'the daemon refused a tool_result carrying retryable');
+  assert.ok(c.connected);
+  if (attempts.get('acct0x2') > 1) { // a daemon with retries (issue 16 item 2)
+    assert.deepEqual(inserted, tags);
+  } else { // an older daemon: a plain failed insert, never sent again
+    assert.equal(fin.run.status, 'partial');
+    assert.equal(fin.run.items_created, tags.size - 1);
+    assert.deepEqual(inserted, new Set([...tags].filter((x) => x !== 'acct0x2')));
+  }
+});
