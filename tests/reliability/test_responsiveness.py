@@ -316,3 +316,88 @@ async def test_queueing_thousands_of_records_lets_other_requests_in(tmp_path: Pa
     growing = sorted({t for t in during if 0 < t < n})
     assert len(growing) >= 5, (len(during), growing[:20])
     assert notified, "delivery was never told"
+
+
+class _Recording(_Fixed):
+    """Answers with ``items`` and ``problems``, or raises ``error``; keeps the request."""
+
+    def __init__(self, items: list[ExtractedItem], problems: tuple[Any, ...] = (),
+                 error: Exception | None = None) -> None:
+        super().__init__(items)
+        self.problems, self.error = problems, error
+        self.requests: list[ExtractionRequest] = []
+
+    async def extract(self, request: ExtractionRequest) -> ExtractionResult:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return ExtractionResult(items=tuple(self.items), problems=self.problems, chunks=3)
+
+
+async def test_one_document_goes_to_the_engine_and_its_records_to_the_outbox(
+        tmp_path: Path) -> None:
+    """What ``_extract_one`` hands the engine, queues, records as done and reports."""
+    from datetime import UTC, datetime
+
+    from sidecar.errors import ModelError, TransientError
+    from sidecar.extractors.base import ExtractionProblem
+
+    when = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+    async with Store(tmp_path / "s.db") as store:
+        agent = validate_agent({"kind": "local", "name": "n", "directories": [str(tmp_path)],
+                                "data_types": ["tasks", "notes"], "min_confidence": 0.25,
+                                "prompt_template": "Only invoices.", "project_id": "p7"})
+        await store.agents.upsert(agent)
+        run = await store.runs.start(agent.id, "local", "manual")
+        source = _OneDocument(store)
+        done: list[Any] = []
+
+        async def record_done(doc: Any, key: str, result: Any, conn: Any = None) -> None:
+            done.append((doc.item.key, key, result))
+
+        source.done = record_done  # type: ignore[method-assign]
+        runner = Runner(store, hub=None,  # type: ignore[arg-type]
+                        delivery=types.SimpleNamespace(notify=lambda: None),  # type: ignore[arg-type]
+                        sources=lambda *a: source, extractors=None)  # type: ignore[arg-type]
+        doc = SourceDocument(item=WorkItem(key="/docs/march.md", label="march.md"),
+                             text="- [ ] Send the March invoice", content_hash="h", date=when,
+                             meta={"path": "/docs/march.md"})
+        item = ExtractedItem(table="tasks", data={"title": "Send the March invoice"},
+                             source=Grounding(span=(6, 28), exact=True), confidence=0.87654)
+        engine = _Recording([item], problems=(ExtractionProblem(2, "chunk timed out"),
+                                              ExtractionProblem(None, "model said nothing")))
+        errors: list[str] = []
+        counters = {"processed": 4, "items_found": 10}
+        await runner._extract_one(agent, run["id"], engine, source, doc, "key1", errors,
+                                  counters)
+        (req,) = engine.requests
+        assert (req.text, req.data_types, req.prompt_template, req.document_date, req.label,
+                req.min_confidence, req.project_id) == (
+            "- [ ] Send the March invoice", ("tasks", "notes"), "Only invoices.", when,
+            "march.md", 0.25, "p7")
+        assert counters == {"processed": 5, "items_found": 11}
+        assert done == [("/docs/march.md", "key1", {
+            "items": 1, "chunks": 3, "problems": ["chunk timed out", "model said nothing"]})]
+        assert errors == ["march.md chunk 2: chunk timed out", "march.md: model said nothing"]
+        (entry,) = await store.outbox.pending_after(0)
+        assert (entry.agent_id, entry.run_id, entry.table, entry.data) == (
+            agent.id, run["id"], "tasks", {"title": "Send the March invoice"})
+        assert entry.meta["confidence"] == 0.8765
+        assert entry.meta["source"]["path"] == "/docs/march.md"
+        assert entry.meta["source"]["span"] == [6, 28]
+
+        # an engine failure for this document: said, nothing queued or done, the run goes on
+        for error, stops in ((TransientError("server busy"), False),
+                             (ModelError("model file is corrupt"), True)):
+            errors.clear()
+            failing = _Recording([], error=error)
+            if stops:
+                with pytest.raises(ModelError):
+                    await runner._extract_one(agent, run["id"], failing, source, doc, "key2",
+                                              errors, counters)
+            else:
+                await runner._extract_one(agent, run["id"], failing, source, doc, "key2",
+                                          errors, counters)
+            assert errors == [f"LLM extraction error for 'march.md': {error}"]
+            assert counters == {"processed": 5, "items_found": 11} and len(done) == 1
+        assert await store.outbox.count("pending") == 1
