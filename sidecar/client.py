@@ -32,6 +32,16 @@ class Ready:
     token_file: str | None = None
 
 
+class SidecarFatal(RuntimeError):
+    """The daemon could not start: its fatal line (``code`` is also its exit code)."""
+
+    def __init__(self, code: int, error: str, message: str) -> None:
+        super().__init__(f"sidecar could not start ({error}, exit {code}): {message}")
+        self.code = code
+        self.error = error
+        self.message = message
+
+
 @dataclass
 class DaemonProcess:
     """A spawned ``sidecar serve`` (the venv module or a bundled executable)."""
@@ -76,6 +86,9 @@ class DaemonProcess:
             raise RuntimeError(f"sidecar exited {proc.returncode} before ready: "
                                f"{err.decode(errors='replace')[-2000:]}")
         obj = json.loads(line)
+        if obj.get("event") == "fatal":
+            await proc.wait()
+            raise SidecarFatal(int(obj["code"]), str(obj["error"]), str(obj["message"]))
         if obj.get("event") != "ready":
             raise RuntimeError(f"unexpected first line: {line!r}")
         ready = Ready(port=obj["port"], pid=obj["pid"], version=obj["version"],

@@ -45,6 +45,31 @@ def descriptor_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
+#: Soft descriptor limit the daemon asks for at start (macOS gives 256, some Linux 1,024).
+WANTED_DESCRIPTORS = 8192
+
+
+def raise_descriptor_limit(wanted: int = WANTED_DESCRIPTORS) -> int | None:
+    """Lift the soft RLIMIT_NOFILE toward the hard one: a low default leaves little reserve."""
+    if sys.platform == "win32":  # pragma: no cover
+        return None
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # a sandbox may refuse: keep what we have
+            log.info("could not raise the open-file limit from %d: %s", soft, exc)
+            return int(soft)
+        log.info("open-file limit raised from %d to %d", soft, target)
+        return target
+    return int(soft)
+
+
 def open_descriptors() -> int | None:
     """How many descriptors the process holds now, or None if the OS does not say."""
     for d in _FD_DIRS:

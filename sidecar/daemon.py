@@ -19,7 +19,7 @@ from typing import TextIO
 from aiohttp import web
 
 from sidecar import PROTOCOL_VERSION, __version__
-from sidecar.connlimits import GuardedRunner
+from sidecar.connlimits import GuardedRunner, raise_descriptor_limit
 from sidecar.errors import ConfigError
 from sidecar.lifecycle import (
     InstanceLock,
@@ -91,6 +91,7 @@ async def serve(
         if not 0 <= config.port <= 65535:
             raise ConfigError(f"--port must be 0 (any free port) to 65535, got {config.port}",
                               field="port")
+        raise_descriptor_limit()
         lock = InstanceLock(paths.lock_file).acquire()
         token, token_file = resolve_token(paths.token_file)
         register_secret(token)
