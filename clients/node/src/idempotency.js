@@ -3,7 +3,7 @@
 // idempotency_key, so a call the sidecar sends again (its ack was lost to a crash or a
 // disconnect) is acked with the first result instead of being inserted twice.
 //
-// The contract (every implementation, see test/idempotency.test.js):
+// The contract (test/idempotency.test.js runs it over each implementation):
 //   get(key)          → the stored result (any JSON value, null included) or undefined if the
 //                       key was never stored. May return a promise.
 //   set(key, result)  → store it durably before resolving. May return a promise.

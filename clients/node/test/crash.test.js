@@ -6,7 +6,6 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const sc = require('../src');
 const {
   tmpDir, startDaemon, client, writeTaskNotes, tagOf, makeAgent, nextEvent, sqlite, sleep,
 } = require('./helpers');
@@ -137,16 +136,4 @@ test('a call sent again while its handler still runs (insert timeout): one inser
   assert.deepEqual([...app.rows.values()].filter((n) => n !== 1), [], 'a record was inserted twice');
   assert.deepEqual([...entered.values()], [1, 1], 'the handler ran again for a call it was still inserting');
   assert.equal((await c.status()).outbox_pending, 0);
-});
-
-test('the default store is in memory: a redelivery within the same app session is suppressed', () => {
-  const s = new sc.MemoryIdempotencyStore({ max: 2 });
-  assert.equal(s.get('a'), undefined);
-  s.set('a', { id: 1 });
-  s.set('b', undefined);
-  assert.deepEqual(s.get('a'), { id: 1 });
-  assert.equal(s.get('b'), null, 'a handler that returned nothing is still remembered');
-  s.set('c', 3);
-  assert.equal(s.get('a'), undefined, 'the oldest key goes first past max');
-  assert.equal(s.size, 2);
 });
