@@ -14,6 +14,7 @@ from sidecar.agents import validate_agent
 from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STORE, WATCHERS
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
+from sidecar.runview import ERROR_LINES_PER_REPLY, ERRORS_IN_FRAME, capped
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +38,6 @@ def available_models(app: web.Application) -> list[dict[str, Any]]:
     return [s.to_json() if hasattr(s, "to_json") else dict(s) for s in statuses]
 
 
-#: Entries of a run's ``errors`` a frame carries (``errors_total`` says how many there
-#: are), error lines one reply carries over all its runs, and characters of one line: a
-#: reply stays small whatever the runs met. The run log in SQLite keeps every line whole.
-ERRORS_IN_FRAME = 50
-ERROR_LINES_PER_REPLY = 100
-ERROR_LINE_CHARS = 500
-
-
-def clip_line(line: str) -> str:
-    """Long lines (a 4 KB path) keep their start and their end, where the reason is."""
-    if len(line) <= ERROR_LINE_CHARS:
-        return line
-    half = (ERROR_LINE_CHARS - 1) // 2
-    return f"{line[:half]}…{line[-half:]}"
-
-
 async def run_views(app: web.Application, runs: list[dict[str, Any]], *,
                     sharing: int | None = None) -> list[dict[str, Any]]:
     """Runs as frames carry them: errors capped with their total, skips counted apart.
@@ -61,8 +46,7 @@ async def run_views(app: web.Application, runs: list[dict[str, Any]], *,
 
     per_run = min(ERRORS_IN_FRAME, ERROR_LINES_PER_REPLY // max(1, sharing or len(runs)))
     counts = await RunSkipLog(app[STORE].db).counts(r["id"] for r in runs)
-    return [{**r, "errors": [clip_line(e) for e in r["errors"][:per_run]],
-             "errors_total": len(r["errors"]),
+    return [{**capped(r, per_run),
              "skipped": counts.get(r["id"], {"permanent": 0, "transient": 0})} for r in runs]
 
 

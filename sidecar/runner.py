@@ -25,6 +25,7 @@ from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
 from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.hub import Hub
+from sidecar.runview import capped
 from sidecar.sources.base import Skip, Source, SourceDocument
 from sidecar.store import Store
 from sidecar.store.outbox import NewItem, idempotency_key
@@ -191,7 +192,7 @@ class Runner:
                 runs.complete_later(run_id, items_processed=processed, errors=errors,
                                     cancelled=active.cancelled,
                                     then=lambda: self.store.agents.set_last_run(agent.id))
-            await self.hub.broadcast(p.RunFinished(run=record))
+            await self.hub.broadcast(p.RunFinished(run=capped(record)))
             log.info("run %s (%s) %s: processed=%d created=%d errors=%d", run_id, agent.name,
                      record["status"], record["items_processed"], record["items_created"],
                      len(record["errors"]))

@@ -135,6 +135,9 @@ async def test_a_run_with_120_errors_is_capped_in_frames_and_whole_in_the_log(
     last = next(a for a in json.loads(status_text)["agents"]
                 if a["id"] == agent["id"])["last_run"]
     assert last["errors_total"] == len(logged)
+    # the run_finished frame itself is capped the same way
+    assert run["errors_total"] == len(logged) and len(run["errors"]) == 50
+    assert run["errors"] == logged[:50]
     assert last["errors"] == logged[:len(last["errors"])] and len(last["errors"]) <= 50
     assert len(status_text.encode()) < REPLY_BOUND
     listed = json.loads(runs_text)["runs"]
