@@ -188,10 +188,22 @@ class RunListResult(Reply):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusResult(Reply):
+    """Each agent's schedule, watching and last run; ``scheduled`` says a job exists,
+    ``watch_mode`` is ``inotify``/``polling``/``off`` (``watch_reason`` says why it polls);
+    a run carries at most 50 ``errors`` (``errors_total`` counts all; the run log keeps them)."""
+
     TYPE: ClassVar[str] = "status_result"
-    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "status_result", "request_id": "r6",
-                                         "version": "0.1.0", "agents": [], "outbox_pending": 0,
-                                         "clients": 1}
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "status_result", "request_id": "r6", "version": "0.1.0", "agents": [{
+            "id": "a_3f2c", "name": "Client folders", "kind": "local", "enabled": True,
+            "state": "ok", "schedule_cron": "0 * * * *", "last_run_at": "2026-12-05T09:00:02Z",
+            "next_run_at": "2026-12-05T10:00:00Z", "deferred": None, "schedule_error": None,
+            "scheduled": True, "running_run_id": None, "watch_mode": "polling",
+            "watch_reason": "the inotify instance limit is used up", "last_run": {
+                "id": "r_77", "status": "partial", "items_processed": 12, "items_created": 9,
+                "errors": ["/home/me/Clients/scan.pdf: no text layer (skipped: no_text)"],
+                "errors_total": 1, "skipped": {"permanent": 1, "transient": 0}}}],
+        "outbox_pending": 0, "clients": 1}
     version: str
     agents: list[Any]
     outbox_pending: int
@@ -249,13 +261,15 @@ class RunProgress(Frame):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Frame):
-    """Pushed when a run ends, with the run record (the seed's statuses)."""
+    """Pushed when a run ends, with the run record (the seed's statuses; errors capped at 50,
+    ``errors_total`` counts all)."""
 
     TYPE: ClassVar[str] = "run_finished"
     DIRECTION: ClassVar[str] = "sidecar"
     EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_finished", "run": {
         "id": "r_77", "agent_id": "a_3f2c", "status": "partial", "items_processed": 12,
-        "items_created": 9, "errors": ["/home/me/Clients/scan.pdf: no text layer"]}}
+        "items_created": 9, "errors": ["/home/me/Clients/scan.pdf: no text layer"],
+        "errors_total": 1}}
     run: dict[str, Any]
 
 
