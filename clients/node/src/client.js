@@ -10,8 +10,8 @@ const errors = require('./errors');
 const { MemoryIdempotencyStore } = require('./idempotency');
 const generated = require('./protocol.generated');
 
-/** Requests that only read: re-sent after a reconnect instead of failing ConnectionLostError. */
-const READ_ONLY = new Set(['status', 'agent_list', 'run_list']);
+/** Requests safe to repeat (reads, cancels): re-sent after a reconnect, not ConnectionLostError. */
+const SAFE_TO_REPEAT = new Set(['status', 'agent_list', 'run_list', 'cancel_run', 'oauth_cancel']);
 const DEFAULTS = {
   role: 'writer',
   clientName: 'sidecar-node-client',
@@ -216,7 +216,7 @@ class SidecarClient extends EventEmitter {
     this._heldCalls = []; // the sidecar sends them again to whoever takes inserts next
     for (const [id, p] of this._pending) {
       if (!p.sent) continue;
-      if (READ_ONLY.has(p.type)) { p.sent = false; continue; }
+      if (SAFE_TO_REPEAT.has(p.type)) { p.sent = false; continue; }
       this._pending.delete(id);
       clearTimeout(p.timer);
       p.reject(new errors.ConnectionLostError(

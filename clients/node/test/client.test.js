@@ -191,7 +191,7 @@ test('cancelRun: a long run stops, cancelling twice is harmless, the run says ca
   assert.equal((await c.status()).agents[0].running_run_id, null);
 });
 
-test('a dropped connection: read requests are re-sent, others fail ConnectionLostError, the client reconnects', async (t) => {
+test('a dropped connection: reads and cancels are re-sent, others fail ConnectionLostError, the client reconnects', async (t) => {
   const root = tmpDir(t);
   const d = await startDaemon(t, root);
   const c = client(t, { endpoint: d });
@@ -200,12 +200,14 @@ test('a dropped connection: read requests are re-sent, others fail ConnectionLos
   let connects = 0;
   c.on('connected', () => { connects += 1; });
   const st = c.status();
+  const cancel = c.cancelRun((await c.runAgent(agentId)).run_id);
   const del = c.agentDelete(agentId);
-  c._ws.terminate(); // both were written to a socket that is now gone
+  c._ws.terminate(); // all three were written to a socket that is now gone
   const lost = await del.then(() => null, (e) => e);
   assert.ok(lost instanceof sc.ConnectionLostError, `${lost && lost.name}`);
   assert.equal(lost.requestType, 'agent_delete');
   assert.equal((await st).type, 'status_result');
+  assert.equal((await cancel).type, 'cancel_run_result');
   assert.equal(connects, 1);
   assert.ok(c.connected);
   // the delete may or may not have happened: asking again tells
