@@ -117,6 +117,33 @@ export declare class SidecarProcess extends EventEmitter {
 export declare function spawnSidecar(options: SpawnOptions): Promise<SidecarProcess>;
 export declare function generateToken(): string;
 
+export interface SuperviseOptions {
+  /** Delay before each respawn (default {initialMs: 500, maxMs: 30000, factor: 2}, jittered). */
+  backoff?: BackoffOptions;
+  /** Give up ('give_up', code crash_loop) after this many restarts within windowMs (10 in 60 s). */
+  maxRestarts?: number;
+  windowMs?: number;
+}
+
+/** Keeps one sidecar running: respawns after an unexpected exit, gives up on errors that do not heal. */
+export declare class SidecarSupervisor extends EventEmitter {
+  constructor(spawnOptions: SpawnOptions, options?: SuperviseOptions);
+  readonly current: SidecarProcess | null;
+  readonly state: 'idle' | 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
+  readonly error: Error | null;
+  start(): Promise<SidecarProcess>;
+  /** The running process's endpoint; waits while it restarts. */
+  endpoint(): Promise<{ url: string; token: string }>;
+  stop(options?: { timeoutMs?: number }): Promise<ExitInfo | null>;
+  on(event: 'spawn', listener: (proc: SidecarProcess) => void): this;
+  on(event: 'exit', listener: (info: ExitInfo) => void): this;
+  on(event: 'restart', listener: (info: { attempt: number; delayMs: number; error: Error }) => void): this;
+  on(event: 'give_up', listener: (error: Error) => void): this;
+}
+
+/** Spawn a sidecar and keep it running; resolves once the first one is ready. */
+export declare function superviseSidecar(spawnOptions: SpawnOptions, options?: SuperviseOptions): Promise<SidecarSupervisor>;
+
 // ── the connection ──────────────────────────────────────────────────────────────────────
 
 export interface InsertMeta {
@@ -156,7 +183,7 @@ export interface BackoffOptions {
 
 export interface ClientOptions {
   /** Where to connect; a function (or a SidecarProcess) is asked again before every attempt. */
-  endpoint?: Endpoint | SidecarProcess | (() => Endpoint | SidecarProcess | Promise<Endpoint | SidecarProcess>);
+  endpoint?: Endpoint | SidecarProcess | SidecarSupervisor | (() => Endpoint | SidecarProcess | Promise<Endpoint | SidecarProcess>);
   url?: string;
   port?: number;
   token?: string;

@@ -147,6 +147,7 @@ export interface RunListResult {
   [extra: string]: unknown;
 }
 
+/** Each agent's schedule, watching and last run; `scheduled` says a job exists, */
 export interface StatusResult {
   type: "status_result";
   request_id: string;
@@ -199,7 +200,7 @@ export interface RunProgress {
   [extra: string]: unknown;
 }
 
-/** Pushed when a run ends, with the run record (the seed's statuses). */
+/** Pushed when a run ends, with the run record (the seed's statuses; errors capped at 50, */
 export interface RunFinished {
   type: "run_finished";
   run: Record<string, unknown>;

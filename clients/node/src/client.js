@@ -121,6 +121,7 @@ class SidecarClient extends EventEmitter {
   async _resolveEndpoint() {
     let ep = this._endpoint;
     if (typeof ep === 'function') ep = await ep();
+    else if (ep && typeof ep.endpoint === 'function') ep = await ep.endpoint(); // a SidecarSupervisor
     if (ep && typeof ep === 'object' && 'endpoint' in ep && !ep.url && !ep.port) ep = ep.endpoint;
     if (!ep || !ep.token) throw new TypeError('SidecarClient: no endpoint ({url|port, token}) to connect to');
     const url = ep.url || `ws://${ep.host || '127.0.0.1'}:${ep.port}/ws`;

@@ -5,12 +5,15 @@ const errors = require('./errors');
 const { spawnSidecar, generateToken, SidecarProcess } = require('./spawn');
 const { SidecarClient, backoffDelay } = require('./client');
 const { MemoryIdempotencyStore } = require('./idempotency');
+const { superviseSidecar, SidecarSupervisor } = require('./supervise');
 const protocol = require('./protocol.generated');
 
 module.exports = {
   spawnSidecar,
   generateToken,
   SidecarProcess,
+  superviseSidecar,
+  SidecarSupervisor,
   SidecarClient,
   MemoryIdempotencyStore,
   backoffDelay,
