@@ -6,7 +6,7 @@
 const path = require('node:path');
 const { app, Tray, Menu, dialog, nativeImage, shell } = require('electron');
 const {
-  spawnSidecar, SidecarClient, RetryableInsertError, SidecarStartError, DatabaseLockedError,
+  superviseSidecar, SidecarClient, RetryableInsertError, SidecarStartError, DatabaseLockedError,
   AlreadyRunningError,
 } = require('@sidecar/client');
 
@@ -21,7 +21,7 @@ const SIDECAR_EXE = app.isPackaged
 
 let db;
 let tray;
-let sidecar = null; // the running SidecarProcess
+let sidecar = null; // the SidecarSupervisor (keeps one SidecarProcess running)
 let client = null;
 let quitting = false;
 const runs = new Map(); // run id → {agentId, done, total, found}
@@ -63,7 +63,8 @@ function insert(table, data, meta) {
 
 async function startSidecar() {
   try {
-    sidecar = await spawnSidecar({
+    // respawned after a crash (new port, new token); the client below follows by itself
+    sidecar = await superviseSidecar({
       executable: SIDECAR_EXE,
       dataDir: path.join(app.getPath('userData'), 'sidecar'),
       logDir: app.getPath('logs'),
@@ -82,12 +83,11 @@ async function startSidecar() {
     }
     return null;
   }
-  sidecar.once('exit', ({ error }) => {
-    if (quitting) return;
-    console.error('sidecar ended:', error ? error.message : 'cleanly');
+  sidecar.on('restart', ({ error }) => {
+    console.error('sidecar ended, restarting:', error.message);
     setTrayTooltip('Assistant restarting…');
-    setTimeout(() => startSidecar().then((s) => { if (s && client) client.setEndpoint(s); }), 1000);
   });
+  sidecar.on('give_up', (err) => dialog.showErrorBox('The assistant stopped', err.message));
   return sidecar;
 }
 
@@ -144,8 +144,8 @@ async function main() {
   setTrayTooltip('Assistant starting…');
   if (!(await startSidecar())) return;
 
-  // The endpoint is asked again before every reconnect: after a restart it is the new one.
-  client = new SidecarClient({ endpoint: () => sidecar, role: 'writer', clientName: `electron/${app.getVersion()}`, idempotencyStore });
+  // The supervisor is asked for the endpoint before every reconnect: after a restart, the new one.
+  client = new SidecarClient({ endpoint: sidecar, role: 'writer', clientName: `electron/${app.getVersion()}`, idempotencyStore });
   client.onInsert(async (table, data, meta) => insert(table, data, meta));
 
   client.on('connected', () => { showProgress(); buildMenu(); });
@@ -181,6 +181,6 @@ app.on('before-quit', async (event) => {
   quitting = true;
   event.preventDefault();
   await client?.close();
-  await sidecar.stop(); // it would also stop by itself: --parent-pid and stdin EOF
+  await sidecar.stop(); // no respawn; it would also stop by itself: --parent-pid and stdin EOF
   app.quit();
 });
