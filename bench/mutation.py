@@ -166,6 +166,26 @@ def run_one(name: str, target: Target, *, minutes: float, children: int,
     return out
 
 
+def equivalence(diff: str) -> str | None:
+    """Why a survivor cannot change behaviour, when that shows in its diff alone (else None).
+
+    Letter case only, in SQL text, ``sqlite3.Row`` keys or the codec name "utf-8": all three
+    ignore it. Log text and failpoint names: the daemon's suites check those (failpoints arm
+    only under the crash suite's SIDECAR_FAILPOINT), not the fast tests.
+    """
+    old = [ln[1:] for ln in diff.splitlines() if ln.startswith("-")]
+    new = [ln[1:] for ln in diff.splitlines() if ln.startswith("+")]
+    caseless = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE)\b|row\[|utf-8", re.I)
+    if old and len(old) == len(new) and all(
+            a.lower() == b.lower() and caseless.search(a) for a, b in zip(old, new, strict=True)):
+        return "letter case"
+    if old and all(re.search(r"\blog\.(debug|info|warning|exception|error)\(", a) for a in old):
+        return "log text"
+    if old and all("failpoints.hit(" in a for a in old):
+        return "failpoint name"
+    return None
+
+
 def report(outcomes: list[Outcome], target_rate: float) -> str:
     lines = [f"{'module':<12} {'killed':>7} {'survived':>9} {'no tests':>9} {'timeout':>8} "
              f"{'unchecked':>10} {'kill rate':>10}  time"]
@@ -177,11 +197,20 @@ def report(outcomes: list[Outcome], target_rate: float) -> str:
                      f"{s['timeout']:>8} {s['not checked']:>10} {rate:>10}  "
                      f"{o.seconds / 60:.1f} min{' (time bound hit)' if o.timed_out else ''}"
                      f"{flag}")
+    lines.append("\nWith the survivors whose diff shows them equivalent (letter case, log text,"
+                 " failpoint name) left out:")
+    for o in outcomes:
+        same = Counter(k for _, d in o.survivors if (k := equivalence(d)))
+        counted = o.counted - sum(same.values())
+        if counted:
+            killed = sum(o.statuses[s] for s in KILLED)
+            lines.append(f"{o.name:<12} {killed / counted * 100:5.1f} %  ({dict(same)})")
     for o in outcomes:
         if o.survivors:
             lines.append(f"\n-- {o.name}: {len(o.survivors)} surviving mutant(s)")
             for mutant, diff in o.survivors:
-                lines.append(f"{mutant}\n{diff}")
+                why = equivalence(diff)
+                lines.append(f"{mutant}{f'  [equivalent: {why}]' if why else ''}\n{diff}")
     return "\n".join(lines)
 
 
@@ -211,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([
             {"module": o.name, "source": TARGETS[o.name].source, "statuses": dict(o.statuses),
              "kill_rate": o.rate, "seconds": round(o.seconds, 1), "time_bound_hit": o.timed_out,
-             "survivors": [{"mutant": m, "diff": d} for m, d in o.survivors]}
+             "survivors": [{"mutant": m, "diff": d, "equivalent": equivalence(d)}
+                           for m, d in o.survivors]}
             for o in outcomes], indent=1), encoding="utf-8")
     return 0
 
