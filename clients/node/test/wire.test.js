@@ -55,8 +55,8 @@ test('hello carries the role, the protocol and the client name', async (t) => {
   const s = await standIn(t);
   for (const role of ['writer', 'observer']) {
     const c = new sc.SidecarClient({ endpoint: s.endpoint, role, clientName: 'app/2.0' });
-    t.after(() => c.close());
     await c.connect();
+    await c.close();
   }
   const hellos = s.got.filter((f) => f.type === 'hello');
   assert.deepEqual(hellos.map((h) => [h.role, h.protocol, h.client]), [['writer', 1, 'app/2.0'], ['observer', 1, 'app/2.0']]);
