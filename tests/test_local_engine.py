@@ -145,3 +145,41 @@ async def test_an_unusable_model_fails_the_engines_that_need_it(tmp_path: Path) 
         assert result.items and result.stats["model_calls"] == 0 and not rt.loaded
     finally:
         await rt.aclose()
+
+
+async def test_cancelling_a_judged_extraction_stops_asking_the_model(local_engine) -> None:  # type: ignore[no-untyped-def]
+    """The pipeline runs on a worker thread: a cancel (twice, as a user clicking) must still
+    stop its model calls, and the runtime stays usable."""
+    from dataclasses import replace
+
+    import pytest
+
+    from sidecar.extractors.extractive import Tuning
+    from sidecar.extractors.local import LocalExtractor
+
+    rt = local_engine.runtime
+    judged = LocalExtractor(rt, strategy="extractive", tuning=replace(Tuning(), model_weight=0.6))
+    text = "# Open points\n" + "".join(f"- Follow up on the catering option {i}\n"
+                                       for i in range(200))
+    before = rt.tokens_evaluated
+    task = asyncio.create_task(judged.extract(_request(text)))
+    for _ in range(600):
+        await asyncio.sleep(0.1)
+        if rt.tokens_evaluated > before:
+            break
+    assert rt.tokens_evaluated > before, "the model was never asked: nothing to cancel"
+    task.cancel()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # a batch already on the model thread (8 spans) may finish; after it, nothing more: the
+    # ~190 spans left would keep the count moving for minutes
+    last, still_since, deadline = rt.tokens_evaluated, 0.0, 60.0
+    while still_since < 4.0 and deadline > 0:
+        await asyncio.sleep(0.5)
+        deadline -= 0.5
+        still_since = still_since + 0.5 if rt.tokens_evaluated == last else 0.0
+        last = rt.tokens_evaluated
+    assert still_since >= 4.0, "model calls went on after the cancel"
+    asked = (await judged.extract(_request())).stats["model_calls"]
+    assert asked >= 2  # the runtime still answers
