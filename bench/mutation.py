@@ -50,7 +50,8 @@ TARGETS: dict[str, Target] = {
     "outbox": Target("sidecar/store/outbox.py", (
         "tests/test_store.py", "tests/reliability/test_responsiveness.py::"
         "test_queueing_thousands_of_records_lets_other_requests_in")),
-    "delivery": Target("sidecar/delivery.py", ("tests/test_delivery.py",)),
+    "delivery": Target("sidecar/delivery.py", (
+        "tests/test_delivery.py::test_an_ack_that_lands_while_send_awaits_is_not_resent",)),
     "runner": Target("sidecar/runner.py", (
         "tests/reliability/test_responsiveness.py::"
         "test_queueing_thousands_of_records_lets_other_requests_in",)),
