@@ -239,8 +239,10 @@ test('a retryable insert error against this daemon: accepted on the wire; re-sen
   assert.deepEqual(protocolErrors, [], 'the daemon refused a tool_result carrying retryable');
   assert.ok(c.connected);
   if (attempts.get('acct0x2') > 1) { // a daemon with retries (issue 16 item 2)
+    t.diagnostic(`the daemon re-sent the record after a retryable error (${attempts.get('acct0x2')} attempts)`);
     assert.deepEqual(inserted, tags);
   } else { // an older daemon: a plain failed insert, never sent again
+    t.diagnostic('the daemon treated the retryable error as a plain failure');
     assert.equal(fin.run.status, 'partial');
     assert.equal(fin.run.items_created, tags.size - 1);
     assert.deepEqual(inserted, new Set([...tags].filter((x) => x !== 'acct0x2')));
