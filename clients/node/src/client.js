@@ -204,7 +204,7 @@ class SidecarClient extends EventEmitter {
     this._attempt = 0;
     this.helloResult = frame;
     for (const w of this._waiters.splice(0)) { clearTimeout(w.timer); w.resolve(frame); }
-    this.emit('connected', frame);
+    this._emit('connected', frame);
     for (const p of this._pending.values()) if (!p.sent) this._sendRequest(p);
   }
 
@@ -224,7 +224,7 @@ class SidecarClient extends EventEmitter {
         `the connection dropped before the reply to ${p.type}; it may or may not have taken effect`,
         { requestId: id, requestType: p.type }));
     }
-    if (wasReady) this.emit('disconnected', { code, reason });
+    if (wasReady) this._emit('disconnected', { code, reason });
     if (this.state === 'closed') return;
     if (failure instanceof errors.TokenRefusedError || failure instanceof errors.OriginRefusedError) {
       this._refuse(failure);
@@ -243,7 +243,7 @@ class SidecarClient extends EventEmitter {
       p.reject(err);
     }
     if (this._ws) this._ws.terminate();
-    this.emit('refused', err);
+    this._emit('refused', err);
   }
 
   _scheduleRetry(err) {
@@ -251,7 +251,7 @@ class SidecarClient extends EventEmitter {
     this.state = 'waiting';
     this._attempt += 1;
     const delayMs = this._attempt === 1 ? 0 : backoffDelay(this.options.backoff, this._attempt - 1);
-    this.emit('reconnecting', { attempt: this._attempt, delayMs, error: err });
+    this._emit('reconnecting', { attempt: this._attempt, delayMs, error: err });
     this._retryTimer = setTimeout(() => { this._retryTimer = null; this._open(); }, delayMs);
   }
 
@@ -293,7 +293,7 @@ class SidecarClient extends EventEmitter {
   // ── frames in ──────────────────────────────────────────────────────────────────────────
 
   _dispatch(frame) {
-    this.emit('frame', frame);
+    this._emit('frame', frame);
     const rid = frame.request_id;
     if (rid && rid === this._helloId) { this._helloId = null; this._onHello(frame); return; }
     if (rid && this._pending.has(rid)) {
@@ -305,8 +305,8 @@ class SidecarClient extends EventEmitter {
       return;
     }
     if (frame.type === 'tool_call') { this._onToolCall(frame); return; }
-    if (frame.type === 'error') { this.emit('protocol_error', errors.requestError(frame)); return; }
-    if (typeof frame.type === 'string' && frame.type !== 'frame') this.emit(frame.type, frame);
+    if (frame.type === 'error') { this._emit('protocol_error', errors.requestError(frame)); return; }
+    if (typeof frame.type === 'string' && frame.type !== 'frame') this._emit(frame.type, frame);
   }
 
   // ── requests ───────────────────────────────────────────────────────────────────────────
@@ -369,7 +369,7 @@ class SidecarClient extends EventEmitter {
         if (key) this._inserting.delete(key);
       }
     }
-    if (outcome.duplicate) this.emit('duplicate_insert', { key, frame });
+    if (outcome.duplicate) this._emit('duplicate_insert', { key, frame });
     const reply = { type: 'tool_result', id: frame.id };
     if (outcome.error !== undefined) {
       reply.error = outcome.error;
@@ -424,7 +424,7 @@ class SidecarClient extends EventEmitter {
     try {
       result = await this._insertHandler(frame.table, frame.data, meta);
     } catch (err) {
-      this.emit('insert_failed', { error: err, frame });
+      this._emit('insert_failed', { error: err, frame });
       return { error: errorMessage(err) || 'insert failed', retryable: Boolean(err && err.retryable === true) };
     }
     if (result === undefined) result = null;
@@ -436,6 +436,20 @@ class SidecarClient extends EventEmitter {
       }
     }
     return { result };
+  }
+
+  /**
+   * Emit to the app's listeners; one that throws is reported (logger, process warning) and
+   * never breaks the client: the frame's own work (a reply, an ack) is done regardless.
+   */
+  _emit(event, arg) {
+    try {
+      return this.emit(event, arg);
+    } catch (err) {
+      this._log('error', `a '${event}' listener threw: ${err && err.stack ? err.stack : err}`);
+      process.emitWarning(`sidecar client: a '${event}' listener threw: ${errorMessage(err)}`, 'SidecarListenerWarning');
+      return true;
+    }
   }
 
   _log(level, msg) {

@@ -239,3 +239,27 @@ test('a sidecar that stops answering (half-open socket): dropped after a silent 
   assert.equal(sockets.length, 2);
   assert.equal(s.got.filter((f) => f.type === 'hello').length, 2);
 });
+
+test('a listener that throws breaks nothing: replies still resolve, inserts are still acked', async (t) => {
+  const s = await standIn(t);
+  const c = new sc.SidecarClient({ endpoint: s.endpoint });
+  t.after(() => c.close());
+  const warnings = [];
+  const onWarning = (w) => { if (w.name === 'SidecarListenerWarning') warnings.push(w.message); };
+  process.on('warning', onWarning);
+  t.after(() => process.off('warning', onWarning));
+  c.on('frame', () => { throw new Error('tray code bug'); });
+  c.on('run_progress', () => { throw new Error('tooltip bug'); });
+  c.onInsert(async () => ({ id: 1 }));
+  await c.connect();
+  const pending = c.status();
+  const req = (await s.until((g) => g.some((f) => f.type === 'status'))).find((f) => f.type === 'status');
+  s.send({ type: 'status_result', request_id: req.request_id, version: 'x', agents: [], outbox_pending: 0, clients: 1 });
+  assert.equal((await pending).type, 'status_result');
+  s.send({ type: 'run_progress', run_id: 'r', agent_id: 'a', files_done: 1, files_total: 2, items_found: 0 });
+  s.send(call('c1', 'k1'));
+  await s.until((g) => results(g).length === 1);
+  await new Promise((r) => setImmediate(r));
+  assert.ok(warnings.some((m) => m.includes('tooltip bug')) && warnings.some((m) => m.includes('tray code bug')), warnings.join('\n'));
+  assert.ok(c.connected);
+});
