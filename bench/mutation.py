@@ -54,7 +54,9 @@ TARGETS: dict[str, Target] = {
         "tests/test_delivery.py::test_an_ack_that_lands_while_send_awaits_is_not_resent",)),
     "runner": Target("sidecar/runner.py", (
         "tests/reliability/test_responsiveness.py::"
-        "test_queueing_thousands_of_records_lets_other_requests_in",)),
+        "test_queueing_thousands_of_records_lets_other_requests_in",
+        "tests/reliability/test_responsiveness.py::"
+        "test_one_document_goes_to_the_engine_and_its_records_to_the_outbox")),
     "dates": Target("sidecar/extractors/dates.py", ("tests/test_dates.py",)),
     "postprocess": Target("sidecar/extractors/postprocess.py", (
         "tests/test_extractive.py", "tests/test_reference_date.py", "tests/test_schema.py")),
