@@ -413,3 +413,17 @@ def test_the_size_limit_is_inclusive() -> None:
         p.decode(exact, max_bytes=999)
     assert info.value.code == "frame_too_large"
     assert info.value.message == "frame is 1000 bytes; the limit is 999 bytes"
+
+
+def test_a_field_with_named_choices_takes_only_those() -> None:
+    """hello.role is 'writer' or 'observer' (docs/protocol.md); anything else is refused."""
+    for role in ("writer", "observer", None):
+        frame = p.decode(json.dumps({"type": "hello", "request_id": "r", "role": role}))
+        assert frame.role == role  # type: ignore[attr-defined]
+    for wrong, got in (("boss", "'boss'"), ("Writer", "'Writer'"), (1, "int"), (True, "bool"),
+                       (["writer"], "list"), ("w" * 41, "str"), ("w" * 40, repr("w" * 40))):
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode(json.dumps({"type": "hello", "request_id": "r", "role": wrong}))
+        assert (info.value.code, info.value.field) == ("invalid_field", "role")
+        assert info.value.message == (
+            f"hello: field 'role' must be one of 'writer', 'observer' or null, got {got}")
