@@ -2,8 +2,8 @@
 
 The server is the real one that ships with llama-cpp-python, serving the default GGUF on
 loopback, started the way its docs say (no alias: it lists the model by its path). It answers
-500 to ``response_format: json_schema`` and ignores the model name; before the fix every
-document failed with 0 records.
+500 to ``response_format: json_schema``, ignores the model name and has a 2,048-token context
+by default; before the fix every document failed with 0 records.
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def test_extract_remote_against_llama_cpp_server(tmp_path: Path, default_model: 
         docs = tmp_path / "docs"
         docs.mkdir()
         (docs / "kickoff.md").write_text(MINUTES)
+        # ~12 KB: one chunk for the engine's default 8,192-token context, too long for the
+        # server's 2,048 (the server says so; the engine re-chunks)
+        (docs / "report.md").write_text("# Status report\n\n" + "".join(
+            f"Section {i}: the venue, the catering and the printing were discussed at length "
+            f"and nothing was decided about them in meeting number {i}.\n" for i in range(90))
+            + "\n- [ ] Lena to send the revised budget to the client\n")
         env = {**os.environ, "SIDECAR_REMOTE_API_KEY": ""}
         proc = subprocess.run(
             [sys.executable, "-m", "sidecar", "extract", "--engine", "remote",
@@ -78,3 +84,5 @@ def test_extract_remote_against_llama_cpp_server(tmp_path: Path, default_model: 
     # the user is told what the server lacks and what the engine did about it
     assert any("does not accept response_format json_schema" in n for n in notices), notices
     assert any("'smol'" in n and str(default_model) in n for n in notices), notices
+    assert any("context of 2048 tokens, not 8192" in n for n in notices), notices
+    assert {r["file"] for r in records} == {str(docs / "kickoff.md"), str(docs / "report.md")}

@@ -41,6 +41,8 @@ class Fake:
     #: refuse a model the list does not name, as Ollama does (llama.cpp servers ignore it)
     strict_models: bool = True
     model_probes: int = 0
+    #: refuse prompts longer than this many characters, as a server with a small context
+    max_prompt_chars: int | None = None
     content: str = json.dumps({"items": [{"table": "tasks", "data": {
         "title": "Send the signed contract to Maria", "dueDate": "2026-11-27",
         "assignee": ["Maria"], "priority": "high"}}]})
@@ -54,6 +56,12 @@ class Fake:
                 model not in self.models and f"{model}:latest" not in self.models:
             return web.json_response({"error": {"message": f"model \"{body.get('model')}\" "
                                                 "not found, try pulling it first"}}, status=404)
+        prompt = sum(len(m["content"]) for m in body["messages"])
+        if self.max_prompt_chars is not None and prompt > self.max_prompt_chars:
+            return web.json_response({"error": {
+                "message": f"This model's maximum context length is 2048 tokens. However, you "
+                           f"requested {prompt // 3} tokens.", "code": "context_length_exceeded",
+                "type": "invalid_request_error"}}, status=400)
         rf = body.get("response_format") or {}
         fmt = rf.get("type")
         key = "json_object+schema" if fmt == "json_object" and "schema" in rf else fmt
@@ -350,3 +358,37 @@ async def test_min_confidence_cuts_by_grounding(fake: tuple[Fake, str]) -> None:
         0.5: ["Send the signed contract to Maria", "Order the new toner"],
         0.8: ["Send the signed contract to Maria"],
         0.95: []}
+
+
+async def test_a_server_with_a_smaller_context_gets_smaller_chunks(fake: tuple[Fake, str]
+                                                                  ) -> None:
+    state, url = fake
+    state.max_prompt_chars = 7000  # llama_cpp.server's default 2,048 tokens
+    lines = [f"Paragraph {i}: background about the project and the market." for i in range(400)]
+    text = "\n".join(lines) + "\n- Send the signed contract to Maria by Friday\n"
+    def refused() -> int:
+        return sum(sum(len(m["content"]) for m in r["messages"]) > 7000
+                   for r in state.requests)
+
+    async with RemoteExtractor(url, "m", n_ctx=8192) as engine:
+        first = await engine.extract(request(text))
+        after_first = refused()
+        second = await engine.extract(request(text))
+    assert engine.n_ctx == 2048 and first.problems == ()
+    assert [i.data["title"] for i in first.items] == ["Send the signed contract to Maria"]
+    (notice,) = first.stats["notices"]
+    assert url in notice and "2048 tokens, not 8192" in notice
+    # learned once: at most the chunks already in flight, then never again
+    assert 1 <= after_first <= engine.concurrency and refused() == after_first
+    assert second.chunks == first.chunks > 5 and second.stats["notices"] == []
+
+
+async def test_a_context_too_small_for_any_chunk_says_what_to_do(fake: tuple[Fake, str]
+                                                                 ) -> None:
+    state, url = fake
+    state.max_prompt_chars = 10
+    async with RemoteExtractor(url, "m", n_ctx=8192) as engine:
+        with pytest.raises(PermanentError) as err:
+            await engine.extract(request())
+    assert url in err.value.message and "--n_ctx" in err.value.message
+    assert len(state.requests) <= 2

@@ -243,7 +243,14 @@ async def extract_generative(completer: Completer, request: ExtractionRequest,
 
     if not chunks or not allowed:
         return [], [], len(chunks)
-    results = await asyncio.gather(*(one(c) for c in chunks))
+    tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:  # a permanent error or a cancel: the other chunks stop too
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     raw_items = [it for its, _ in results for it in its]
     problems = [pr for _, pr in results if pr is not None]
     raw_items.sort(key=lambda it: it.source.span or (len(request.text), 0))

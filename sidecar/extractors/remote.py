@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,13 @@ ENFORCING = frozenset({"json_schema", "json_object+schema"})
 KEY_KIND = "remote-api-key"
 #: Words in an error body that mean "this response_format is not accepted".
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object")
+#: A prompt longer than the server's context (OpenAI, llama-cpp-python, vLLM, llama-server).
+_CONTEXT = re.compile(r"context[_ ]length[_ ]exceeded|maximum context length|exceeds? the "
+                      r"(?:available )?context|context (?:window|size)", re.I)
+_CONTEXT_LIMIT = re.compile(r"(?:maximum context length is|context (?:window|size) of)\s*"
+                            r"(\d+)", re.I)
+#: Below this the prompt's instructions alone do not leave room for a document.
+MIN_CONTEXT = 1536
 
 
 def api_key_for(base_url: str) -> str | None:
@@ -120,15 +128,35 @@ class RemoteExtractor(Extractor):
     async def extract(self, request: ExtractionRequest) -> ExtractionResult:
         await self.check_model()
         reference = reference_date(request)
-        items, problems, chunks = await extract_generative(
-            self, request, reference, n_ctx=self.n_ctx,
-            max_output_tokens=min(1500, self.n_ctx // 4),
-            concurrency=self.concurrency)
+        while True:
+            n_ctx = self.n_ctx
+            try:
+                items, problems, chunks = await extract_generative(
+                    self, request, reference, n_ctx=n_ctx,
+                    max_output_tokens=min(1500, n_ctx // 4), concurrency=self.concurrency)
+                break
+            except ContextTooSmall as exc:
+                self._shrink_context(n_ctx, exc)
         notices = self.notices[self._reported:]
         self._reported = len(self.notices)
         return ExtractionResult(items=tuple(items), problems=tuple(problems), chunks=chunks,
                                 stats={"strategy": "generative", "format": self.format,
                                        "requests": self.requests, "notices": notices})
+
+    def _shrink_context(self, tried: int, exc: ContextTooSmall) -> None:
+        """Chunk for the context the server has (its error says how much, else halve)."""
+        if self.n_ctx < tried:
+            return  # a concurrent chunk already learned it
+        smaller = exc.limit if exc.limit and exc.limit < tried else tried // 2
+        if smaller < MIN_CONTEXT:
+            raise PermanentError(
+                f"{self.server} has a context of {exc.limit or smaller} tokens: too small for "
+                f"the instructions and a page of document ({MIN_CONTEXT}+ needed). Start it "
+                "with a larger context (llama.cpp: -c/--n_ctx; Ollama: num_ctx).",
+                code="context_too_small") from None
+        self.n_ctx = smaller
+        self._notice(f"{self.server} has a context of {smaller} tokens, not {tried}: sending "
+                     "smaller chunks (a larger server context means fewer requests)")
 
     # -- /v1/models ------------------------------------------------------------------------
 
@@ -285,6 +313,10 @@ class RemoteExtractor(Extractor):
                 f"{self.server} refused the API key ({status}): {snippet}. Set the key for "
                 f"{self.base_url} in the app (secret remote_api_key) or in "
                 "SIDECAR_REMOTE_API_KEY.", code="auth_failed")
+        if status in (400, 413, 422, 500) and _CONTEXT.search(text):
+            m = _CONTEXT_LIMIT.search(text)
+            raise ContextTooSmall(f"{self.server}: prompt longer than its context: {snippet}",
+                                  limit=int(m.group(1)) if m else None)
         if status in (400, 404) and "model" in text.lower() and (
                 self._unlisted or status == 404):
             served = (f"it serves: {_names(self._served)}" if self._served
@@ -312,6 +344,14 @@ class RemoteExtractor(Extractor):
 
 def _names(served: list[str]) -> str:
     return ", ".join(served[:20]) + (" …" if len(served) > 20 else "")
+
+
+class ContextTooSmall(PermanentError):
+    """The prompt did not fit the server's context; ``limit`` when its answer says it."""
+
+    def __init__(self, message: str, *, limit: int | None) -> None:
+        super().__init__(message, code="context_too_small")
+        self.limit = limit
 
 
 class _FormatRejected(Exception):
