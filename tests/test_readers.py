@@ -13,7 +13,7 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -500,3 +500,45 @@ def test_messages_say_what_happened_when(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(readers, "_read", read_then_delete)
     assert skip_reason(path).message == "live.log: deleted while it was being read"
+
+
+@pytest.mark.parametrize(("size", "limit", "said"), [
+    (100 * 1024, 100 * 1024 - 1, "100.0 KB is over the 100.0 KB limit"),
+    (1024 * 1024, 1024 * 1024 - 1, "1.0 MB is over the 1024.0 KB limit"),
+    (100 * 1024 * 1024, 99 * 1024 * 1024, "100.0 MB is over the 99.0 MB limit"),
+    (1024, 1023, "1.0 KB is over the 1023 bytes limit"),
+])
+def test_sizes_in_messages_are_binary_units(tmp_path: Path, size: int, limit: int,
+                                            said: str) -> None:
+    path = tmp_path / "big.txt"
+    with path.open("wb") as f:  # sparse: the size is what counts, nothing is read
+        f.truncate(size)
+    assert skip_reason(path, max_bytes=limit).message == f"big.txt: {said}"
+
+
+def test_empty_attachment_and_odd_open_failures(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SkipFile) as info:
+        readers.read_bytes(b"", name="inbox/notes.txt", max_bytes=MAX)
+    assert (info.value.reason, info.value.message) == ("empty", "notes.txt: empty file (0 bytes)")
+    path = write(tmp_path, "swapped.txt", "- [ ] Call Dana\n")
+    real_open = os.open
+
+    def swapped(err: OSError) -> Any:
+        def fake(name: object, *args: object, **kwargs: object) -> int:
+            if os.fspath(name) == os.fspath(path):  # type: ignore[arg-type]
+                raise err
+            return real_open(name, *args, **kwargs)  # type: ignore[arg-type]
+        return fake
+
+    monkeypatch.setattr(os, "open", swapped(IsADirectoryError(errno.EISDIR, "Is a directory")))
+    skip = skip_reason(path)
+    assert (skip.reason, skip.message) == ("unsupported", "swapped.txt: is a folder, not a file")
+    monkeypatch.setattr(os, "open", swapped(OSError(errno.ENOENT, "No such file")))
+    skip = skip_reason(path)
+    assert (skip.reason, skip.message) == ("vanished",
+                                           "swapped.txt: deleted before it could be read")
+    monkeypatch.setattr(os, "open", swapped(OSError(errno.ELOOP, "Too many levels")))
+    skip = skip_reason(path)
+    assert (skip.reason, skip.message) == ("unreadable",
+                                           "swapped.txt: could not be read (Too many levels)")
