@@ -137,3 +137,37 @@ test('a call sent again while its handler still runs (insert timeout): one inser
   assert.deepEqual([...entered.values()], [1, 1], 'the handler ran again for a call it was still inserting');
   assert.equal((await c.status()).outbox_pending, 0);
 });
+
+test('the app goes away mid-run (its socket dies before an ack) and a new client takes over: nothing lost, nothing twice', async (t) => {
+  const root = tmpDir(t);
+  const tags = writeTaskNotes(path.join(root, 'docs'), 3, 3);
+  const d = await startDaemon(t, root);
+  const app = appDatabase(); // the app's database outlives its windows
+  const first = client(t, { endpoint: d, idempotencyStore: app.store, insertConcurrency: 1 });
+  let handled = 0;
+  first.onInsert(async (table, data) => {
+    const result = app.insert(tagOf(data.title));
+    handled += 1;
+    if (handled === 3) { await first.close(); } // the window reloads: this ack never goes out
+    return result;
+  });
+  await first.connect();
+  const agentId = await makeAgent(first, path.join(root, 'docs'));
+  await first.runAgent(agentId);
+  while (first.state !== 'closed') await sleep(20);
+
+  const second = client(t, { endpoint: d, idempotencyStore: app.store });
+  const duplicates = [];
+  second.on('duplicate_insert', ({ key }) => duplicates.push(key));
+  second.onInsert(async (table, data) => app.insert(tagOf(data.title)));
+  await second.connect();
+  for (let i = 0; i < 200; i++) {
+    const st = await second.status();
+    if (st.outbox_pending === 0 && !st.agents.some((a) => a.running_run_id)) break;
+    await sleep(100);
+  }
+  assert.equal((await second.status()).outbox_pending, 0);
+  assert.deepEqual(new Set(app.rows.keys()), tags, 'a task line was lost');
+  assert.deepEqual([...app.rows.values()].filter((n) => n !== 1), [], 'a record was inserted twice');
+  assert.ok(duplicates.length >= 1, 'the record whose ack was lost did not come again');
+});
