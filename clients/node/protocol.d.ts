@@ -66,12 +66,13 @@ export interface CancelRun {
   run_id: string;
 }
 
-/** Electron's ack of a `tool_call` (seed shape): `result` on success, else `error`. */
+/** Electron's ack of a `tool_call` (seed shape): `result` on success, else `error`; */
 export interface ToolResult {
   type: "tool_result";
   id: string;
   result?: unknown;
   error?: string | null;
+  retryable?: boolean | null;
 }
 
 /** Connect a Gmail / Microsoft account: the reply carries the URL to open in a browser. */
@@ -99,6 +100,16 @@ export interface SecretSet {
   value?: string | null;
 }
 
+/** The old server's `hello`, accepted as an alias: the same `hello_result` reply and */
+export interface DeviceHello {
+  type: "device_hello";
+  request_id?: string | null;
+  device_id?: string | null;
+  protocol?: number | null;
+  client?: string | null;
+  role?: "writer" | "observer" | null;
+}
+
 // ── Sidecar → client ──
 
 /** Tells the client what this sidecar speaks and can do. */
@@ -109,6 +120,7 @@ export interface HelloResult {
   protocol: number;
   capabilities: string[];
   models: unknown[];
+  last_runs?: unknown[] | null;
   /** Fields added by a newer sidecar (new fields are additive). */
   [extra: string]: unknown;
 }
@@ -208,6 +220,14 @@ export interface RunFinished {
   [extra: string]: unknown;
 }
 
+/** Pushed once per run when its last record was acked or failed for good (nothing of it */
+export interface RunDelivered {
+  type: "run_delivered";
+  run: Record<string, unknown>;
+  /** Fields added by a newer sidecar (new fields are additive). */
+  [extra: string]: unknown;
+}
+
 /** The seed's insert frame; top-level extras (agent/run/source/key) are additive. */
 export interface ToolCall {
   type: "tool_call";
@@ -300,7 +320,8 @@ export type ClientFrame =
   | ToolResult
   | OAuthStart
   | OAuthCancel
-  | SecretSet;
+  | SecretSet
+  | DeviceHello;
 
 /** Every frame the sidecar sends. */
 export type SidecarFrame =
@@ -315,6 +336,7 @@ export type SidecarFrame =
   | RunStarted
   | RunProgress
   | RunFinished
+  | RunDelivered
   | ToolCall
   | Error
   | OAuthStartResult
@@ -339,6 +361,7 @@ export interface Requests {
   oauth_start: { request: OAuthStart; result: OAuthStartResult };
   oauth_cancel: { request: OAuthCancel; result: OAuthCancelResult };
   secret_set: { request: SecretSet; result: SecretSetResult };
+  device_hello: { request: DeviceHello; result: HelloResult };
 }
 
 export type RequestType = keyof Requests;
@@ -351,6 +374,7 @@ export interface PushEvents {
   run_started: RunStarted;
   run_progress: RunProgress;
   run_finished: RunFinished;
+  run_delivered: RunDelivered;
   tool_call: ToolCall;
   oauth_status: OAuthStatus;
   agent_needs_reauth: AgentNeedsReauth;

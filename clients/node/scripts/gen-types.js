@@ -49,6 +49,11 @@ function codes(cell) {
   return [...cell.matchAll(/`([a-z0-9_]+)`/g)].map((m) => m[1]);
 }
 
+/** Requests answered by another request's reply (the seed's `device_hello` is `hello`). */
+const ALIASES = { device_hello: 'hello' };
+/** The connection sends these itself on every (re)connect: no request method. */
+const HANDSHAKE = new Set(['hello', 'device_hello']);
+
 function pascal(type) {
   return type.split('_').map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join('');
 }
@@ -108,7 +113,7 @@ function model(schemas, md) {
   const requests = {};
   for (const f of Object.values(frames)) {
     if (f.direction !== 'client' || !('request_id' in (f.schema.properties || {}))) continue;
-    const result = frames[`${f.type}_result`];
+    const result = frames[`${ALIASES[f.type] || f.type}_result`];
     requests[f.type] = result && result.direction === 'sidecar' ? result.type : null;
   }
   const replies = new Set(Object.values(requests).filter(Boolean));
@@ -185,7 +190,7 @@ function dts(m) {
   out += `\nexport interface RequestOptions {\n  /** Reject with RequestTimeoutError after this long (default: the client's requestTimeoutMs). */\n  timeoutMs?: number;\n}\n`;
   out += `\n/** One method per request frame: \`agent_upsert\` is \`agentUpsert(fields)\`. */\nexport interface RequestMethods {\n`;
   for (const [req, res] of Object.entries(m.requests)) {
-    if (req === 'hello') continue; // the connection says hello itself
+    if (HANDSHAKE.has(req)) continue; // the connection says hello itself
     const f = m.frames[req];
     const hasRequired = f.required.some((r) => r !== 'type' && r !== 'request_id');
     out += comment(f.schema.description, '  ');
@@ -203,7 +208,7 @@ function js(m) {
   for (const f of Object.values(m.frames)) frames[f.type] = { direction: f.direction, required: f.required };
   const methods = {};
   for (const req of Object.keys(m.requests)) {
-    if (req !== 'hello') methods[camel(req)] = { type: req, shorthand: shorthand(m.frames[req]) };
+    if (!HANDSHAKE.has(req)) methods[camel(req)] = { type: req, shorthand: shorthand(m.frames[req]) };
   }
   const body = {
     PROTOCOL_VERSION: m.version,

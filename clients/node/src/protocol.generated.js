@@ -170,6 +170,13 @@ exports.FRAMES = {
       "run"
     ]
   },
+  "run_delivered": {
+    "direction": "sidecar",
+    "required": [
+      "type",
+      "run"
+    ]
+  },
   "tool_call": {
     "direction": "sidecar",
     "required": [
@@ -256,6 +263,12 @@ exports.FRAMES = {
       "type",
       "agent_id"
     ]
+  },
+  "device_hello": {
+    "direction": "client",
+    "required": [
+      "type"
+    ]
   }
 };
 
@@ -270,7 +283,8 @@ exports.REQUESTS = {
   "cancel_run": "cancel_run_result",
   "oauth_start": "oauth_start_result",
   "oauth_cancel": "oauth_cancel_result",
-  "secret_set": "secret_set_result"
+  "secret_set": "secret_set_result",
+  "device_hello": "hello_result"
 };
 
 exports.REQUEST_METHODS = {
@@ -320,6 +334,7 @@ exports.PUSHES = [
   "run_started",
   "run_progress",
   "run_finished",
+  "run_delivered",
   "tool_call",
   "oauth_status",
   "agent_needs_reauth"

@@ -23,6 +23,9 @@ test('protocol.d.ts and src/protocol.generated.js are up to date with docs/', ()
 test('every request frame in the schema is a client method; every push is listed', () => {
   const schema = JSON.parse(fs.readFileSync(path.join(DOCS, 'protocol.schema.json'), 'utf8'));
   const requests = Object.keys(schema).filter((t) => `${t}_result` in schema && t !== 'hello');
+  const { REQUEST_METHODS } = require('../src/protocol.generated');
+  const handshake = Object.values(REQUEST_METHODS).map((m) => m.type).filter((t) => /hello/.test(t));
+  assert.deepEqual(handshake, [], 'hello (or its alias) became a request method');
   assert.ok(requests.includes('agent_upsert') && requests.includes('cancel_run'));
   for (const t of requests) {
     const method = t.replace(/_([a-z])/g, (_, ch) => ch.toUpperCase());
