@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT))
 from sidecar import PROTOCOL_VERSION  # noqa: E402
 from sidecar import protocol as p  # noqa: E402
 from sidecar.settings import markdown_table  # noqa: E402
+from sidecar.store.outbox import retry_delay  # noqa: E402
 
 PROTOCOL_INTRO = f"""# Wire protocol (version {PROTOCOL_VERSION})
 
@@ -64,7 +65,40 @@ code `code` within 2 s, whether or not the parent is still alive. Electron can s
 * `tool_call` / `tool_result` keep the old server's shapes exactly. `data` is what is inserted
   and always carries `isAiSuggested: 1, isApproved: 0`; extra top-level keys (agent_id, run_id,
   source, idempotency_key, confidence) are additive. A `tool_result` with an `error` string
-  records a failed insert; any other `tool_result` is a success.
+  records a failed insert (the run ends `partial`, or `error` if nothing was stored); any
+  other `tool_result` is a success.
+* `tool_result` with `"retryable": true` beside its `error` (the app's database was busy or
+  locked, a disk was full) is not a failure: the call stays in the outbox and is sent again
+  with the same `id` after {retry_delay(1):g} s, then {retry_delay(2):g} s, doubling up to
+  {retry_delay(10_000):g} s between tries, for as long as it takes, across restarts. Later
+  calls do not wait behind it, so a retried call may arrive after newer ones. Capability
+  `retryable_insert` says a sidecar does this.
+* The old server's `device_hello` is accepted as an alias of `hello` (no `request_id`
+  needed; the `hello_result` then carries `"request_id": "device_hello"`).
+
+## Delivery and catching up
+
+Records are extracted whether or not the app is connected; they wait in the outbox. So a
+run's outcome comes in two steps, both pushed to every client that said hello:
+
+1. `run_finished` when extraction ends: `extracted` records were queued, `delivered` of them
+   are acked, `failed` refused for good, `pending` still on their way (no writer connected,
+   in flight, or waiting out a retry). `items_created` equals `delivered`.
+2. `run_delivered`, exactly once per run, when nothing of it is pending any more (at once
+   after `run_finished` if nothing was pending). Its `status` and `errors` include inserts
+   that failed after the run closed.
+
+A client that was away learns the same from `hello_result.last_runs`: each agent's last run
+with these counts and `delivered_at` (null while records are pending). `status` and
+`run_list` carry the counts too, so nothing needs polling after a reconnect.
+
+## De-duplication rule
+
+Every `tool_call` carries `idempotency_key`; the app stores it with the record and treats a
+second call with a key it has stored as already done (answer it with a success). The sidecar
+sends a record again only when no `tool_result` reached it (a timeout, a disconnect, a
+crash), or when asked to by `retryable`; after a `tool_result` is recorded, that key is
+never queued again.
 
 ## Error codes
 

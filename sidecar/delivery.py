@@ -9,6 +9,12 @@ acks something: a silent client never holds records hostage. With one writer, th
 is re-sent to it. A lost client's unacked calls go to the next writer; a restart re-reads
 pending entries from SQLite. A settle that cannot commit (a full disk) keeps its acks in
 memory and retries with capped exponential backoff.
+
+A ``tool_result`` with ``retryable: true`` and an ``error`` keeps the call pending with its
+next try time in SQLite (1 s doubling to 5 min, :func:`sidecar.store.outbox.retry_delay`): it
+is re-sent with the same id when due, also after a restart, and never counts as failed. New
+calls do not wait behind it: a retried call may reach the app after later ones. When a
+closed run's last record is acked or fails for good, every client gets ``run_delivered``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from sidecar import protocol as p
 from sidecar.diskfull import DISK_FULL, is_disk_full
 from sidecar.hub import Client, Hub
 from sidecar.ratelimit import Backoff, RateLimitedLog
+from sidecar.runview import capped
 from sidecar.store.outbox import Entry, OutboxStore, Settled
 
 log = logging.getLogger(__name__)
@@ -74,11 +81,13 @@ class Delivery:
         self._flushed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._next_retry: float | None = None  # epoch seconds: a retried call falls due
         self._backoff = Backoff(*SETTLE_BACKOFF)
         self._quiet = RateLimitedLog(log, interval=60.0)
         self.sent = 0
         self.resent = 0
         self.settle_failures = 0
+        self.retried = 0
 
     # ── wiring ────────────────────────────────────────────────────────────
     def attach(self) -> None:
@@ -88,6 +97,7 @@ class Delivery:
 
     async def start(self) -> None:
         self.attach()
+        self._next_retry = await self.outbox.next_retry_at(0.0)  # calls retried before a stop
         self._task = asyncio.create_task(self._run(), name="delivery")
         self._flusher = asyncio.create_task(self._flush_loop(), name="delivery-flush")
 
@@ -154,7 +164,8 @@ class Delivery:
         if client.id in self._stalled:
             self._stalled.discard(client.id)
             log.info("client %d acks again; it takes new inserts", client.id)
-        self._settling[frame.id] = Settled(frame.id, frame.error)
+        retry = frame.retryable is True and frame.error is not None
+        self._settling[frame.id] = Settled(frame.id, frame.error, retryable=retry)
         failpoints.hit("delivery.ack_received")
         self._wake.set()
         return True
@@ -205,12 +216,36 @@ class Delivery:
                 return entry
         return None
 
+    async def _load_due(self) -> None:
+        """Put retried calls whose wait is over back in the queue (oldest first)."""
+        now = time.time()
+        if self._next_retry is None or self._next_retry > now:
+            return
+        page = 512
+        due = await self.outbox.due_retries(now, limit=page)
+        queued = {e.call_id for _, e in self._retry}
+        fresh = [e for e in due if e.call_id not in queued and e.call_id not in self._inflight
+                 and e.call_id not in self._settling]
+        for entry in fresh:
+            heapq.heappush(self._retry, (entry.seq, entry))
+        self.retried += len(fresh)
+        if len(due) == page:  # more may be due; a full page of calls in flight: look later
+            self._next_retry = now if fresh else now + 1.0
+        else:
+            self._next_retry = await self.outbox.next_retry_at(now)
+
+    def _retry_due_in(self) -> float | None:
+        return None if self._next_retry is None else max(0.0, self._next_retry - time.time())
+
     async def _run(self) -> None:
         while True:
             self._wake.clear()
             self._expire()
+            await self._load_due()
             await self._pump()
-            wait = self.timeout / 4 if self._inflight else None
+            waits = [w for w in (self.timeout / 4 if self._inflight else None,
+                                 self._retry_due_in()) if w is not None]
+            wait = min(waits) if waits else None
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
             # with the event being set, and stop() would then wait forever.
             with contextlib.suppress(TimeoutError):
@@ -272,7 +307,7 @@ class Delivery:
             return True
         batch = list(self._settling.values())
         try:
-            await self.outbox.settle(batch)
+            applied = await self.outbox.settle(batch)
         except Exception as exc:
             self.settle_failures += 1
             if is_disk_full(exc):
@@ -291,17 +326,40 @@ class Delivery:
             if self._settling.get(s.call_id) is s:
                 del self._settling[s.call_id]
             self._tried.pop(s.call_id, None)
+        if applied.retry_at:
+            due = min(applied.retry_at.values())
+            self._next_retry = due if self._next_retry is None else min(self._next_retry, due)
+            log.info("%d insert(s) the app could not store yet: retrying from %.1fs",
+                     len(applied.retry_at), due - time.time())
         self._flushed.set()
         self._wake.set()
+        for run_id in sorted(applied.runs):
+            await self.run_settled(run_id)
+        return True
+
+    async def run_settled(self, run_id: str) -> bool:
+        """Send ``run_delivered`` once a closed run has nothing pending (exactly once: the
+        mark is in SQLite); True if it was sent now."""
+        try:
+            record = await self.outbox.mark_delivered(run_id)
+        except Exception as exc:  # a full disk: hello_result and status still tell
+            self._quiet.warning("delivered", "run %s: could not record its delivery: %s",
+                                run_id, exc)
+            return False
+        if record is None:
+            return False
+        await self.hub.broadcast(p.RunDelivered(run=capped(record)))
         return True
 
     async def drained(self, run_id: str | None = None, timeout: float = 30.0) -> bool:
-        """Wait until nothing (of ``run_id``) is pending or in flight, or ``timeout``."""
+        """Wait until nothing (of ``run_id``) is pending or in flight but calls waiting out
+        a retry backoff, or ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            if not self._settling and await self.outbox.count("pending", run_id) == 0:
-                return True
+            if not self._settling and (await self.outbox.count("pending", run_id)
+                                       == await self.outbox.count_waiting(time.time(), run_id)):
+                return True  # nothing left but calls waiting out a retry backoff
             if self._target() is None:
                 return False
             self._flushed.clear()

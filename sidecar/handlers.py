@@ -19,7 +19,7 @@ from sidecar.runview import ERROR_LINES_PER_REPLY, ERRORS_IN_FRAME, capped
 log = logging.getLogger(__name__)
 
 CAPABILITIES = ["agents", "runs", "run_agent", "cancel_run", "progress", "status", "insert",
-                "oauth", "secrets"]
+                "oauth", "secrets", "retryable_insert", "run_delivered"]
 
 
 def available_models(app: web.Application) -> list[dict[str, Any]]:
@@ -46,8 +46,17 @@ async def run_views(app: web.Application, runs: list[dict[str, Any]], *,
 
     per_run = min(ERRORS_IN_FRAME, ERROR_LINES_PER_REPLY // max(1, sharing or len(runs)))
     counts = await RunSkipLog(app[STORE].db).counts(r["id"] for r in runs)
-    return [{**capped(r, per_run),
+    delivery = await app[STORE].outbox.run_counts(r["id"] for r in runs)
+    return [{**capped(r, per_run), **delivery[r["id"]],
              "skipped": counts.get(r["id"], {"permanent": 0, "transient": 0})} for r in runs]
+
+
+async def last_runs(app: web.Application) -> list[dict[str, Any]]:
+    """Each agent's last run, for hello_result: a reconnecting app catches up at once."""
+    runs = []
+    for record in await app[STORE].agents.records():
+        runs += await app[STORE].runs.list(agent_id=record["id"], limit=1)
+    return await run_views(app, runs)
 
 
 async def agent_status(app: web.Application, record: dict[str, Any], *, sharing: int = 1
@@ -95,10 +104,13 @@ def register_handlers(app: web.Application) -> None:
     hub = app[HUB]
 
     @hub.route(p.Hello)
-    async def hello(client: Client, frame: p.Hello) -> p.Frame:
-        return p.HelloResult(request_id=frame.request_id, version=__version__,
-                             protocol=PROTOCOL_VERSION, capabilities=CAPABILITIES,
-                             models=available_models(app))
+    async def hello(client: Client, frame: p.Hello | p.DeviceHello) -> p.Frame:
+        return p.HelloResult(request_id=frame.request_id or p.DeviceHello.DEFAULT_REQUEST_ID,
+                             version=__version__, protocol=PROTOCOL_VERSION,
+                             capabilities=CAPABILITIES, models=available_models(app),
+                             last_runs=await last_runs(app))
+
+    hub.route(p.DeviceHello)(hello)  # the old server's frame: the same session
 
     @hub.route(p.AgentList)
     async def agent_list(client: Client, frame: p.AgentList) -> p.Frame:

@@ -151,7 +151,7 @@ class Hub:
                                       message=f"the reply to {frame.TYPE} could not be "
                                       "encoded; see the sidecar's log"))
             return
-        if isinstance(frame, p.Hello) and isinstance(reply, p.HelloResult):
+        if isinstance(frame, p.Hello | p.DeviceHello) and isinstance(reply, p.HelloResult):
             client.ready = True
             client.name = frame.client
             client.role = frame.role or WRITER

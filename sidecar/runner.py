@@ -189,10 +189,16 @@ class Runner:
                             DISK_FULL)
                 record = await runs.closing_record(run_id, items_processed=processed,
                                                    errors=errors, cancelled=active.cancelled)
+                async def closed_later() -> None:
+                    await self.store.agents.set_last_run(agent.id)
+                    await self.delivery.run_settled(run_id)
+
                 runs.complete_later(run_id, items_processed=processed, errors=errors,
-                                    cancelled=active.cancelled,
-                                    then=lambda: self.store.agents.set_last_run(agent.id))
+                                    cancelled=active.cancelled, then=closed_later)
+            # extracted, delivered, failed and pending records: the app knows what is on its way
+            record = {**record, **(await self.store.outbox.run_counts([run_id]))[run_id]}
             await self.hub.broadcast(p.RunFinished(run=capped(record)))
+            await self.delivery.run_settled(run_id)  # run_delivered at once if nothing waits
             log.info("run %s (%s) %s: processed=%d created=%d errors=%d", run_id, agent.name,
                      record["status"], record["items_processed"], record["items_created"],
                      len(record["errors"]))

@@ -22,6 +22,15 @@ from sidecar.protocol.accounts import (
     SecretSetResult,
 )
 from sidecar.protocol.base import MAX_FRAME_BYTES, Frame, ProtocolError, Reply, Request
+from sidecar.protocol.compat import DeviceHello
+from sidecar.protocol.examples import (
+    AGENT,
+    MODEL,
+    RUN_DELIVERED,
+    RUN_FINISHED,
+    RUN_STARTED,
+    RUN_VIEW,
+)
 
 # ── client → sidecar ────────────────────────────────────────────────────────
 
@@ -30,9 +39,10 @@ from sidecar.protocol.base import MAX_FRAME_BYTES, Frame, ProtocolError, Reply, 
 class Hello(Request):
     """Opens a session; a "writer" (the default) takes inserts, an "observer" never does.
 
-    Replaces the seed's ``device_hello``. Every client that said hello gets run, progress and
-    status frames; only writers get ``tool_call``. A call a writer leaves unacked for the
-    insert timeout goes to another connected writer (or again to it, if it is the only one).
+    Replaces the seed's ``device_hello`` (still accepted as an alias). Every client that
+    said hello gets run, progress and status frames; only writers get ``tool_call``. A call
+    a writer leaves unacked for the insert timeout goes to another connected writer (or
+    again to it, if it is the only one).
     """
 
     TYPE: ClassVar[str] = "hello"
@@ -101,7 +111,8 @@ class Status(Request):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolResult(Frame):
-    """Electron's ack of a ``tool_call`` (seed shape): ``result`` on success, else ``error``."""
+    """Electron's ack of a ``tool_call`` (seed shape): ``result`` on success, else ``error``;
+    ``retryable: true`` with ``error`` asks for the same call again later (with backoff)."""
 
     TYPE: ClassVar[str] = "tool_result"
     DIRECTION: ClassVar[str] = "client"
@@ -109,6 +120,9 @@ class ToolResult(Frame):
     id: str
     result: Any = None
     error: str | None = None
+    #: With ``error``: the app could not store it now (its database was busy or locked); the
+    #: call stays in the outbox and is sent again (same id) 1 s later, doubling up to 5 min.
+    retryable: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,19 +157,22 @@ class HelloResult(Reply):
     TYPE: ClassVar[str] = "hello_result"
     EXAMPLE: ClassVar[dict[str, Any]] = {
         "type": "hello_result", "request_id": "r1", "version": "0.1.0", "protocol": 1,
-        "capabilities": ["agents", "runs", "insert"], "models": [
-            {"name": "smollm2-135m-instruct-q4_1", "present": True, "default": True}]}
+        "capabilities": ["agents", "runs", "insert", "retryable_insert", "run_delivered"],
+        "models": [MODEL], "last_runs": [RUN_VIEW]}
     version: str
     protocol: int
     capabilities: list[str]
     models: list[Any]
+    #: Each agent's last run (as ``run_list`` shows it, with its delivery counts), so a
+    #: reconnecting app learns what happened while it was away without asking.
+    last_runs: list[Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentListResult(Reply):
     TYPE: ClassVar[str] = "agent_list_result"
     EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_list_result", "request_id": "r2",
-                                         "agents": []}
+                                         "agents": [AGENT]}
     agents: list[Any]
 
 
@@ -163,7 +180,7 @@ class AgentListResult(Reply):
 class AgentUpsertResult(Reply):
     TYPE: ClassVar[str] = "agent_upsert_result"
     EXAMPLE: ClassVar[dict[str, Any]] = {"type": "agent_upsert_result", "request_id": "r3",
-                                         "agent": {"id": "a_3f2c", "kind": "local"},
+                                         "agent": AGENT,
                                          "created": True}
     agent: dict[str, Any]
     created: bool
@@ -182,7 +199,7 @@ class AgentDeleteResult(Reply):
 class RunListResult(Reply):
     TYPE: ClassVar[str] = "run_list_result"
     EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_list_result", "request_id": "r5",
-                                         "runs": []}
+                                         "runs": [RUN_VIEW]}
     runs: list[Any]
 
 
@@ -199,10 +216,8 @@ class StatusResult(Reply):
             "state": "ok", "schedule_cron": "0 * * * *", "last_run_at": "2026-12-05T09:00:02Z",
             "next_run_at": "2026-12-05T10:00:00Z", "deferred": None, "schedule_error": None,
             "scheduled": True, "running_run_id": None, "watch_mode": "polling",
-            "watch_reason": "the inotify instance limit is used up", "last_run": {
-                "id": "r_77", "status": "partial", "items_processed": 12, "items_created": 9,
-                "errors": ["/home/me/Clients/scan.pdf: no text layer (skipped: no_text)"],
-                "errors_total": 1, "skipped": {"permanent": 1, "transient": 0}}}],
+            "watch_reason": "the inotify instance limit is used up",
+            "last_run": RUN_VIEW}],
         "outbox_pending": 0, "clients": 1}
     version: str
     agents: list[Any]
@@ -232,12 +247,11 @@ class CancelRunResult(Reply):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(Frame):
-    """Pushed to every client when a run begins."""
+    """Pushed to every client that said hello (writers and observers) when a run begins."""
 
     TYPE: ClassVar[str] = "run_started"
     DIRECTION: ClassVar[str] = "sidecar"
-    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_started", "run": {
-        "id": "r_77", "agent_id": "a_3f2c", "status": "running", "trigger": "manual"}}
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_started", "run": RUN_STARTED}
     run: dict[str, Any]
 
 
@@ -266,10 +280,18 @@ class RunFinished(Frame):
 
     TYPE: ClassVar[str] = "run_finished"
     DIRECTION: ClassVar[str] = "sidecar"
-    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_finished", "run": {
-        "id": "r_77", "agent_id": "a_3f2c", "status": "partial", "items_processed": 12,
-        "items_created": 9, "errors": ["/home/me/Clients/scan.pdf: no text layer"],
-        "errors_total": 1}}
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_finished", "run": RUN_FINISHED}
+    run: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDelivered(Frame):
+    """Pushed once per run when its last record was acked or failed for good (nothing of it
+    is pending any more); ``run`` carries the final counts."""
+
+    TYPE: ClassVar[str] = "run_delivered"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {"type": "run_delivered", "run": RUN_DELIVERED}
     run: dict[str, Any]
 
 
@@ -318,9 +340,9 @@ FRAME_TYPES: dict[str, type[Frame]] = {
     for cls in (Hello, AgentList, AgentUpsert, AgentDelete, RunList, Status, RunAgent,
                 CancelRun, ToolResult, HelloResult, AgentListResult, AgentUpsertResult,
                 AgentDeleteResult, RunListResult, StatusResult, RunAgentResult, CancelRunResult,
-                RunStarted, RunProgress, RunFinished, ToolCall, Error, OAuthStart,
+                RunStarted, RunProgress, RunFinished, RunDelivered, ToolCall, Error, OAuthStart,
                 OAuthStartResult, OAuthStatus, OAuthCancel, OAuthCancelResult, SecretSet,
-                SecretSetResult, AgentNeedsReauth)
+                SecretSetResult, AgentNeedsReauth, DeviceHello)
 }
 CLIENT_FRAMES = {t: c for t, c in FRAME_TYPES.items() if c.DIRECTION == "client"}
 
@@ -337,6 +359,7 @@ __all__ = [
     "AgentUpsertResult",
     "CancelRun",
     "CancelRunResult",
+    "DeviceHello",
     "Error",
     "Frame",
     "Hello",
@@ -351,6 +374,7 @@ __all__ = [
     "Request",
     "RunAgent",
     "RunAgentResult",
+    "RunDelivered",
     "RunFinished",
     "RunList",
     "RunListResult",

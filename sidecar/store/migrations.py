@@ -88,6 +88,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, item)
     );
     """,
+    # v3: retryable inserts and delivery-aware runs. ``next_at`` (epoch seconds): a call the
+    # app answered with a retryable error waits in the outbox until then (NULL: never
+    # retried); ``delivered_at``: when run_delivered was sent (the run's last record settled).
+    """
+    ALTER TABLE outbox ADD COLUMN next_at REAL;
+    CREATE INDEX outbox_retry ON outbox (next_at) WHERE next_at IS NOT NULL;
+    ALTER TABLE runs ADD COLUMN delivered_at TEXT;
+    """,
 )
 
 LATEST = len(MIGRATIONS)

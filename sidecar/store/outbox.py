@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,15 @@ from sidecar import failpoints
 from sidecar.clock import now_iso
 from sidecar.store.db import Database
 from sidecar.store.runs import final_status
+
+#: A call the app answered with a retryable error is sent again after 1 s, doubling up to 5 min.
+RETRY_BACKOFF = (1.0, 300.0)
+
+
+def retry_delay(failures: int, base: float = RETRY_BACKOFF[0],
+                cap: float = RETRY_BACKOFF[1]) -> float:
+    """Seconds before the next try after ``failures`` retryable errors (1 → base)."""
+    return min(cap, base * 2.0 ** min(max(failures, 1) - 1, 64))
 
 
 def call_id_for(idempotency_key: str) -> str:
@@ -69,6 +79,18 @@ class Settled:
 
     call_id: str
     error: str | None = None
+    #: The app could not store it this time (its database was busy): send it again later.
+    retryable: bool = False
+
+
+class Applied(list[str]):
+    """The call ids a settle applied, with what follows from them: when each retried call
+    is due again (epoch seconds) and the runs whose records reached a final state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retry_at: dict[str, float] = {}
+        self.runs: set[str] = set()
 
 
 class OutboxStore:
@@ -100,9 +122,54 @@ class OutboxStore:
 
     async def pending_after(self, seq: int, limit: int = 500) -> list[Entry]:
         rows = await self.db.fetchall(
-            "SELECT * FROM outbox WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit))
+            "SELECT * FROM outbox WHERE state = 'pending' AND seq > ? AND next_at IS NULL "
+            "ORDER BY seq LIMIT ?", (seq, limit))
         return [_entry(r) for r in rows]
+
+    async def due_retries(self, now: float, limit: int = 512) -> list[Entry]:
+        """Calls answered with a retryable error whose wait is over, oldest first."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM outbox WHERE next_at IS NOT NULL AND next_at <= ? "
+            "AND state = 'pending' ORDER BY seq LIMIT ?", (now, limit))
+        return [_entry(r) for r in rows]
+
+    async def next_retry_at(self, after: float) -> float | None:
+        """When the next retried call falls due (after ``after``), if any waits."""
+        value = await self.db.scalar(
+            "SELECT min(next_at) FROM outbox WHERE next_at IS NOT NULL AND next_at > ? "
+            "AND state = 'pending'", (after,))
+        return None if value is None else float(value)
+
+    async def run_counts(self, run_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Per run: records extracted (queued), delivered (acked), failed and pending."""
+        ids = list(dict.fromkeys(run_ids))
+        out = {r: {"extracted": 0, "delivered": 0, "failed": 0, "pending": 0} for r in ids}
+        names = {"acked": "delivered", "failed": "failed", "pending": "pending"}
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            rows = await self.db.fetchall(
+                f"SELECT run_id, state, count(*) AS n FROM outbox WHERE run_id IN "
+                f"({','.join('?' * len(part))}) GROUP BY run_id, state", part)
+            for row in rows:
+                counts = out[row["run_id"]]
+                counts[names[row["state"]]] += row["n"]
+                counts["extracted"] += row["n"]
+        return out
+
+    async def mark_delivered(self, run_id: str) -> dict[str, Any] | None:
+        """Once a closed run has nothing pending, mark it delivered and return its row (with
+        counts); None if it is still running, has pending records or was marked before."""
+        changed = await self.db.execute(
+            "UPDATE runs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL "
+            "AND status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox "
+            "WHERE run_id = ? AND state = 'pending')", (now_iso(), run_id, run_id))
+        if not changed:
+            return None
+        row = await self.db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:  # pragma: no cover - the update just matched it
+            return None
+        record = {**dict(row), "errors": json.loads(row["errors"])}
+        return {**record, **(await self.run_counts([run_id]))[run_id]}
 
     async def for_run(self, run_id: str) -> list[Entry]:
         """Everything a run queued, in order (whatever its delivery state)."""
@@ -122,17 +189,26 @@ class OutboxStore:
         return int(await self.db.scalar(
             "SELECT count(*) FROM outbox WHERE state = ? AND run_id = ?", (state, run_id)) or 0)
 
-    async def settle(self, outcomes: Iterable[Settled]) -> list[str]:
+    async def count_waiting(self, now: float, run_id: str | None = None) -> int:
+        """Pending calls waiting out a retry backoff (not due before ``now``)."""
+        sql = "SELECT count(*) FROM outbox WHERE next_at > ? AND state = 'pending'"
+        if run_id is None:
+            return int(await self.db.scalar(sql, (now,)) or 0)
+        return int(await self.db.scalar(sql + " AND run_id = ?", (now, run_id)) or 0)
+
+    async def settle(self, outcomes: Iterable[Settled]) -> Applied:
         """Mark acks/failures and credit their runs, atomically; returns the call ids applied.
 
-        A call already settled is skipped, so a duplicate ack never counts twice.
+        A call already settled is skipped, so a duplicate ack never counts twice. A retryable
+        error keeps the call pending with its next try time (``next_at``): it survives a
+        restart and counts for its run only once it is acked or fails for good.
         """
         outcomes = list(outcomes)
+        applied = Applied()
         if not outcomes:
-            return []
-        ts = now_iso()
+            return applied
+        ts, now = now_iso(), time.time()
         by_id = {o.call_id: o for o in outcomes}  # a repeated ack in one batch counts once
-        applied: list[str] = []
         runs: dict[str, tuple[int, list[str]]] = {}
         marks = ",".join("?" * len(by_id))
         # a few statements per batch, not per ack: each aiosqlite call is a thread hop
@@ -140,17 +216,23 @@ class OutboxStore:
             # "+state": look the batch up by call_id; on the (state, seq) index SQLite would
             # walk every pending row per batch, O(backlog) under a 100k backlog.
             async with conn.execute(
-                f"SELECT call_id, run_id, table_name, meta FROM outbox "
+                f"SELECT call_id, run_id, table_name, meta, attempts FROM outbox "
                 f"WHERE +state = 'pending' AND call_id IN ({marks})", list(by_id)) as cur:
                 rows = await cur.fetchall()
-            updates = []
+            updates, retries = [], []
             for row in rows:
                 o = by_id[row["call_id"]]
+                applied.append(o.call_id)
+                if o.retryable and o.error is not None:
+                    due = now + retry_delay(row["attempts"] + 1)
+                    retries.append((o.error, due, o.call_id))
+                    applied.retry_at[o.call_id] = due
+                    continue
                 updates.append(("failed" if o.error is not None else "acked", o.error, ts,
                                 o.call_id))
-                applied.append(o.call_id)
                 if not row["run_id"]:
                     continue
+                applied.runs.add(row["run_id"])
                 created, errors = runs.setdefault(row["run_id"], (0, []))
                 if o.error is None:
                     runs[row["run_id"]] = (created + 1, errors)
@@ -161,6 +243,9 @@ class OutboxStore:
             await conn.executemany(
                 "UPDATE outbox SET state = ?, last_error = ?, acked_at = ?, "
                 "attempts = attempts + 1 WHERE call_id = ? AND state = 'pending'", updates)
+            await conn.executemany(
+                "UPDATE outbox SET last_error = ?, next_at = ?, attempts = attempts + 1 "
+                "WHERE call_id = ? AND state = 'pending'", retries)
             for run_id, (created, errors) in runs.items():
                 await self._credit_run(conn, run_id, created, errors)
             failpoints.hit("outbox.settle")  # before COMMIT (it runs in aiosqlite's thread)
