@@ -190,7 +190,7 @@ export interface CancelRunResult {
   [extra: string]: unknown;
 }
 
-/** Pushed to every client when a run begins. */
+/** Pushed to every client that said hello (writers and observers) when a run begins. */
 export interface RunStarted {
   type: "run_started";
   run: Record<string, unknown>;
