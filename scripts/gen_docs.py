@@ -100,6 +100,23 @@ sends a record again only when no `tool_result` reached it (a timeout, a disconn
 crash), or when asked to by `retryable`; after a `tool_result` is recorded, that key is
 never queued again.
 
+The key is `k2:<source>:<table>:<title>` (long parts hashed, so it holds no user text):
+
+* `source`: where the record comes from, free of agent ids and of the sidecar's data: a
+  file by its folder's name and its path inside that folder (`Clients/acme/brief.md`), a
+  message by provider, account and message id;
+* `table`: the table it is inserted into;
+* `title`: its title (or name, or content), Unicode NFKC, case-folded, whitespace collapsed,
+  surrounding punctuation dropped (`"Send the logo."` and `"send the  logo"` are one).
+
+So the same suggestion from the same document has the same key when it is extracted again
+after an edit, when the agent is deleted and re-created over the same folder or account,
+and after the data dir is reset: the app's key check stops it. Records queued by an older
+sidecar (keys `<agent id>:<path>:<table>:<title>`) keep their keys, and a record the older
+format already queued is not queued again under the new one, so an upgrade re-suggests
+nothing. (A data-dir reset before the first run after the upgrade loses those old keys:
+the records the app got under them are suggested once more under the new keys.)
+
 ## Error codes
 
 | code | meaning |

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sidecar import failpoints
@@ -26,9 +28,10 @@ from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.hub import Hub
 from sidecar.runview import capped
+from sidecar.scan import resolve_roots
 from sidecar.sources.base import Skip, Source, SourceDocument
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem, idempotency_key
+from sidecar.store.outbox import NewItem, stable_key
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +50,30 @@ def extraction_key(agent: Agent, fingerprint: str) -> str:
     return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=64)
+def _roots(directories: tuple[str, ...]) -> tuple[Path, ...]:
+    """An agent's folders, resolved, the most specific first (cached: resolving stats)."""
+    found = resolve_roots(directories) or [Path(d) for d in directories]
+    return tuple(sorted(found, key=lambda r: len(r.parts), reverse=True))
+
+
+def source_identity(agent: Agent, doc: SourceDocument) -> str:
+    """Where a record comes from, free of the agent's id and the data dir: a file by its
+    folder's name and its path inside it, a message by provider, account and message id."""
+    if agent.kind == "local":
+        path = Path(doc.item.key)
+        for root in _roots(tuple(agent.directories)):
+            if path.is_relative_to(root):
+                return f"local:{root.name}/{path.relative_to(root).as_posix()}"
+        return f"local:{path.as_posix()}"
+    return f"{agent.provider or agent.kind}:{(agent.account or '').casefold()}:{doc.item.key}"
+
+
 def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
     """One record, one key: the same suggestion from the same document (re-extracted after an
-    edit or a prompt change, or re-run after a crash) is never queued twice; a new one is."""
-    data = item.data
-    what = data.get("title") or data.get("name") or data.get("content") or ""
-    title = hashlib.sha256(" ".join(str(what).lower().split()).encode("utf-8")).hexdigest()
-    return idempotency_key(agent.id, doc.item.key, item.table, title[:16])
+    edit or a prompt change, re-run after a crash, or found again by an agent re-created over
+    the same folder, or after a data-dir reset) is never queued twice; a new one is."""
+    return stable_key(source_identity(agent, doc), item.table, item.data)
 
 
 def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
@@ -198,13 +218,14 @@ class Runner:
             # extracted, delivered, failed and pending records: the app knows what is on its way
             record = {**record, **(await self.store.outbox.run_counts([run_id]))[run_id]}
             await self.hub.broadcast(p.RunFinished(run=capped(record)))
-            await self.delivery.run_settled(run_id)  # run_delivered at once if nothing waits
             log.info("run %s (%s) %s: processed=%d created=%d errors=%d", run_id, agent.name,
                      record["status"], record["items_processed"], record["items_created"],
                      len(record["errors"]))
-            return record
         finally:
-            self.active.pop(agent.id, None)
+            self.active.pop(agent.id, None)  # no await before: run_agent after run_finished
+            # starts a new run
+        await self.delivery.run_settled(run_id)  # run_delivered at once if nothing waits
+        return record
 
     async def _execute(self, agent: Agent, run_id: str, active: ActiveRun, errors: list[str],
                        only: set[str] | None, full: bool) -> None:

@@ -144,7 +144,9 @@ async def test_prompt_change_re_extracts_every_file(c: SidecarClient, tmp_path: 
 
 async def test_every_record_carries_a_confidence_and_min_confidence_is_per_agent(
         c: SidecarClient, tmp_path: Path) -> None:
-    """Two agents over one folder: the stricter one gets exactly the confident records."""
+    """Two agents over the same documents: the stricter one gets exactly the confident
+    records. (Its copy of the folder has another name: over one folder, the two agents'
+    records would share their stable keys, and the second agent's would not be queued.)"""
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "kickoff.md").write_text(MEETING)
@@ -159,7 +161,10 @@ async def test_every_record_carries_a_confidence_and_min_confidence_is_per_agent
     assert all(isinstance(x, float) and 0.0 < x <= 1.0 for x in confidences), confidences
     assert confidences[0] < confidences[-1], "confidence does not vary: the filter proves nothing"
     cut = (confidences[0] + confidences[-1]) / 2
-    strict = await make_agent(c, folder, name="Strict", min_confidence=cut)
+    import shutil
+
+    shutil.copytree(folder, tmp_path / "docs-strict")
+    strict = await make_agent(c, tmp_path / "docs-strict", name="Strict", min_confidence=cut)
     assert strict["min_confidence"] == cut
     _, strict_calls = await run_and_collect(c, strict["id"])
     expected = sorted((f["table"], titles([f])[0]) for f in all_calls if f["confidence"] >= cut)

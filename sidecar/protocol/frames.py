@@ -305,7 +305,8 @@ class ToolCall(Frame):
         "type": "tool_call", "id": "c_91", "action": "insert", "table": "tasks",
         "data": {"title": "Send the revised logo", "status": "todo", "priority": "high",
                  "isAiSuggested": 1, "isApproved": 0},
-        "agent_id": "a_3f2c", "run_id": "r_77", "idempotency_key": "a_3f2c:5e1d…:0",
+        "agent_id": "a_3f2c", "run_id": "r_77",
+        "idempotency_key": "k2:9dc6d4bd8a916d68:tasks:b358a8c9ef76ae9a",
         "source": {"path": "/home/me/Clients/kickoff.md", "span": [120, 142]},
         "confidence": 0.91}
     id: str

@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,45 @@ def idempotency_key(agent_id: str, *parts: object) -> str:
             text = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         out.append(text)
     return ":".join(out)
+
+
+#: Scope of the stable keys (no agent id, no data-dir state): bump it only with a migration.
+KEY_SCOPE = "k2"
+
+
+def _title_of(data: dict[str, Any]) -> str:
+    return str(data.get("title") or data.get("name") or data.get("content") or "")
+
+
+def normalised_title(data: dict[str, Any]) -> str:
+    """The record's title as the de-duplication rule sees it: Unicode NFKC, case-folded,
+    whitespace collapsed, surrounding punctuation dropped ("Send the logo." = "send the logo")."""
+    text = " ".join(unicodedata.normalize("NFKC", _title_of(data)).casefold().split())
+    return text.strip(" .,;:!?-–—…\"'`()[]*_")
+
+
+def stable_key(source_identity: str, table: str, data: dict[str, Any]) -> str:
+    """``k2:<source>:<table>:<title>``: the same suggestion from the same document keeps its
+    key when the agent is re-created over the same folder or account, or the data dir reset."""
+    title = hashlib.sha256(normalised_title(data).encode("utf-8")).hexdigest()[:16]
+    return idempotency_key(KEY_SCOPE, source_identity, table, title)
+
+
+def legacy_key(agent_id: str, source_key: str, table: str, data: dict[str, Any]) -> str:
+    """The key format before ``k2`` (agent id and absolute path in it): still honoured, so an
+    upgrade does not re-suggest what the app already has."""
+    what = " ".join(_title_of(data).lower().split())
+    title = hashlib.sha256(what.encode("utf-8")).hexdigest()[:16]
+    return idempotency_key(agent_id, source_key, table, title)
+
+
+def _legacy_of(item: NewItem) -> str | None:
+    source = item.meta.get("source") if isinstance(item.meta, dict) else None
+    key = source.get("key") if isinstance(source, dict) else None
+    if not isinstance(key, str):
+        return None
+    old = legacy_key(item.agent_id, key, item.table, item.data)
+    return None if old == item.idempotency_key else old
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +149,7 @@ class OutboxStore:
         if conn is None:
             async with self.db.transaction() as own:
                 return await self.enqueue(items, own)
+        items = await self._without_legacy(items, conn)
         ts = now_iso()
         rows = [(i.idempotency_key, call_id_for(i.idempotency_key), i.agent_id, i.run_id,
                  i.table, json.dumps(i.data, ensure_ascii=False),
@@ -119,6 +160,23 @@ class OutboxStore:
             "table_name, data, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         failpoints.hit("outbox.enqueue")
         return conn.total_changes - before
+
+    @staticmethod
+    async def _without_legacy(items: Sequence[NewItem], conn: Any) -> list[NewItem]:
+        """Drop records queued before under the old key format (same agent, document, table
+        and title): the app has them already; the stable key is for new records only."""
+        legacy = {i.idempotency_key: old for i in items if (old := _legacy_of(i))}
+        if not legacy:
+            return list(items)
+        olds = list(set(legacy.values()))
+        known: set[str] = set()
+        for start in range(0, len(olds), 500):
+            part = olds[start:start + 500]
+            async with conn.execute(
+                    f"SELECT idempotency_key FROM outbox WHERE idempotency_key IN "
+                    f"({','.join('?' * len(part))})", part) as cur:
+                known |= {r[0] for r in await cur.fetchall()}
+        return [i for i in items if legacy.get(i.idempotency_key) not in known]
 
     async def pending_after(self, seq: int, limit: int = 500) -> list[Entry]:
         rows = await self.db.fetchall(
