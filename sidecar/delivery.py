@@ -98,6 +98,7 @@ class Delivery:
     async def start(self) -> None:
         self.attach()
         self._next_retry = await self.outbox.next_retry_at(0.0)  # calls retried before a stop
+        await self.outbox.mark_settled_runs()  # runs a crash closed, whose records all settled
         self._task = asyncio.create_task(self._run(), name="delivery")
         self._flusher = asyncio.create_task(self._flush_loop(), name="delivery-flush")
 

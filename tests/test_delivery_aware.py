@@ -191,3 +191,36 @@ async def test_delivered_is_marked_once_and_never_while_running_or_pending(
         assert applied.runs == {other["id"]}
         done = await store.outbox.mark_delivered(other["id"])
         assert done is not None and (done["failed"], done["status"]) == (1, "error")
+
+
+async def test_a_run_a_crash_interrupted_is_delivered_once_nothing_is_pending(
+        data_dir: Path, token: str) -> None:
+    """A stop between a run's close and its mark, or a crash mid-run: after the restart the
+    run log says delivered when nothing of it waits, and pending while something does."""
+    from sidecar.store import Store
+    from sidecar.store.outbox import NewItem
+
+    async with Store(data_dir / "sidecar.sqlite3") as store:
+        empty = await store.runs.start("a_1", "local", "manual")  # left running by a kill
+        busy = await store.runs.start("a_1", "local", "manual")
+        await store.outbox.enqueue([NewItem(idempotency_key="a_1:p", agent_id="a_1",
+                                            run_id=busy["id"], table="tasks",
+                                            data={"title": "p"})])
+    d = await DaemonProcess.start(data_dir, token=token)
+    try:
+        c = await d.connect()
+        await c.request({"type": "hello", "role": "observer"})
+        runs = {r["id"]: r for r in (await c.request(
+            {"type": "run_list", "agent_id": "a_1"}))["runs"]}
+        assert runs[empty["id"]]["status"] == "error"  # interrupted
+        assert runs[empty["id"]]["delivered_at"] is not None and runs[empty["id"]]["pending"] == 0
+        assert runs[busy["id"]]["delivered_at"] is None and runs[busy["id"]]["pending"] == 1
+        w = await d.connect()
+        await w.hello()
+        await w.ack(await w.next_push("tool_call", timeout=10))
+        frame, _ = await frames_until(c, "run_delivered", busy["id"], timeout=10)
+        assert frame["run"]["delivered"] == 1
+        await w.close()
+        await c.close()
+    finally:
+        await d.stop()

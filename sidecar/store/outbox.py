@@ -214,6 +214,15 @@ class OutboxStore:
                 counts["extracted"] += row["n"]
         return out
 
+    async def mark_settled_runs(self) -> int:
+        """At start-up: closed runs with nothing pending that were never marked (a stop
+        between a run's close and its mark, runs from before v3) are delivered as of their
+        close; returns how many."""
+        return await self.db.execute(
+            "UPDATE runs SET delivered_at = coalesce(completed_at, ?) WHERE delivered_at IS "
+            "NULL AND status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox "
+            "WHERE outbox.run_id = runs.id AND state = 'pending')", (now_iso(),))
+
     async def mark_delivered(self, run_id: str) -> dict[str, Any] | None:
         """Once a closed run has nothing pending, mark it delivered and return its row (with
         counts); None if it is still running, has pending records or was marked before."""
