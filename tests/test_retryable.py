@@ -180,3 +180,53 @@ async def test_a_retry_survives_kill_9_and_is_sent_again_after_restart(
         await d2.stop()
     assert [s["id"] for s in seen] == [calls[1]["id"]], "the retried call, once; not the acked one"
     assert {r["state"] for r in (await rows(data_dir)).values()} == {"acked"}
+
+
+async def test_a_storm_of_retryable_errors_and_a_reconnect_loses_and_repeats_nothing(
+        data_dir: Path, token: str) -> None:
+    """300 records; the app answers 30% of first tries and 10% of second tries with a
+    retryable error, and reconnects halfway: every record ends acked once, none comes back
+    after its success was acked, none is counted failed."""
+    import random
+
+    rng = random.Random(16)
+    _, keys = await queue(data_dir, 300)
+    tries: dict[str, int] = {}
+    acked_at: dict[str, float] = {}
+    after_ack: list[str] = []
+    retries = 0
+    d = await DaemonProcess.start(data_dir, token=token)
+    try:
+        c = await d.connect()
+        await c.hello()
+        results = 0
+        while len(acked_at) < len(keys):
+            f = await c.next_push("tool_call", timeout=30)
+            key = f["idempotency_key"]
+            if key in acked_at and time.monotonic() - acked_at[key] > 0.3:
+                after_ack.append(key)
+                await c.ack(f)
+                continue
+            tries[key] = tries.get(key, 0) + 1
+            chance = {1: 0.3, 2: 0.1}.get(tries[key], 0.0)
+            if rng.random() < chance:
+                await retry(c, f)
+                retries += 1
+            else:
+                await c.ack(f)
+                acked_at.setdefault(key, time.monotonic())
+            results += 1
+            if results == 150:  # the window closes; a new one takes over
+                await asyncio.sleep(0.3)
+                await c.close()
+                c = await d.connect()
+                await c.hello()
+        await asyncio.sleep(0.5)
+        await c.close()
+    finally:
+        await d.stop()
+    final = await rows(data_dir)
+    assert retries >= 60, retries
+    assert not after_ack, after_ack[:5]
+    assert {r["state"] for r in final.values()} == {"acked"}
+    assert sum(r["attempts"] for r in final.values()) == 300 + retries
