@@ -128,14 +128,21 @@ def watch_parent(
 def watch_stdin(on_eof: Callable[[], None]) -> threading.Thread:
     """Electron holds our stdin pipe open; EOF means it is gone (works on every OS)."""
 
+    # The raw descriptor, not sys.stdin.buffer: a daemon thread blocked inside a buffered
+    # read holds the buffer's lock, and the interpreter aborts at exit when it finds it held
+    # (SIGABRT, "_enter_buffered_busy") after a SIGTERM while Electron keeps the pipe open.
+    try:
+        fd = sys.stdin.fileno() if sys.stdin is not None else -1
+    except (OSError, ValueError):
+        fd = -1
+
     def run() -> None:
-        stream = sys.stdin.buffer if sys.stdin is not None else None
-        if stream is None:
+        if fd < 0:
             return
         try:
-            while stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536):
+            while os.read(fd, 65536):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         log.warning("stdin closed; shutting down")
         on_eof()

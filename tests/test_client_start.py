@@ -36,3 +36,22 @@ async def test_low_soft_descriptor_limit_is_raised_toward_the_hard_one(
         assert (soft, hard) == ("4096", "4096")
     finally:
         await proc.stop()
+
+
+async def test_sigterm_with_stdin_watched_and_open_exits_zero(data_dir: Path,
+                                                              token: str) -> None:
+    """Electron keeps the pipe open and sends SIGTERM: the stdin watcher, still blocked in its
+    read, must not abort the interpreter at exit (it did: SIGABRT, _enter_buffered_busy)."""
+    import asyncio
+    import signal
+
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=["--watch-stdin"],
+                                  stdin_pipe=True)
+    c = await d.connect()
+    await c.hello()
+    await c.close()
+    d.proc.send_signal(signal.SIGTERM)
+    rc = await asyncio.wait_for(d.proc.wait(), 15)
+    await d.stop()
+    assert rc == 0, (rc, d.stderr_lines[-5:])
+    assert not any("Fatal Python error" in line for line in d.stderr_lines)
