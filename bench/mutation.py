@@ -85,9 +85,9 @@ class Outcome:
         return killed / self.counted if self.counted else None
 
 
-def _setup_cfg(target: Target) -> str:
+def _setup_cfg(target: Target, isolation: str = "fork") -> str:
     tests = "\n".join(f"    {t}" for t in target.tests)
-    return ("[mutmut]\nsource_paths=sidecar\n"
+    return (f"[mutmut]\nsource_paths=sidecar\nprocess_isolation={isolation}\n"
             f"only_mutate={target.source}\n"
             f"pytest_add_cli_args_test_selection=\n{tests}\n"
             "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n"
@@ -112,13 +112,13 @@ def _mutmut(*args: str) -> list[str]:
 
 
 def run_one(name: str, target: Target, *, minutes: float, children: int,
-            keep: Path | None) -> Outcome:
+            keep: Path | None, isolation: str = "fork") -> Outcome:
     """Mutate one module in a fresh copy of the repository; never touches the working tree."""
     out = Outcome(name)
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
     copy = work / "repo"
     shutil.copytree(ROOT, copy, ignore=_IGNORE)
-    (copy / "setup.cfg").write_text(_setup_cfg(target), encoding="utf-8")
+    (copy / "setup.cfg").write_text(_setup_cfg(target, isolation), encoding="utf-8")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     log = (work / "mutmut.log").open("w", encoding="utf-8")
     t0 = time.monotonic()
@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--children", type=int, default=1,
                     help="parallel mutant runs (the machine is shared: keep it low)")
     ap.add_argument("--target", type=float, default=0.85, help="kill rate to flag below")
+    ap.add_argument("--isolation", choices=("fork", "forkserver"), default="fork",
+                    help="mutmut's process_isolation (forkserver: workers start clean)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep each module's copy and mutmut state under this folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -237,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutating {name} ({TARGETS[name].source}) for at most {args.minutes:g} min …",
               file=sys.stderr, flush=True)
         outcomes.append(run_one(name, TARGETS[name], minutes=args.minutes,
-                                children=args.children, keep=args.keep))
+                                children=args.children, keep=args.keep,
+                                isolation=args.isolation))
     print(report(outcomes, args.target))
     if args.json is not None:
         args.json.write_text(json.dumps([
