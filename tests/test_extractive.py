@@ -115,3 +115,30 @@ def test_chat_messages_split_into_sentences_even_in_lower_case() -> None:
     assert "the photographer is booked for 2 September." in got
     assert "budget for the shoot is capped at €1,500." in got
     assert "Meeting notes. the lower case here is a typo, not a new sentence." in got
+
+
+async def test_the_judge_is_asked_about_dated_milestones_only_for_timelines() -> None:
+    """A judged run over a plan of dated work items must not ask the model, for timelines,
+    about every dated line: only milestones can become timelines (186 spans on a 25 KB
+    document cost minutes of model time)."""
+    from sidecar.extractors.dates import find_date_expressions, resolve_date
+    from sidecar.extractors.extractive import Tuning, extract_extractive
+
+    doc = "\n".join(
+        [f"- [ ] Send the invoice draft {i} to the client by 3 December" for i in range(30)]
+        + ["", "Launch target: 2 June 2027", "Public launch: 9 June 2027"])
+    asked: dict[str, list[str]] = {}
+
+    async def judge(table: str, spans: object, context: str) -> list[float]:
+        texts_ = [c.text for c in spans]  # type: ignore[attr-defined]
+        asked.setdefault(table, []).extend(texts_)
+        return [0.0] * len(texts_)
+
+    tuning = Tuning(ask_low=-50.0, ask_high=50.0)  # every candidate is "unsure": all asked
+    await extract_extractive(doc, ["tasks", "timelines"], reference=REF, judge=judge,
+                             tuning=tuning, resolve_date=resolve_date,
+                             find_dates=find_date_expressions)
+    assert len(asked.get("tasks", [])) >= 30  # precondition: the judge really was asked
+    timeline_spans = asked.get("timelines", [])
+    assert timeline_spans, "milestones are still judged"
+    assert not any("invoice" in t for t in timeline_spans), timeline_spans

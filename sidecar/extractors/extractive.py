@@ -155,7 +155,9 @@ async def extract_extractive(
 
     sender = _sender(text)
     claimed: set[int] = set()
-    scored_tl = [(c, timeline_evidence(c, bool(dates[id(c)]))) for c in cands]
+    # only dated milestones can become timelines: the judge is not asked about the rest
+    scored_tl = [(c, timeline_evidence(c, True)) for c in cands
+                 if dates[id(c)] and is_milestone(c)]
     for c, conf in await _decide("timelines", scored_tl, judge, context, tuning):
         ms = due(c, event=True) if conf >= tuning.timeline_threshold else None
         if ms is None or not is_milestone(c):
