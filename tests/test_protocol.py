@@ -339,6 +339,8 @@ REFUSED: list[tuple[str | bytes, str, str | None, str]] = [  # + field below
      "a string holds an unpaired UTF-16 surrogate"),
     ('{"type":"status","request_id":"s","v":[["\\udfff"]]}', "invalid_json", "s",
      "a string holds an unpaired UTF-16 surrogate"),
+    ('{"v":"\\ud800","w":"fine","type":"status","request_id":"o"}', "invalid_json", "o",
+     "a string holds an unpaired UTF-16 surrogate"),  # found whatever comes after it
     ('{"type":"status","request_id":"k","\\udc80":1}', "invalid_json", "k",
      "a key holds an unpaired UTF-16 surrogate"),
     ('{"type":"status","request_id":"\\ud800"}', "invalid_json", None, "surrogate"),
