@@ -43,10 +43,15 @@ SETTLE_BACKOFF = (0.05, 5.0)
 
 
 def tool_call_for(entry: Entry) -> p.ToolCall:
-    """The seed's insert frame plus additive provenance fields."""
+    """The seed's insert frame plus additive provenance fields; a record linked to one of
+    the app's projects (``source.project``) carries its ``projectId``."""
+    source = entry.meta.get("source")
+    project = source.get("project") if isinstance(source, dict) else None
+    linked = ({"projectId": project["id"]} if isinstance(project, dict)
+              and not entry.data.get("projectId") else {})
     return p.ToolCall(
         id=entry.call_id, action="insert", table=entry.table,
-        data={**entry.data, **REVIEW_FLAGS},
+        data={**entry.data, **linked, **REVIEW_FLAGS},
         agent_id=entry.agent_id, run_id=entry.run_id, idempotency_key=entry.idempotency_key,
         source=entry.meta.get("source"), confidence=entry.meta.get("confidence"),
     )

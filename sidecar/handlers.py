@@ -19,7 +19,9 @@ from sidecar.runview import ERROR_LINES_PER_REPLY, ERRORS_IN_FRAME, capped
 log = logging.getLogger(__name__)
 
 CAPABILITIES = ["agents", "runs", "run_agent", "cancel_run", "progress", "status", "insert",
-                "oauth", "secrets", "retryable_insert", "run_delivered"]
+                "oauth", "secrets", "retryable_insert", "run_delivered", "projects"]
+#: Where ``projects_sync`` keeps the app's projects (the settings table, as JSON).
+PROJECTS_KEY = "app_projects"
 
 
 def available_models(app: web.Application) -> list[dict[str, Any]]:
@@ -165,6 +167,15 @@ def register_handlers(app: web.Application) -> None:
             raise SidecarError(f"no run with id {frame.run_id!r}", code="not_found")
         return p.CancelRunResult(request_id=frame.request_id, run_id=frame.run_id,
                                  cancelled=cancelled)
+
+    @hub.route(p.ProjectsSync)
+    async def projects_sync(client: Client, frame: p.ProjectsSync) -> p.Frame:
+        from sidecar.projects import parse_projects
+
+        projects = parse_projects(frame.projects)
+        await app[STORE].kv.set(PROJECTS_KEY, [pr.to_json() for pr in projects])
+        log.info("projects synced: %d", len(projects))
+        return p.ProjectsSyncResult(request_id=frame.request_id, count=len(projects))
 
     @hub.route(p.Status)
     async def status(client: Client, frame: p.Status) -> p.Frame:

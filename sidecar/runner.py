@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -27,6 +28,7 @@ from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
 from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.hub import Hub
+from sidecar.projects import Project, match_project
 from sidecar.runview import capped
 from sidecar.scan import resolve_roots
 from sidecar.sources.base import Skip, Source, SourceDocument
@@ -76,9 +78,65 @@ def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
     return stable_key(source_identity(agent, doc), item.table, item.data)
 
 
+#: The app's projects (projects_sync) as the running run read them at its start.
+_PROJECTS: contextvars.ContextVar[tuple[Project, ...]] = contextvars.ContextVar(
+    "projects", default=())
+_DIRS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("dirs", default=())
+
+
+#: The last document's own match (its title, folders and body are read once, not per record).
+_DOC_MATCH: contextvars.ContextVar[tuple[object, dict[str, Any] | None] | None] = \
+    contextvars.ContextVar("doc_match", default=None)
+
+
+def _doc_project(doc: SourceDocument, projects: tuple[Project, ...]) -> dict[str, Any] | None:
+    cached = _DOC_MATCH.get()
+    if cached is not None and cached[0] is doc:
+        return cached[1]
+    path = Path(doc.meta.get("path") or doc.item.key)
+    # folder names from the agent's folder down (not /home/me above it)
+    root = next((r for r in _roots(_DIRS.get()) if path.is_relative_to(r)), None)
+    folders = [root.name, *path.relative_to(root).parts[:-1]] if root else []
+    label = doc.item.label
+    if label in (doc.item.key, doc.meta.get("path")):  # a file: its name is its title
+        label = path.stem
+    titles = (doc.meta.get("title"), doc.meta.get("subject"), label)
+    found = match_project(projects, [
+        ("title", " | ".join(str(t) for t in titles if t)),
+        ("folder", " / ".join(folders)),
+        ("body", doc.text)])
+    _DOC_MATCH.set((doc, found))
+    return found
+
+
+def _project_for(doc: SourceDocument, item: Any) -> dict[str, Any] | None:
+    """The one app project the record's title, else its document's title or subject, folder
+    names or body name (see sidecar.projects); None when the agent has its own."""
+    projects = _PROJECTS.get()
+    if not projects or item.data.get("projectId"):
+        return None
+    title = item.data.get("title") or item.data.get("name")
+    own = match_project(projects, [("record", str(title))]) if title else None
+    if own is not None:
+        return own
+    if title and _named_by_two(projects, str(title)):
+        return None
+    return _doc_project(doc, projects)
+
+
+def _named_by_two(projects: tuple[Project, ...], text: str) -> bool:
+    """The record's own title names two projects: the document cannot decide for it."""
+    from sidecar.projects import named
+
+    return len(named(projects, text)) > 1
+
+
 def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
     source = {"path": doc.meta.get("path"), "key": doc.item.key, "label": doc.item.label,
               **item.source.to_json()}
+    project = _project_for(doc, item)
+    if project is not None:
+        source["project"] = project
     # what its dates were resolved against (the engine's), named by where the source found it
     reference = dict(getattr(item, "reference", None) or {})
     if reference.get("origin") == "document":
@@ -163,6 +221,8 @@ class Runner:
         counters = active.counters
         counters.update(files_done=0, files_total=0, items_found=0, processed=0)
         await self.hub.broadcast(p.RunStarted(run=run))
+        _PROJECTS.set(await self._projects())  # this run's task only
+        _DIRS.set(tuple(agent.directories))
         try:
             await self._execute(agent, run["id"], active, errors, only, full)
         except asyncio.CancelledError:
@@ -183,6 +243,17 @@ class Runner:
         finally:
             record = await asyncio.shield(self._finish(agent, run["id"], active, errors))
         return record
+
+    async def _projects(self) -> tuple[Project, ...]:
+        """The app's last projects_sync (an unreadable list links nothing, never stops a run)."""
+        from sidecar.handlers import PROJECTS_KEY
+        from sidecar.projects import parse_projects
+
+        try:
+            return tuple(parse_projects(await self.store.kv.get(PROJECTS_KEY) or []))
+        except Exception:
+            log.exception("the app's projects could not be read; records are not linked")
+            return ()
 
     async def _finish(self, agent: Agent, run_id: str, active: ActiveRun,
                       errors: list[str]) -> dict[str, Any]:

@@ -111,6 +111,7 @@ async def test_every_example_has_the_keys_the_daemon_really_sends(
     try:
         c = await d.connect()
         await capture(c, frames, {"type": "hello", "protocol": 1, "client": "t"})
+        await capture(c, frames, p.ProjectsSync.EXAMPLE)
         agent = (await capture(c, frames, {**p.AgentUpsert.EXAMPLE, "agent": {
             **p.AgentUpsert.EXAMPLE["agent"], "directories": [str(tmp_path / "docs")]}}))
         agent_id = agent["agent"]["id"]

@@ -31,6 +31,7 @@ from sidecar.protocol.examples import (
     RUN_STARTED,
     RUN_VIEW,
 )
+from sidecar.protocol.projects import ProjectsSync, ProjectsSyncResult
 
 # ── client → sidecar ────────────────────────────────────────────────────────
 
@@ -343,7 +344,8 @@ FRAME_TYPES: dict[str, type[Frame]] = {
                 AgentDeleteResult, RunListResult, StatusResult, RunAgentResult, CancelRunResult,
                 RunStarted, RunProgress, RunFinished, RunDelivered, ToolCall, Error, OAuthStart,
                 OAuthStartResult, OAuthStatus, OAuthCancel, OAuthCancelResult, SecretSet,
-                SecretSetResult, AgentNeedsReauth, DeviceHello)
+                SecretSetResult, AgentNeedsReauth, DeviceHello, ProjectsSync,
+                ProjectsSyncResult)
 }
 CLIENT_FRAMES = {t: c for t, c in FRAME_TYPES.items() if c.DIRECTION == "client"}
 
@@ -370,6 +372,8 @@ __all__ = [
     "OAuthStart",
     "OAuthStartResult",
     "OAuthStatus",
+    "ProjectsSync",
+    "ProjectsSyncResult",
     "ProtocolError",
     "Reply",
     "Request",

@@ -1,0 +1,142 @@
+"""The app's own projects through the real daemon: ``projects_sync`` is validated, kept across
+restarts and replaced by each send; a record gets ``projectId`` only when its document
+clearly names one project, with the reason in ``source.project``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sidecar.client import DaemonProcess, SidecarClient
+
+PROJECTS = [
+    {"id": "p_12", "name": "Harbor Bakery website", "client": "Harbor Bakery",
+     "aliases": ["HB site"]},
+    {"id": "p_13", "name": "Spring campaign", "aliases": []},
+]
+
+
+def doc(path: Path, heading: str, body: str, task: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {heading}\n\n{body}\n\n## Action items\n- [ ] {task}\n",
+                    encoding="utf-8")
+
+
+async def run_and_ack(c: SidecarClient, agent: str) -> list[dict[str, Any]]:
+    run_id = (await c.request({"type": "run_agent", "agent_id": agent}))["run_id"]
+    calls = []
+    while True:
+        frame = await c.next_push(None, timeout=120)
+        if frame["type"] == "tool_call":
+            calls.append(frame)
+            await c.ack(frame)
+        elif frame["type"] == "run_delivered" and frame["run"]["id"] == run_id:
+            return calls
+
+
+async def make_agent(c: SidecarClient, folder: Path, **extra: Any) -> str:
+    reply = await c.request({"type": "agent_upsert", "agent": {
+        "kind": "local", "name": folder.name, "directories": [str(folder)],
+        "extensions": [".md"], "data_types": ["tasks"], "schedule_cron": "0 3 * * *",
+        "watch": False, **extra}})
+    assert reply["type"] == "agent_upsert_result", reply
+    return str(reply["agent"]["id"])
+
+
+def by_task(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The tool_call of each task, by the tag word in its title."""
+    out = {}
+    for c in calls:
+        title = c["data"]["title"].lower()
+        for tag in ("flour", "menus", "banner", "invoice", "chairs", "keys"):
+            if tag in title:
+                out[tag] = c
+    return out
+
+
+async def test_projects_sync_is_validated_and_names_the_bad_field(
+        daemon: DaemonProcess) -> None:
+    c = await daemon.connect()
+    try:
+        ok = await c.request({"type": "projects_sync", "projects": PROJECTS})
+        assert ok == {"type": "projects_sync_result", "request_id": ok["request_id"],
+                      "count": 2}
+        bad = await c.request({"type": "projects_sync", "projects": [
+            PROJECTS[0], {"id": "p_2", "name": ""}]})
+        assert bad["code"] == "invalid_field" and bad["field"] == "projects[1].name"
+        dup = await c.request({"type": "projects_sync", "projects": [PROJECTS[0]] * 2})
+        assert dup["code"] == "invalid_field" and dup["field"] == "projects[1].id"
+        wrong = await c.request({"type": "projects_sync", "projects": {"id": "p"}})
+        assert wrong["code"] == "invalid_field" and wrong["field"] == "projects"
+    finally:
+        await c.close()
+
+
+async def test_records_link_to_the_one_project_their_document_names(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    doc(root / "Harbor Bakery" / "weekly.md", "Weekly sync", "We met on Monday.",
+        "Priya to order new flour sacks")
+    doc(root / "misc" / "Spring campaign brief.md", "Brief", "Posters and radio.",
+        "Tom to print the menus")
+    doc(root / "misc" / "call.md", "Call notes",
+        "Talked about the HB site and the Spring campaign together.",
+        "Ana to send the banner drafts")
+    doc(root / "misc" / "admin.md", "Admin", "Nothing about clients.",
+        "Luis to pay the invoice")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        assert (await c.request({"type": "projects_sync", "projects": PROJECTS}))["count"] == 2
+        agent = await make_agent(c, root)
+        calls = by_task(await run_and_ack(c, agent))
+        await c.close()
+    finally:
+        await d.stop()
+    assert set(calls) == {"flour", "menus", "banner", "invoice"}, list(calls)
+    assert calls["flour"]["data"]["projectId"] == "p_12"
+    assert calls["flour"]["source"]["project"] == {
+        "id": "p_12", "by": "client", "term": "Harbor Bakery", "in": "folder"}
+    assert calls["menus"]["data"]["projectId"] == "p_13"
+    assert calls["menus"]["source"]["project"] == {
+        "id": "p_13", "by": "name", "term": "Spring campaign", "in": "title"}
+    for unclear in ("banner", "invoice"):  # two projects named / none
+        assert "projectId" not in calls[unclear]["data"], calls[unclear]
+        assert "project" not in calls[unclear]["source"]
+
+
+async def test_projects_survive_a_restart_and_each_sync_replaces_the_list(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    doc(root / "Harbor Bakery" / "a.md", "A", "x", "Priya to order new flour sacks")
+    doc(tmp_path / "other" / "Harbor Bakery.md", "HB", "x", "Rosa to stack the chairs")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.request({"type": "projects_sync", "projects": PROJECTS})
+        await c.close()
+    finally:
+        await d.stop()
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = await make_agent(c, root)
+        first = by_task(await run_and_ack(c, agent))
+        own = await make_agent(c, tmp_path / "other", project_id="p_own")
+        mine = by_task(await run_and_ack(c, own))
+        await c.request({"type": "projects_sync", "projects": [PROJECTS[1]]})
+        doc(root / "Harbor Bakery" / "b.md", "B", "y", "Omar to return the keys")
+        second = by_task(await run_and_ack(c, agent))
+        await c.close()
+    finally:
+        await d.stop()
+    assert first["flour"]["data"]["projectId"] == "p_12", "kept across the restart"
+    assert mine["chairs"]["data"]["projectId"] == "p_own", "the agent's own project wins"
+    assert "project" not in mine["chairs"]["source"]
+    assert set(second) == {"keys"} and "projectId" not in second["keys"]["data"], \
+        "Harbor Bakery is no longer one of the app's projects"
