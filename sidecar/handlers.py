@@ -53,12 +53,17 @@ async def run_views(app: web.Application, runs: list[dict[str, Any]], *,
              "skipped": counts.get(r["id"], {"permanent": 0, "transient": 0})} for r in runs]
 
 
-async def last_runs(app: web.Application) -> list[dict[str, Any]]:
-    """Each agent's last run, for hello_result: a reconnecting app catches up at once."""
-    runs = []
-    for record in await app[STORE].agents.records():
-        runs += await app[STORE].runs.list(agent_id=record["id"], limit=1)
-    return await run_views(app, runs)
+async def last_runs(app: web.Application) -> list[dict[str, Any]] | None:
+    """Each agent's last run, for hello_result: a reconnecting app catches up at once (None
+    if the store cannot say now: a hello is never refused for it)."""
+    try:
+        runs = []
+        for record in await app[STORE].agents.records():
+            runs += await app[STORE].runs.list(agent_id=record["id"], limit=1)
+        return await run_views(app, runs)
+    except Exception:
+        log.exception("hello: the agents' last runs could not be read; sent without them")
+        return None
 
 
 async def agent_status(app: web.Application, record: dict[str, Any], *, sharing: int = 1

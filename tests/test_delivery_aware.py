@@ -224,3 +224,13 @@ async def test_a_run_a_crash_interrupted_is_delivered_once_nothing_is_pending(
         await c.close()
     finally:
         await d.stop()
+
+
+async def test_hello_is_answered_even_when_the_last_runs_cannot_be_read(tmp_path: Path) -> None:
+    from sidecar.appkeys import STORE
+    from sidecar.handlers import last_runs
+    from sidecar.store import Store
+
+    store = await Store(tmp_path / "s.sqlite3").open()
+    await store.close()  # every read now fails
+    assert await last_runs({STORE: store}) is None  # type: ignore[arg-type]
