@@ -126,7 +126,8 @@ class Prober:
             self.samples.append((float(wall), float(rtt)))
 
     def between(self, start: float, end: float) -> list[float]:
-        return [rtt for wall, rtt in self.samples if start <= wall < end]
+        """Round trips of the requests in flight at some moment from ``start`` to ``end``."""
+        return [rtt for wall, rtt in self.samples if wall < end and wall + rtt > start]
 
     async def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -228,9 +229,9 @@ async def test_status_answers_quickly_while_a_400kb_document_is_processed(
         assert not slow, (f"{len(slow)} status round trips took longer than {cap:.2f} s while "
                           f"{name} (idle max {base_max * 1e3:.1f} ms): "
                           f"{[round(v, 3) for v in slow[:10]]}")
-    # preconditions: the probes really ran while the document was read and extracted, and
-    # while its records were delivered (a loop held for seconds also leaves few probes)
-    assert len(during["extracting"]) >= 3 and len(during["delivering"]) >= 3, during
+    # preconditions: the probes really ran while the document was read and extracted (a loop
+    # held for seconds also leaves few), and some request was in flight during delivery
+    assert len(during["extracting"]) >= 3 and len(during["delivering"]) >= 1, during
 
 
 class _OneDocument(Source):
