@@ -124,7 +124,9 @@ The key is `k2:<source>:<table>:<title>` (long parts hashed, so it holds no user
 
 So the same suggestion from the same document has the same key when it is extracted again
 after an edit, when the agent is deleted and re-created over the same folder or account,
-and after the data dir is reset: the app's key check stops it. Records queued by an older
+and after the data dir is reset: the app's key check stops it. Two agents over the same
+folder make one record of each suggestion (the second agent's is not queued). Records
+queued by an older
 sidecar (keys `<agent id>:<path>:<table>:<title>`) keep their keys, and a record the older
 format already queued is not queued again under the new one, so an upgrade re-suggests
 nothing. (A data-dir reset before the first run after the upgrade loses those old keys:
