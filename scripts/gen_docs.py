@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,6 +198,12 @@ def main() -> int:
     (docs / "protocol.schema.json").write_text(
         json.dumps(p.all_schemas(), indent=2) + "\n", encoding="utf-8")
     print("wrote docs/protocol.md, docs/settings.md, docs/protocol.schema.json")
+    # the Node client's TypeScript types come from the schema just written
+    gen_types = ROOT / "clients" / "node" / "scripts" / "gen-types.js"
+    if shutil.which("node") and gen_types.is_file():
+        subprocess.run(["node", str(gen_types)], check=True, cwd=gen_types.parents[1])
+    else:
+        print("node not found: clients/node types not regenerated", file=sys.stderr)
     return 0
 
 

@@ -280,6 +280,22 @@ def test_protocol_docs_are_generated_from_the_code() -> None:
     assert json.loads((root / "docs" / "protocol.schema.json").read_text()) == p.all_schemas()
 
 
+def test_node_client_types_are_generated_from_the_schema() -> None:
+    """clients/node's TypeScript types follow docs/protocol.schema.json (gen_docs reruns them)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the Node client's own tests check this too")
+    script = Path(__file__).resolve().parents[1] / "clients" / "node" / "scripts" / "gen-types.js"
+    done = subprocess.run(["node", str(script), "--check"], capture_output=True, text=True,
+                          cwd=script.parents[1], timeout=60)
+    assert done.returncode == 0, (
+        f"clients/node types are stale: run python scripts/gen_docs.py\n{done.stdout}"
+        f"{done.stderr}")
+
+
 class _Socket:
     """Stands in for the aiohttp socket: keeps what the hub sends."""
 

@@ -110,6 +110,13 @@ export interface DeviceHello {
   role?: "writer" | "observer" | null;
 }
 
+/** The app's projects (each send replaces the list; kept across restarts): a record gets */
+export interface ProjectsSync {
+  type: "projects_sync";
+  request_id: string;
+  projects: Array<Record<string, unknown>>;
+}
+
 // ── Sidecar → client ──
 
 /** Tells the client what this sidecar speaks and can do. */
@@ -307,6 +314,14 @@ export interface AgentNeedsReauth {
   [extra: string]: unknown;
 }
 
+export interface ProjectsSyncResult {
+  type: "projects_sync_result";
+  request_id: string;
+  count: number;
+  /** Fields added by a newer sidecar (new fields are additive). */
+  [extra: string]: unknown;
+}
+
 /** Every frame the client sends. */
 export type ClientFrame =
   | Hello
@@ -321,7 +336,8 @@ export type ClientFrame =
   | OAuthStart
   | OAuthCancel
   | SecretSet
-  | DeviceHello;
+  | DeviceHello
+  | ProjectsSync;
 
 /** Every frame the sidecar sends. */
 export type SidecarFrame =
@@ -343,7 +359,8 @@ export type SidecarFrame =
   | OAuthStatus
   | OAuthCancelResult
   | SecretSetResult
-  | AgentNeedsReauth;
+  | AgentNeedsReauth
+  | ProjectsSyncResult;
 
 /** Every frame type tag. */
 export type FrameType = ClientFrame['type'] | SidecarFrame['type'];
@@ -362,6 +379,7 @@ export interface Requests {
   oauth_cancel: { request: OAuthCancel; result: OAuthCancelResult };
   secret_set: { request: SecretSet; result: SecretSetResult };
   device_hello: { request: DeviceHello; result: HelloResult };
+  projects_sync: { request: ProjectsSync; result: ProjectsSyncResult };
 }
 
 export type RequestType = keyof Requests;
@@ -418,4 +436,6 @@ export interface RequestMethods {
   oauthCancel(fields: RequestFields<"oauth_cancel">, options?: RequestOptions): Promise<OAuthCancelResult>;
   /** Store a secret in the OS keyring (e.g. a remote engine's API key for a base URL). */
   secretSet(fields: RequestFields<"secret_set">, options?: RequestOptions): Promise<SecretSetResult>;
+  /** The app's projects (each send replaces the list; kept across restarts): a record gets */
+  projectsSync(fields: RequestFields<"projects_sync">, options?: RequestOptions): Promise<ProjectsSyncResult>;
 }

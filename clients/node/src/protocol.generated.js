@@ -269,6 +269,22 @@ exports.FRAMES = {
     "required": [
       "type"
     ]
+  },
+  "projects_sync": {
+    "direction": "client",
+    "required": [
+      "type",
+      "request_id",
+      "projects"
+    ]
+  },
+  "projects_sync_result": {
+    "direction": "sidecar",
+    "required": [
+      "type",
+      "request_id",
+      "count"
+    ]
   }
 };
 
@@ -284,7 +300,8 @@ exports.REQUESTS = {
   "oauth_start": "oauth_start_result",
   "oauth_cancel": "oauth_cancel_result",
   "secret_set": "secret_set_result",
-  "device_hello": "hello_result"
+  "device_hello": "hello_result",
+  "projects_sync": "projects_sync_result"
 };
 
 exports.REQUEST_METHODS = {
@@ -326,6 +343,10 @@ exports.REQUEST_METHODS = {
   },
   "secretSet": {
     "type": "secret_set",
+    "shorthand": null
+  },
+  "projectsSync": {
+    "type": "projects_sync",
     "shorthand": null
   }
 };
