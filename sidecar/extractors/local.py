@@ -2,7 +2,8 @@
 
 Small models (the 135M default) are used extractively: candidates come from the document and
 the model only judges them (see ``judge.py``). Larger models can write records themselves
-under a JSON-Schema grammar (``generative.py``); ``extraction_strategy=auto`` picks by size.
+under a JSON-Schema grammar (``generative.py``); ``extraction_strategy=auto`` follows the model
+catalogue's measurements (``model_choice.py``): an unmeasured GGUF gets the rules alone.
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ from sidecar.extractors.llama_runtime import LlamaRuntime
 from sidecar.extractors.offload import extractive_off_loop
 from sidecar.extractors.postprocess import reference_date
 from sidecar.extractors.schema import allowed_tables
+from sidecar.model_choice import auto_strategy
 from sidecar.model_files import ModelFile, resolve
 from sidecar.paths import Paths
 from sidecar.settings import Config
 
 log = logging.getLogger(__name__)
-
-#: ``auto`` uses the extractive strategy below this file size.
-SMALL_MODEL_BYTES = 1_000_000_000
 
 
 class LocalExtractor(Extractor):
@@ -49,24 +48,23 @@ class LocalExtractor(Extractor):
         model = resolve(config.model, paths.model_dir)
         runtime = LlamaRuntime(model, threads=config.model_threads, n_ctx=config.model_context,
                                idle_unload_seconds=config.model_idle_unload_seconds)
-        weight = config.judge_weight
-        if weight is None and model.spec is not None and model.spec.judge_weight is not None:
+        strategy, weight = config.extraction_strategy, config.judge_weight
+        if strategy == "auto":  # decided from the catalogue's measurements, and said so
+            choice = auto_strategy(model)
+            log.info("extraction_strategy=auto: %s", choice.why)
+            strategy = choice.strategy
+            weight = choice.judge_weight if weight is None else weight
+        elif weight is None and model.spec is not None and model.spec.judge_weight is not None:
             weight = model.spec.judge_weight
         tuning = Tuning() if weight is None else replace(Tuning(), model_weight=weight)
-        return cls(runtime, strategy=config.extraction_strategy, tuning=tuning)
+        return cls(runtime, strategy=strategy, tuning=tuning)
 
     @property
     def model(self) -> ModelFile:
         return self.runtime.model
 
     def _choose(self, strategy: str) -> str:
-        if strategy != "auto":
-            return strategy
-        try:
-            size = self.model.path.stat().st_size
-        except OSError:  # missing: extract() will say so clearly
-            size = self.model.spec.size if self.model.spec else 0
-        return "extractive" if size < SMALL_MODEL_BYTES else "generative"
+        return strategy if strategy != "auto" else auto_strategy(self.model).strategy
 
     def fingerprint(self) -> str:
         spec = self.model.spec

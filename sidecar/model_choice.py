@@ -1,0 +1,124 @@
+"""Which model, and which strategy, fits this machine: the catalogue's measurements against RAM
+and cores. Used by ``sidecar models recommend`` and by ``extraction_strategy=auto``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from sidecar.model_files import Manifest, ModelFile, ModelSpec, load_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """What a model needs from the laptop: RAM (total and free now) and physical cores."""
+
+    total_ram: int
+    available_ram: int
+    cores: int
+
+    @classmethod
+    def probe(cls) -> Machine:
+        import psutil
+
+        mem = psutil.virtual_memory()
+        cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        return cls(total_ram=mem.total, available_ram=mem.available, cores=cores)
+
+    def describe(self) -> str:
+        return (f"{self.total_ram / 1e9:.1f} GB RAM ({self.available_ram / 1e9:.1f} GB free), "
+                f"{self.cores} core(s)")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A decision and the sentence that explains it."""
+
+    spec: ModelSpec | None
+    strategy: str
+    judge_weight: float | None
+    why: str
+
+
+def fits(spec: ModelSpec, machine: Machine) -> tuple[bool, str]:
+    """Whether ``spec`` can run here as measured, and the numbers that decide it."""
+    rss = int(spec.measured.get("rss_bytes") or 0)
+    if machine.total_ram < spec.min_ram_bytes:
+        return False, (f"needs {spec.min_ram_bytes / 1e9:.1f} GB of RAM, this machine has "
+                       f"{machine.total_ram / 1e9:.1f} GB")
+    if rss and machine.available_ram < rss:
+        return False, (f"needs {rss / 1e9:.1f} GB free while it runs, "
+                       f"{machine.available_ram / 1e9:.1f} GB is free now")
+    if machine.cores < spec.min_cores:
+        return False, (f"needs {spec.min_cores} cores to reach its measured speed, this "
+                       f"machine has {machine.cores}")
+    return True, (f"fits: {spec.min_ram_bytes / 1e9:.1f} GB RAM and {spec.min_cores} core(s) "
+                  "needed")
+
+
+def measured_text(spec: ModelSpec) -> str:
+    m = spec.measured
+    if not m:
+        return "no measured figures"
+    parts = [f"tasks F1 {m['tasks_f1']:.3f}" if "tasks_f1" in m else "",
+             f"{m['docs_per_min']:g} docs/min" if "docs_per_min" in m else "",
+             f"{m['rss_bytes'] / 1e9:.1f} GB RSS" if m.get("rss_bytes") else ""]
+    where = ", ".join(str(m[k]) for k in ("machine", "date") if m.get(k))
+    return ", ".join(p for p in parts if p) + (f" (measured on {where})" if where else "")
+
+
+def recommend(manifest: Manifest, machine: Machine) -> tuple[ModelSpec, list[str]]:
+    """The best-measured model that fits (tasks F1, then speed), and one line per model why."""
+    lines: list[str] = []
+    fitting: list[ModelSpec] = []
+    for spec in manifest.models:
+        ok, why = fits(spec, machine)
+        lines.append(f"{spec.name}: {measured_text(spec)}; {why}")
+        if ok:
+            fitting.append(spec)
+    if not fitting:  # nothing fits: the smallest still runs the rules (weight 0: never loaded)
+        best = min(manifest.models, key=lambda s: s.size)
+        lines.append(f"nothing fits as measured; {best.name} is the smallest")
+        return best, lines
+    best = max(fitting, key=lambda s: (float(s.measured.get("tasks_f1", 0)),
+                                       float(s.measured.get("docs_per_min", 0))))
+    lines.append(f"recommended: {best.name} (the highest measured tasks F1 of the "
+                 f"{len(fitting)} that fit {machine.describe()})")
+    return best, lines
+
+
+def catalogued(model: ModelFile, manifest: Manifest | None = None) -> ModelSpec | None:
+    """The catalogue entry for ``model``; a GGUF given by path counts when name and size match."""
+    if model.spec is not None:
+        return model.spec
+    try:
+        manifest = manifest or load_manifest()
+        size = model.path.stat().st_size
+    except Exception:  # no manifest, no file: nothing is known about it
+        return None
+    return next((m for m in manifest.models
+                 if m.file == model.path.name and m.size == size), None)
+
+
+def auto_strategy(model: ModelFile, machine: Machine | None = None) -> Choice:
+    """``extraction_strategy=auto``: a catalogued model as measured, if this machine fits it;
+    anything else the rules alone (judge weight 0: the model is neither asked nor loaded)."""
+    spec = catalogued(model)
+    if spec is None or spec.strategy is None:
+        return Choice(None, "extractive", 0.0,
+                      f"{model.name} has no measured figures in the model catalogue: "
+                      "extracting with the rules only (the model is not asked); set "
+                      "extraction_strategy (and judge_weight) to use it anyway")
+    ok, why = fits(spec, machine or Machine.probe())
+    if not ok:
+        return Choice(spec, "extractive", 0.0,
+                      f"{spec.name} {why}: extracting with the rules only")
+    weight = spec.judge_weight
+    how = (f"{spec.strategy}, judge weight {weight:g}" if spec.strategy == "extractive"
+           and weight is not None else spec.strategy)
+    return Choice(spec, spec.strategy, weight,
+                  f"{spec.name}: {how} as measured ({measured_text(spec)})")
