@@ -54,7 +54,9 @@ MAX_RSS_GROWTH_MB = 40.0
 #: 10 MB is what keeping ~200 bytes per delivered entry (a call id in a set) would cost.
 MAX_LATE_GROWTH_MB = 10.0
 QUIET = 0.25  # a paused client is drained once nothing arrived for this long
-CHURN_EVERY = 1.2  # seconds between churn events, at most
+#: Churn events are paced by delivery progress, not by the clock: one every N/CHURN_STEPS acks
+#: (a faster daemon must not finish before the churn happened)
+CHURN_STEPS = 14
 
 
 @dataclass(eq=False)
@@ -199,11 +201,14 @@ async def churn(load: Load, rng: random.Random, log: list[str]) -> None:
     plan = [(kind, abrupt) for kind in ("replace-target", "new-then-drop-old", "drop-older",
                                         "target-dies") for abrupt in (True, False)]
     rng.shuffle(plan)
+    step = N // CHURN_STEPS
+    next_at = step
     while not load.done.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(load.done.wait(), rng.uniform(CHURN_EVERY / 2, CHURN_EVERY))
+        while load.acked_count < next_at and not load.done.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
         if load.done.is_set():
             return
+        next_at = load.acked_count + rng.randint(step // 2, step)
         alive = [p for p in load.peers if p.alive]
         if len(alive) < CLIENTS:  # back to 10 after the target died
             log.append("add")
