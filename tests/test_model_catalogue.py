@@ -349,3 +349,43 @@ async def test_a_resume_answered_from_the_wrong_offset_is_not_appended(hub: Hub,
     assert f"resume at byte {CUT}" in err.value.message
     assert not part.exists(), "a partial file that cannot be continued was kept"
     assert (await asyncio.to_thread(pull, spec, tmp_path)).read_bytes() == BODY
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+async def test_a_disk_too_small_fails_before_the_transfer(hub: Hub, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = await asyncio.create_subprocess_exec("mount", "-t", "tmpfs", "-o", "size=2m",
+                                                 "tmpfs", str(small))
+    if await mount.wait() != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(ModelError) as err:
+            await asyncio.to_thread(pull, spec_for(hub.url("good.gguf")), small)
+        assert "needs 3.2 MB free" in err.value.message and "2.1 MB is free" in err.value.message
+        assert hub.ranges == [], "the transfer started on a disk that cannot hold it"
+        assert not list(small.rglob("*.part"))
+    finally:
+        umount = await asyncio.create_subprocess_exec("umount", str(small))
+        await umount.wait()
+
+
+def test_models_recommend_command_says_why_for_every_model() -> None:
+    import subprocess
+
+    import psutil
+
+    r = subprocess.run([sys.executable, "-m", "sidecar", "models", "recommend", "--json"],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["machine"]["cores"] == (psutil.cpu_count(logical=False) or os.cpu_count())
+    assert out["machine"]["total_ram"] == psutil.virtual_memory().total
+    assert out["recommended"] in (SMOL, QWEN)
+    for name in (SMOL, QWEN):
+        (line,) = [ln for ln in out["reasons"] if ln.startswith(f"{name}: ")]
+        assert "tasks F1" in line and "measured on 2 cores" in line
+        assert "fits" in line or "needs" in line
+    text = subprocess.run([sys.executable, "-m", "sidecar", "models", "recommend"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
+    assert f"recommended: {out['recommended']}" in text
