@@ -17,16 +17,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sidecar import failpoints
+from sidecar import clock, failpoints
 from sidecar import protocol as p
 from sidecar.agents import Agent
 from sidecar.delivery import Delivery
 from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
 from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
+from sidecar.extractors.postprocess import stale_before
 from sidecar.hub import Hub
 from sidecar.projects import Project, match_project
 from sidecar.runview import capped
@@ -165,13 +167,15 @@ class Runner:
 
     def __init__(self, store: Store, hub: Hub, delivery: Delivery, *,
                  sources: SourceFactory, extractors: ExtractorFactory,
-                 drain_timeout: float = DRAIN_TIMEOUT) -> None:
+                 drain_timeout: float = DRAIN_TIMEOUT,
+                 initial_lookback_days: int = 30) -> None:
         self.store = store
         self.hub = hub
         self.delivery = delivery
         self.sources = sources
         self.extractors = extractors
         self.drain_timeout = drain_timeout
+        self.initial_lookback_days = initial_lookback_days
         self.active: dict[str, ActiveRun] = {}  # agent_id → run
         self.finished: list[dict[str, Any]] = []
 
@@ -302,6 +306,10 @@ class Runner:
                        only: set[str] | None, full: bool) -> None:
         extractor = await self.extractors(agent)
         key = extraction_key(agent, extractor.fingerprint())
+        # until an agent has completed a run, old documents are indexed without their work
+        first_run = not await self.store.runs.has_completed(agent.id)
+        stale = stale_before(clock.now().astimezone(), self.initial_lookback_days,
+                             first_run=first_run)
         source = self.sources(agent, run_id, only)
         work = [w async for w in source.pending(key, full=full)]
         counters = active.counters
@@ -324,7 +332,7 @@ class Runner:
                     await source.skipped(doc)
                 elif not (not full and await _is_current(source, doc, key)):
                     await self._extract_one(agent, run_id, extractor, source, doc, key, errors,
-                                            counters)
+                                            counters, stale)
                 counters["files_done"] += 1
         finally:
             errors.extend(await skips.close())
@@ -333,11 +341,12 @@ class Runner:
 
     async def _extract_one(self, agent: Agent, run_id: str, extractor: Extractor,
                            source: Source, doc: SourceDocument, key: str, errors: list[str],
-                           counters: dict[str, Any]) -> None:
+                           counters: dict[str, Any], stale: datetime | None = None) -> None:
         request = ExtractionRequest(
             text=doc.text, data_types=agent.data_types, prompt_template=agent.prompt_template,
-            document_date=doc.date, label=doc.item.label, min_confidence=agent.min_confidence,
-            project_id=agent.project_id)
+            document_date=doc.date, date_origin=doc.meta.get("date_origin"),
+            label=doc.item.label, min_confidence=agent.min_confidence,
+            project_id=agent.project_id, stale_before=stale)
         try:
             result: ExtractionResult = await extractor.extract(request)
         except PermanentError as exc:

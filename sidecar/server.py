@@ -124,7 +124,8 @@ def runner_ctx(paths: Paths) -> object:
                         sources=lambda agent, run_id, only: make_source(
                             store, agent, run_id, only, accounts,
                             allowed_roots=app[CONFIG].allowed_roots),
-                        extractors=pool.for_agent)
+                        extractors=pool.for_agent,
+                        initial_lookback_days=app[CONFIG].initial_lookback_days)
         app[RUNNER] = runner
         yield
         await accounts.close()

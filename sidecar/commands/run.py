@@ -79,6 +79,7 @@ async def _run_once(args: argparse.Namespace, config: Config, paths: Paths,
                                 timeout=config.insert_timeout_seconds)
             pool = ExtractorPool(config, paths)
             runner = Runner(store, hub, delivery, extractors=pool.for_agent,
+                            initial_lookback_days=config.initial_lookback_days,
                             sources=lambda a, r, o: make_source(
                                 store, a, r, o, allowed_roots=config.allowed_roots))
             try:

@@ -186,6 +186,12 @@ class RunStore:
         sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
         return [_row(r) for r in await self.db.fetchall(sql, [*params, limit])]
 
+    async def has_completed(self, agent_id: str) -> bool:
+        """Whether any run of the agent ended success or partial (its first run is over)."""
+        return await self.db.scalar(
+            "SELECT EXISTS(SELECT 1 FROM runs WHERE agent_id = ? "
+            "AND status IN ('success', 'partial'))", (agent_id,)) == 1
+
     async def close_interrupted(self) -> int:
         """Runs left 'running' by a crash end as error, so the log never lies."""
         return await self.db.execute(
