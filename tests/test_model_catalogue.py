@@ -79,6 +79,21 @@ class Hub:
         return web.Response(status=206, body=BODY,
                             headers={"Content-Range": f"bytes 0-{len(BODY) - 1}/{len(BODY)}"})
 
+    async def slow(self, request: web.Request) -> web.StreamResponse:
+        """Trickles the file (Range honoured) so a user can press Ctrl-C half way."""
+        rng = request.headers.get("Range")
+        self.ranges.append(rng)
+        start = int(rng.removeprefix("bytes=").split("-")[0]) if rng else 0
+        resp = web.StreamResponse(status=206 if rng else 200, headers={
+            "Content-Length": str(len(BODY) - start),
+            **({"Content-Range": f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"} if rng else {})})
+        await resp.prepare(request)
+        step = 1 << 20 if rng else 64 << 10
+        for i in range(start, len(BODY), step):
+            await resp.write(BODY[i:i + step])
+            await asyncio.sleep(0 if rng else 0.05)
+        return resp
+
     async def norange(self, request: web.Request) -> web.StreamResponse:
         self.ranges.append(request.headers.get("Range"))
         return web.Response(body=BODY)
@@ -91,7 +106,7 @@ class Hub:
 async def hub():  # type: ignore[no-untyped-def]
     h = Hub()
     app = web.Application()
-    for route in ("good", "breaks", "wrong", "norange", "shifted"):
+    for route in ("good", "breaks", "wrong", "norange", "shifted", "slow"):
         app.router.add_get(f"/{route}.gguf", getattr(h, route))
     runner = web.AppRunner(app)
     await runner.setup()
@@ -389,3 +404,36 @@ def test_models_recommend_command_says_why_for_every_model() -> None:
     text = subprocess.run([sys.executable, "-m", "sidecar", "models", "recommend"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT).stdout
     assert f"recommended: {out['recommended']}" in text
+
+
+async def test_ctrl_c_keeps_the_partial_download_and_the_next_pull_resumes(
+        hub: Hub, tmp_path: Path) -> None:
+    import signal
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"default": "fake", "models": [{
+        "name": "fake", "file": "fake.gguf", "sha256": SHA, "size": len(BODY),
+        "sources": [hub.url("slow.gguf")]}]}))
+    env = {**os.environ, "SIDECAR_MODEL_MANIFEST": str(manifest)}
+    args = (sys.executable, "-m", "sidecar", "models", "pull", "fake", "--model-dir",
+            str(tmp_path / "m"))
+    proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, env=env,
+                                                stderr=asyncio.subprocess.PIPE)
+    part = tmp_path / "m" / ".fake.gguf.pull" / "source-0" / "download.part"
+    for _ in range(600):
+        if part.is_file() and part.stat().st_size > 256 << 10:
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 130, err.decode()
+    assert "interrupted" in err.decode() and "resumes" in err.decode()
+    kept = part.stat().st_size
+    assert 0 < kept < len(BODY) and part.read_bytes() == BODY[:kept]
+
+    again = await asyncio.create_subprocess_exec(*args, cwd=ROOT, env=env,
+                                                 stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(again.communicate(), 60)
+    assert again.returncode == 0, err.decode()
+    assert hub.ranges == [None, f"bytes={kept}-"]
+    assert (tmp_path / "m" / "fake.gguf").read_bytes() == BODY

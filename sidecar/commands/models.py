@@ -74,6 +74,10 @@ def _pull(args: argparse.Namespace) -> int:
     try:
         path = pull(spec, _model_dir(args), source=args.source, force=args.force,
                     progress=bar, note=bar.note, via=args.via)
+    except KeyboardInterrupt:
+        bar.note(f"interrupted: what was downloaded is kept; `sidecar models pull {spec.name}` "
+                 "resumes")
+        raise
     finally:
         bar.end()
     print(f"{spec.name}: {path} (sha256 verified)", file=sys.stderr)
