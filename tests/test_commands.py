@@ -116,3 +116,22 @@ def test_models_pull_from_file_and_verify(tmp_path: Path, default_model: Path) -
     r = sidecar("models", "verify", "--model-dir", str(mdir))
     assert r.returncode == 1
     assert str(target) in r.stderr and "expected sha256" in r.stderr and "corrupt" in r.stderr
+
+
+def test_run_demo_shows_the_work_of_old_documents(tmp_path: Path, model_dir: Path) -> None:
+    """The demo is a first run, but its examples must not go stale with the calendar
+    (initial_lookback_days is off for --demo unless the flag is given)."""
+    from datetime import date, timedelta
+
+    folder = tmp_path / "old-examples"
+    folder.mkdir()
+    day = (date.today() - timedelta(days=400)).isoformat()
+    (folder / "sync.md").write_text(f"# Sync — {day}\n\n## Actions\n"
+                                    "- Tom to send the revised deck\n", encoding="utf-8")
+    r = sidecar("run", "--demo", str(folder), "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert any("Tom to send the revised deck" in ln for ln in r.stdout.splitlines()), r.stdout
+    strict = sidecar("run", "--demo", str(folder), "--data-dir", str(tmp_path / "d2"),
+                     "--initial-lookback-days", "30")
+    assert strict.returncode == 0, strict.stderr
+    assert not any("Tom to send" in ln for ln in strict.stdout.splitlines()), strict.stdout

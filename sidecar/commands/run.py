@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,7 +20,7 @@ from sidecar.agents import validate_agent
 from sidecar.cli import add_setting_flags, config_from_args
 from sidecar.errors import ConfigError
 from sidecar.paths import Paths
-from sidecar.settings import Config
+from sidecar.settings import Config, setting
 from sidecar.store.outbox import Entry
 
 DEMO_ID = "a_demo_examples"
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("jsonl", "text"), default="text",
                    help="text (default) or one JSON tool_call payload per line")
     add_setting_flags(p, ["model", "model_threads", "model_context", "extraction_strategy",
-                          "remote_base_url", "remote_model", "allowed_roots"])
+                          "remote_base_url", "remote_model", "allowed_roots",
+                          "initial_lookback_days"])
     p.set_defaults(func=_run)
 
 
@@ -131,4 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         args.demo = str(Path(args.demo).resolve())
         # the user named this folder on the command line: that allows it, for this run
         config = config.replace(allowed_roots=(*config.allowed_roots, Path(args.demo)))
+        if (args.initial_lookback_days is None
+                and not os.environ.get(setting("initial_lookback_days").env)):
+            # the examples are dated: the demo shows their work whatever today's date is
+            config = config.replace(initial_lookback_days=0)
     return asyncio.run(_run_once(args, config, paths, out))
