@@ -437,3 +437,49 @@ async def test_ctrl_c_keeps_the_partial_download_and_the_next_pull_resumes(
     assert again.returncode == 0, err.decode()
     assert hub.ranges == [None, f"bytes={kept}-"]
     assert (tmp_path / "m" / "fake.gguf").read_bytes() == BODY
+
+
+def _qwen_path() -> Path | None:
+    from sidecar.model_files import resolve
+    from sidecar.paths import Paths
+    from sidecar.settings import Config
+
+    path = resolve(QWEN, Paths.from_config(Config.load({})).model_dir).path
+    return path if path.is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_qwen_path() is None, reason=f"`sidecar models pull {QWEN}` not run")
+async def test_the_catalogued_1_5b_is_asked_as_a_judge_under_auto(tmp_path: Path) -> None:
+    """Runs only where the 1.1 GB file is present: auto reads the catalogue and asks it."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from sidecar.extractors.base import ExtractionRequest
+    from sidecar.extractors.local import LocalExtractor
+    from sidecar.paths import Paths
+    from sidecar.settings import Config
+
+    config = Config.load({"model": QWEN, "data_dir": str(tmp_path / "d")})
+    engine = LocalExtractor.from_config(config, Paths.from_config(config))
+    try:
+        if not fits_here():
+            pytest.skip("this machine does not fit the 1.5B as measured")
+        assert engine.strategy == "extractive" and engine.tuning.model_weight == 0.6
+        text = ("# Weekly sync\n- [ ] Maria to send the revised quote by Friday\n"
+                "- Follow up on the catering options\n- Ask Tom about the guest list\n")
+        result = await engine.extract(ExtractionRequest(
+            text=text, data_types=("tasks",),
+            document_date=datetime(2026, 11, 25, 9, tzinfo=ZoneInfo("UTC"))))
+        assert result.stats["model_calls"] >= 1 and result.stats["tokens_evaluated"] > 0
+        assert any("quote" in i.data["title"].lower() for i in result.items)
+    finally:
+        await engine.aclose()
+
+
+def fits_here() -> bool:
+    from sidecar.model_choice import fits
+
+    spec = load_manifest().get(QWEN)
+    assert spec is not None
+    return fits(spec, Machine.probe())[0]
