@@ -483,3 +483,19 @@ def fits_here() -> bool:
     spec = load_manifest().get(QWEN)
     assert spec is not None
     return fits(spec, Machine.probe())[0]
+
+
+def test_a_machine_that_hides_its_memory_still_gets_a_choice(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import psutil
+
+    def denied() -> None:
+        raise PermissionError("/proc/meminfo")
+
+    monkeypatch.setattr(psutil, "virtual_memory", denied)
+    machine = Machine.probe()
+    assert not machine.ram_known and "RAM unknown" in machine.describe()
+    assert any("RAM is not checked" in r.getMessage() for r in caplog.records)
+    best, _ = recommend(load_manifest(), Machine(machine.total_ram, machine.available_ram, 2,
+                                                 ram_known=False))
+    assert best.name == QWEN
