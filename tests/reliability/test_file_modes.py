@@ -70,8 +70,8 @@ async def test_fresh_files_are_private_whatever_the_umask(tmp_path: Path,
     assert set(seen) == set(want), f"missing: {sorted(map(str, set(want) - set(seen)))}"
     wrong = {str(p): f"{m:o}" for p, m in seen.items() if m != want[p]}
     assert not wrong, wrong
-    figure("private files", "fresh data/log dirs; db, wal, shm, log, lock, token (umask 0)",
-           "0700; 0600 each")
+    figure("private files", "fresh data/log dirs and files (umask 0): modes seen",
+           ", ".join(sorted({f"{m:04o}" for m in seen.values()})) + f" over {len(seen)} paths")
 
 
 async def test_loose_files_from_before_are_tightened_at_start(tmp_path: Path,
@@ -99,7 +99,8 @@ async def test_loose_files_from_before_are_tightened_at_start(tmp_path: Path,
     assert mode(rotated) == 0o600
     assert mode(read_only) == 0o400, "tightened, not made writable"
     figure("private files", "0755/0644 left by an older version, at next start",
-           "0700/0600 (read-only kept read-only)")
+           ", ".join(sorted({f"{m:04o}" for m in seen.values()}))
+           + f"; the read-only one {mode(read_only):04o}")
 
 
 def test_a_rotated_log_starts_private(tmp_path: Path) -> None:

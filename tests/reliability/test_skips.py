@@ -177,7 +177,9 @@ async def test_transient_skips_retry_at_the_next_scan_then_back_off(
     still_locked.touch()  # but a changed file is read again at once
     fourth, _ = await run_now(c, agent["id"])
     assert [e for e in fourth["errors"] if "venue.md" in e], fourth
-    figure("skips", "transient skip retried at the next scan", "yes (then backs off)")
+    figure("skips", "transient skip: files read at runs 2 / 3 (backoff) / 4 (changed)",
+           f"{second['items_processed']} / {third['items_processed']} / "
+           f"{fourth['items_processed']}")
 
 
 async def test_a_chmod_fixed_folder_brings_its_files_from_the_watcher(

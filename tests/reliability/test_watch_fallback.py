@@ -235,7 +235,8 @@ async def test_an_agent_saved_while_inotify_is_used_up_polls_is_scheduled_and_de
     assert any("max_user_instances" in x and "polling" in x for x in d.stderr_lines), \
         d.stderr_lines[-20:]
     figure("inotify used up", "instances held before the agent was saved", hog.held)
-    figure("inotify used up", "agent saved: watch mode", "polling (scheduled)")
+    figure("inotify used up", "agent saved: watch mode (scheduled)",
+           f"{line['watch_mode']} ({line['scheduled']})")
     figure("inotify used up", "new file → record, polling 0.5 s (s)", round(took, 1))
 
 
