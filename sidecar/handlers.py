@@ -73,8 +73,7 @@ async def agent_status(app: web.Application, record: dict[str, Any], *, sharing:
     runs = await run_views(app, await app[STORE].runs.list(agent_id=record["id"], limit=1),
                            sharing=sharing)
     scheduler = app[SCHEDULER]  # set by scheduler_ctx before the first request
-    nxt = (scheduler.upcoming(record["id"], record["schedule_cron"], record.get("last_run_at"))
-           if record.get("enabled") else None)
+    nxt, why = (scheduler.upcoming(record["id"]) if record.get("enabled") else (None, None))
     return {
         "id": record["id"],
         "name": record["name"],
@@ -85,7 +84,7 @@ async def agent_status(app: web.Application, record: dict[str, Any], *, sharing:
         "last_run_at": record.get("last_run_at"),
         "next_run_at": nxt,
         "deferred": scheduler.deferred.get(record["id"]) or scheduler.skipped.get(record["id"]),
-        "schedule_error": scheduler.invalid.get(record["id"]),
+        "schedule_error": why,
         "last_run": runs[0] if runs else None,
         "running_run_id": app[RUNNER].running_run(record["id"]),
         # a job really exists: next_run_at alone is cron math and would not tell

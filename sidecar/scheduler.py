@@ -21,7 +21,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from sidecar.clock import iso, parse_iso
 from sidecar.power import PowerSource, PsutilPower, deferral_reason
-from sidecar.schedule import cron_error, is_overdue, local_tz, next_run, upcoming
+from sidecar.schedule import cron_error, is_overdue, local_tz, next_run
 from sidecar.store import Store
 
 log = logging.getLogger(__name__)
@@ -190,14 +190,18 @@ class Scheduler:
                     started.append(run_id)
         return started
 
-    def upcoming(self, agent_id: str, cron: str, last_run_at: str | None) -> str | None:
-        """Next run for status: APScheduler's job, else the pure cron math."""
+    def upcoming(self, agent_id: str) -> tuple[str | None, str | None]:
+        """(next run, why there is none) for status: only the job's own next slot counts.
+
+        Cron math would show a plausible time for an agent that will never run (no job: the
+        scheduler is down or the agent was never synced); the CLI, with no daemon, does that
+        math itself (``schedule.upcoming``)."""
         if agent_id in self.invalid:
-            return None
+            return None, self.invalid[agent_id]
         scheduled = self.next_run_at(agent_id)
         if scheduled:
-            return scheduled
-        return iso(upcoming(cron, parse_iso(last_run_at), self.now(), self.tz))
+            return scheduled, None
+        return None, "not scheduled: the scheduler has no job for this agent (see the log)"
 
     async def _wake_watch(self) -> None:
         """A wall-clock jump larger than the monotonic one: the laptop slept; catch up."""

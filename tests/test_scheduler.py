@@ -280,7 +280,8 @@ async def test_invalid_cron_from_an_old_database_never_fires(
     assert "good" not in sched.invalid
     assert sched._aps.get_job("old") is None
     assert sched.next_run_at("old") is None
-    assert sched.upcoming("old", cron, None) is None
+    nxt, why = sched.upcoming("old")
+    assert nxt is None and why is not None and why.startswith("invalid schedule")
     clock.now = NOW + timedelta(days=2)
     await sched.catch_up("wake")
     assert "old" not in runs.agents()
@@ -700,23 +701,25 @@ async def test_an_agent_that_needs_a_reconnect_is_not_run_on_schedule(tmp_path: 
 
 async def test_status_next_run_comes_from_the_job_and_none_for_an_invalid_cron(
         store: Store, make_scheduler: MakeScheduler) -> None:
-    """Status shows the job's next slot; an invalid cron shows none; before the scheduler is
-    started there is no job and the documented fallback is the cron math."""
+    """Status shows the job's next slot; an invalid cron shows none and why; with no job
+    (the scheduler not started) there is no next run either, and status says so instead of
+    showing cron math for an agent that will never run."""
     # Wednesday 14:20 in Berlin, last run 14:00: "30 * * * *" is due at 14:30 (by hand)
     await add_agent(store, "h", "30 * * * *", last_run=NOW.replace(minute=0))
     await insert_raw_agent(store, "bad", "61 * * * *")
     unstarted = await make_scheduler(start=False)
     assert unstarted.next_run_at("h") is None
-    assert unstarted.upcoming("h", "30 * * * *", iso(NOW.replace(minute=0))) == iso(
-        NOW.replace(minute=30))
+    nxt, why = unstarted.upcoming("h")
+    assert nxt is None and why is not None and "not scheduled" in why
     sched = await make_scheduler()
     job = sched._aps.get_job("h")
     assert job is not None and job.misfire_grace_time == scheduler_mod.MISFIRE_GRACE_SECONDS
     assert job.misfire_grace_time == 30 and job.coalesce is True
     real_next = parse_iso(sched.next_run_at("h"))
     assert real_next is not None and real_next.astimezone(BERLIN).minute == 30
-    assert sched.upcoming("h", "30 * * * *", None) == sched.next_run_at("h")
-    assert sched.upcoming("bad", "61 * * * *", None) is None
+    assert sched.upcoming("h") == (iso(real_next), None)
+    nxt, why = sched.upcoming("bad")
+    assert nxt is None and why is not None and "61 * * * *" in why
     assert "bad" in sched.invalid and sched._aps.get_job("bad") is None
     await sched.sync("h")  # re-sync replaces the job instead of failing on a duplicate id
     assert [j.id for j in sched._aps.get_jobs()] == ["h"]
