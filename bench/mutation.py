@@ -59,7 +59,8 @@ TARGETS: dict[str, Target] = {
         "test_one_document_goes_to_the_engine_and_its_records_to_the_outbox")),
     "dates": Target("sidecar/extractors/dates.py", ("tests/test_dates.py",)),
     "postprocess": Target("sidecar/extractors/postprocess.py", (
-        "tests/test_extractive.py", "tests/test_reference_date.py", "tests/test_schema.py")),
+        "tests/test_extractive.py", "tests/test_reference_date.py", "tests/test_schema.py",
+        "tests/test_postprocess_mutants.py")),
 }
 KILLED = {"killed", "timeout"}
 COUNTED = KILLED | {"survived", "no tests"}
