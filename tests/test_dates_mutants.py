@@ -245,3 +245,37 @@ def test_trailing_punctuation_is_ignored_leading_is_not(expr: str, expected: int
 def test_a_day_first_document_resolves_through_resolve_date() -> None:
     assert resolve_date("on 3/4/2026", REF, day_first=True) == d(2026, 4, 3)
     assert resolve_date("3/4/2026 at 3pm", REF, day_first=True) == d(2026, 4, 3, 15)
+
+
+# -- what is not a date, and what is (plausibility) ----------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "31.02.2026", "2027-02-29", "29.02.2027", "Feb 30", "30 Feb", "Feb 29, 2027",
+    "29 February 2027", "we 2 may go", "the 3 march on",
+    "the 3 mar on"])
+def test_implausible_dates_are_not_found(text: str) -> None:
+    assert find_date_expressions(text) == []
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("Monday the 1st", d(2026, 6, 1)),
+    ("2 of may", d(2026, 5, 2)),   # 39 days back: recent, stays in the past
+    ("2nd may", d(2026, 5, 2)),
+    ("3 march 2027", d(2027, 3, 3)),
+    ("Tue 3 mar", d(2026, 3, 3)),
+    ("may 5", d(2026, 5, 5)),
+    ("march 3", d(2027, 3, 3)),
+    ("29 Feb 2028", d(2028, 2, 29)),
+    ("Feb 28", d(2027, 2, 28)),
+])
+def test_plausible_day_and_month(expr: str, expected: int) -> None:
+    assert resolve_date(expr, REF) == expected
+
+
+@pytest.mark.parametrize("text", ["Friday the 32nd", "Friday the 0th"])
+def test_a_day_number_out_of_range_leaves_the_weekday_alone(text: str) -> None:
+    assert find_date_expressions(text) == [(0, 6, "Friday")]
+
+
+def test_find_date_expressions_of_what_is_not_text() -> None:
+    assert find_date_expressions(12345) == []  # type: ignore[arg-type]
