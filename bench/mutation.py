@@ -46,9 +46,11 @@ class Target:
 TARGETS: dict[str, Target] = {
     "codec": Target("sidecar/protocol/codec.py", ("tests/test_protocol.py",)),
     "readers": Target("sidecar/readers/__init__.py", ("tests/test_readers.py",)),
-    "scheduler": Target("sidecar/scheduler.py", ("tests/test_scheduler.py",)),
+    "scheduler": Target("sidecar/scheduler.py", (
+        "tests/test_scheduler.py", "tests/test_scheduler_mutants.py")),
     "outbox": Target("sidecar/store/outbox.py", (
-        "tests/test_store.py", "tests/reliability/test_responsiveness.py::"
+        "tests/test_store.py", "tests/test_outbox_mutants.py",
+        "tests/reliability/test_responsiveness.py::"
         "test_queueing_thousands_of_records_lets_other_requests_in")),
     "delivery": Target("sidecar/delivery.py", (
         "tests/test_delivery.py::test_an_ack_that_lands_while_send_awaits_is_not_resent",)),
@@ -57,7 +59,8 @@ TARGETS: dict[str, Target] = {
         "test_queueing_thousands_of_records_lets_other_requests_in",
         "tests/reliability/test_responsiveness.py::"
         "test_one_document_goes_to_the_engine_and_its_records_to_the_outbox")),
-    "dates": Target("sidecar/extractors/dates.py", ("tests/test_dates.py",)),
+    "dates": Target("sidecar/extractors/dates.py", (
+        "tests/test_dates.py", "tests/test_dates_mutants.py")),
     "postprocess": Target("sidecar/extractors/postprocess.py", (
         "tests/test_extractive.py", "tests/test_reference_date.py", "tests/test_schema.py",
         "tests/test_postprocess_mutants.py")),
