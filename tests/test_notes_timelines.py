@@ -256,7 +256,8 @@ async def test_the_daemon_dates_records_and_says_when_timelines_are_held(
     saved = datetime(2026, 1, 12, 18).timestamp()
     os.utime(folder / "plan.csv", (saved, saved))
     daemon = await DaemonProcess.start(data_dir, token=token, extra_args=[
-        "--model-dir", str(model_dir)])
+        "--model-dir", str(model_dir),
+        "--initial-lookback-days", "0"])  # documents from February: all their work, please
     try:
         c = await daemon.connect()
         await c.hello()

@@ -196,8 +196,9 @@ class RunSkipLog:
 
 
 #: Skips listed one by one in a run's ``errors`` (and so in every frame that carries the
-#: run); the rest are counted in one line. The run log (``run_skips``) keeps every one.
-SKIPS_LISTED = 50
+#: run); the rest are counted in one line, so both fit the 50 lines a frame carries
+#: (``runview.ERRORS_IN_FRAME``). The run log (``run_skips``) keeps every one.
+SKIPS_LISTED = 49
 _BATCH = 500
 
 

@@ -93,6 +93,29 @@ def parsed_request_id(raw: str | bytes) -> str | None:
     return rid
 
 
+def _valid_projects(projects: list[Any]) -> bool:
+    """The documented rules: at most 5,000 objects with a non-empty ``id`` and ``name``, an
+    optional string ``client``, ``aliases`` a list of strings, no id twice."""
+    if len(projects) > 5000:
+        return False
+    ids = set()
+    for item in projects:
+        if not isinstance(item, dict):
+            return False
+        for key in ("id", "name"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                return False
+        if item.get("client") is not None and not isinstance(item["client"], str):
+            return False
+        aliases = item.get("aliases") or []
+        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+            return False
+        if item["id"] in ids:
+            return False
+        ids.add(item["id"])
+    return True
+
+
 def expected_reply(raw: str | bytes) -> tuple[str, frozenset[str | None]]:
     """The one reply a frame must get from this daemon (no agent, run or flow ever exists in
     it; its keyring refuses everything): (reply type, acceptable error codes)."""
@@ -104,6 +127,11 @@ def expected_reply(raw: str | bytes) -> tuple[str, frozenset[str | None]]:
     ok = frozenset({None})
     if kind in ("status", "hello", "agent_list", "oauth_cancel"):
         return f"{kind}_result", ok
+    if kind == "device_hello":  # the seed's hello: the same session, the same answer
+        return "hello_result", ok
+    if kind == "projects_sync":
+        return (("projects_sync_result", ok) if _valid_projects(frame.projects)
+                else ("error", frozenset({"invalid_field"})))
     if kind == "run_list":
         if frame.limit is None or 1 <= frame.limit <= 500:
             return "run_list_result", ok
@@ -268,6 +296,12 @@ class Gen:
             {"type": "secret_set", "kind": "remote_api_key", "account": "x", "value": None},
             {"type": "oauth_start", "client": {"client_id": self.text()},
              "provider": self.r.choice(["gmail", "outlook", "teams", self.text()])},
+            {"type": "device_hello", "device_id": self.text()},
+            {"type": "oauth_cancel", "flow_id": self.text()},
+            {"type": "projects_sync", "projects": self.r.choice([
+                [], [{"id": "p1", "name": "Harbor Bakery", "aliases": ["HB"]}],
+                [{"id": "p1", "name": " "}], [{"id": "p1", "name": "A"}, {"id": "p1", "name": "B"}],
+                [{"id": "p2", "name": "Spring", "client": 7}], [self.value()]])},
         ]) | {"request_id": rid}
 
     def frame(self) -> str | bytes:
@@ -355,6 +389,8 @@ async def test_daemon_answers_10k_fuzzed_frames_and_stays_up(
             kinds[what] += 1
             if what == "tool_result":
                 rid = None
+            if what == "device_hello" and rid is None:  # documented: the seed sent none
+                rid = "device_hello"
             ok = reply["type"] == want and reply.get("code") in want_codes
             if not ok or reply.get("request_id") != rid:
                 wrong.append((what, (want, sorted(map(str, want_codes))), reply))
