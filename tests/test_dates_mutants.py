@@ -279,3 +279,16 @@ def test_a_day_number_out_of_range_leaves_the_weekday_alone(text: str) -> None:
 
 def test_find_date_expressions_of_what_is_not_text() -> None:
     assert find_date_expressions(12345) == []  # type: ignore[arg-type]
+
+
+def test_an_iso_time_of_day_is_not_extended_by_another_time() -> None:
+    assert find_date_expressions("2026-06-12T10:00 at 3pm") == [(0, 16, "2026-06-12T10:00")]
+    assert find_date_expressions("at 3pm 2026-06-12T10:00") == [(7, 23, "2026-06-12T10:00")]
+    assert find_date_expressions("2026-06-12 at 3pm") == [(0, 17, "2026-06-12 at 3pm")]
+
+
+def test_a_leading_time_is_looked_for_up_to_40_characters_back() -> None:
+    near = "3pm" + " " * 37 + "Friday"   # the time starts 40 characters before the date
+    assert find_date_expressions(near) == [(0, 46, near)]
+    far = "3pm" + " " * 38 + "Friday"    # 41: too far
+    assert find_date_expressions(far) == [(41, 47, "Friday")]
