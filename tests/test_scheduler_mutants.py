@@ -227,7 +227,13 @@ async def test_wake_watch_threshold(store: Store, monkeypatch: pytest.MonkeyPatc
     s.catch_up = spy  # type: ignore[method-assign]
     task = asyncio.create_task(s._wake_watch())
     try:
-        await asyncio.sleep(0.2)
+        for _ in range(40):  # 40 ticks at least: enough for a wake-up to show
+            await asyncio.sleep(0.005)
+        if woke:
+            for _ in range(500):
+                if whys:
+                    break
+                await asyncio.sleep(0.01)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -345,7 +351,10 @@ async def test_the_log_says_the_clock_jumped_and_a_failed_catch_up(
     s.catch_up = failing  # type: ignore[method-assign]
     task = asyncio.create_task(s._wake_watch())
     try:
-        await asyncio.sleep(0.05)
+        for _ in range(500):  # a generous bound against a hang, not a speed limit
+            if len(messages(caplog)) >= 2:
+                break
+            await asyncio.sleep(0.01)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
