@@ -156,6 +156,9 @@ class ActiveRun:
     task: asyncio.Task[dict[str, Any]] | None = None
     cancelled: bool = False
     counters: dict[str, Any] = field(default_factory=dict)
+    agent: Agent | None = None
+    #: _finish has begun: the run will be closed and its run_finished sent
+    closing: bool = False
 
 
 SourceFactory = Callable[[Agent, str, "set[str] | None"], Source]
@@ -193,7 +196,7 @@ class Runner:
         if agent is None:
             raise SidecarError(f"no agent with id {agent_id!r}", code="not_found")
         run = await self.store.runs.start(agent.id, agent.kind, trigger)
-        active = ActiveRun(run_id=run["id"], agent_id=agent.id)
+        active = ActiveRun(run_id=run["id"], agent_id=agent.id, agent=agent)
         self.active[agent.id] = active
         active.task = asyncio.create_task(self._run(agent, run, active, only, full),
                                           name=f"run-{run['id']}")
@@ -212,6 +215,10 @@ class Runner:
                 a.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.shield(a.task)
+                if not a.closing and a.agent is not None:
+                    # cancelled before its first step: the task's body (and its finally)
+                    # never ran, so close the run here or it stays "running" for good
+                    await asyncio.shield(self._finish(a.agent, a.run_id, a, []))
                 return True
         return False
 
@@ -224,10 +231,10 @@ class Runner:
         errors: list[str] = []
         counters = active.counters
         counters.update(files_done=0, files_total=0, items_found=0, processed=0)
-        await self.hub.broadcast(p.RunStarted(run=run))
-        _PROJECTS.set(await self._projects())  # this run's task only
-        _DIRS.set(tuple(agent.directories))
-        try:
+        try:  # every await inside: a cancel anywhere still reaches _finish
+            await self.hub.broadcast(p.RunStarted(run=run))
+            _PROJECTS.set(await self._projects())  # this run's task only
+            _DIRS.set(tuple(agent.directories))
             await self._execute(agent, run["id"], active, errors, only, full)
         except asyncio.CancelledError:
             active.cancelled = True
@@ -263,6 +270,7 @@ class Runner:
                       errors: list[str]) -> dict[str, Any]:
         """Close the run and tell every client; on a full disk the frame still goes out and
         the row is written once there is room."""
+        active.closing = True
         try:
             full = any(e.startswith(DISK_FULL) for e in errors)
             if (not active.cancelled and not full and not self.delivery.settle_blocked
