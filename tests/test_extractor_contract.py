@@ -301,9 +301,10 @@ async def test_event_loop_keeps_turning_during_extraction(engine: Extractor, siz
     # a blocking engine stalls the loop for its whole CPU time: 145 ms at 25 KB, 1.35 s at
     # 178 KB for rules before its work moved to a thread (9-12 ms and 30-80 ms after)
     assert ticks >= 3, (ticks, took)
-    # never stalled for a tenth of the run (blocking: the whole run); a C call holding the
-    # GIL in the worker (a regex over 178 KB) may pause it briefly, as any thread may
-    assert gap <= max(4 * baseline, took / 10, 0.05), (gap, baseline, took)
+    # never stalled for a quarter of the run (blocking: the whole run); the worker thread
+    # holding the GIL on a loaded 2-core machine may pause it briefly (117 ms of 0.8 s seen
+    # under a full suite plus a mutation run), as any thread may
+    assert gap <= max(4 * baseline, took / 4, 0.05), (gap, baseline, took)
 
 
 async def test_long_documents_are_not_truncated(engine: Extractor) -> None:
