@@ -57,6 +57,7 @@ async def test_first_run_skips_stale_work_and_a_later_edit_extracts(
         later = (today + timedelta(seconds=5)).timestamp()
         os.utime(folder / "old.md", (later, later))
         edited, calls = await run(c, agent["id"])
+        assert edited["status"] == "success" and edited["items_processed"] == 1, edited
         assert sorted(f["data"]["title"] for f in calls) == [
             "Li to call the printer", "Tom to send the old deck"]
         await c.close()
