@@ -3,27 +3,12 @@ documents without suggesting their tasks; a later edit of such a file is extract
 
 from __future__ import annotations
 
-import asyncio
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sidecar.client import DaemonProcess, SidecarClient
-
-
-async def run(c: SidecarClient, agent_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    started = await c.request({"type": "run_agent", "agent_id": agent_id})
-    calls: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while True:
-        frame = await c.next_push(None, timeout=max(0.1, deadline - loop.time()))
-        if frame["type"] == "tool_call":
-            calls.append(frame)
-            await c.ack(frame, result={"id": frame["id"]})
-        elif frame["type"] == "run_finished" and frame["run"]["id"] == started["run_id"]:
-            return frame["run"], calls
+from sidecar.client import DaemonProcess
+from tests.reliability.taskdocs import run_and_ack
 
 
 async def test_first_run_skips_stale_work_and_a_later_edit_extracts(
@@ -47,16 +32,16 @@ async def test_first_run_skips_stale_work_and_a_later_edit_extracts(
             "kind": "local", "name": "Docs", "directories": [str(folder)],
             "extensions": [".md"], "data_types": ["tasks"], "schedule_cron": "0 3 * * *",
             "watch": False}}))["agent"]
-        first, calls = await run(c, agent["id"])
+        first, calls = await run_and_ack(c, agent["id"], until="run_finished")
         assert first["items_processed"] == 2  # both read and indexed
         assert [f["data"]["title"] for f in calls] == ["Ana to book the venue"]
-        again, calls = await run(c, agent["id"])
+        again, calls = await run_and_ack(c, agent["id"], until="run_finished")
         assert again["items_processed"] == 0 and calls == []  # the old file is not re-read
         with open(folder / "old.md", "a", encoding="utf-8") as f:
             f.write("- Li to call the printer\n")
         later = (today + timedelta(seconds=5)).timestamp()
         os.utime(folder / "old.md", (later, later))
-        edited, calls = await run(c, agent["id"])
+        edited, calls = await run_and_ack(c, agent["id"], until="run_finished")
         assert edited["status"] == "success" and edited["items_processed"] == 1, edited
         assert sorted(f["data"]["title"] for f in calls) == [
             "Li to call the printer", "Tom to send the old deck"]

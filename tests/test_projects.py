@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.client import DaemonProcess, SidecarClient
+from tests.reliability.taskdocs import run_and_ack
 
 PROJECTS = [
     {"id": "p_12", "name": "Harbor Bakery website", "client": "Harbor Bakery",
@@ -20,18 +21,6 @@ def doc(path: Path, heading: str, body: str, task: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {heading}\n\n{body}\n\n## Action items\n- [ ] {task}\n",
                     encoding="utf-8")
-
-
-async def run_and_ack(c: SidecarClient, agent: str) -> list[dict[str, Any]]:
-    run_id = (await c.request({"type": "run_agent", "agent_id": agent}))["run_id"]
-    calls = []
-    while True:
-        frame = await c.next_push(None, timeout=120)
-        if frame["type"] == "tool_call":
-            calls.append(frame)
-            await c.ack(frame)
-        elif frame["type"] == "run_delivered" and frame["run"]["id"] == run_id:
-            return calls
 
 
 async def make_agent(c: SidecarClient, folder: Path, **extra: Any) -> str:
@@ -91,7 +80,7 @@ async def test_records_link_to_the_one_project_their_document_names(
         await c.hello()
         assert (await c.request({"type": "projects_sync", "projects": PROJECTS}))["count"] == 2
         agent = await make_agent(c, root)
-        calls = by_task(await run_and_ack(c, agent))
+        calls = by_task((await run_and_ack(c, agent))[1])
         await c.close()
     finally:
         await d.stop()
@@ -126,12 +115,12 @@ async def test_projects_survive_a_restart_and_each_sync_replaces_the_list(
         c = await d.connect()
         await c.hello()
         agent = await make_agent(c, root)
-        first = by_task(await run_and_ack(c, agent))
+        first = by_task((await run_and_ack(c, agent))[1])
         own = await make_agent(c, tmp_path / "other", project_id="p_own")
-        mine = by_task(await run_and_ack(c, own))
+        mine = by_task((await run_and_ack(c, own))[1])
         await c.request({"type": "projects_sync", "projects": [PROJECTS[1]]})
         doc(root / "Harbor Bakery" / "b.md", "B", "y", "Omar to return the keys")
-        second = by_task(await run_and_ack(c, agent))
+        second = by_task((await run_and_ack(c, agent))[1])
         await c.close()
     finally:
         await d.stop()

@@ -8,24 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
-from sidecar.client import DaemonProcess, SidecarClient
+from sidecar.client import DaemonProcess
 from sidecar.store import Store
-from tests.reliability.taskdocs import make_agent, write_task_docs
-
-
-async def run_and_ack(c: SidecarClient, agent: str) -> tuple[dict[str, Any], list[dict]]:
-    """Run ``agent``, ack every call; the run_finished record and the calls received."""
-    run_id = (await c.request({"type": "run_agent", "agent_id": agent}))["run_id"]
-    calls = []
-    while True:
-        frame = await c.next_push(None, timeout=120)
-        if frame["type"] == "tool_call":
-            calls.append(frame)
-            await c.ack(frame)
-        elif frame["type"] == "run_delivered" and frame["run"]["id"] == run_id:
-            return frame["run"], calls
+from tests.reliability.taskdocs import make_agent, run_and_ack, write_task_docs
 
 
 async def keys_of_a_fresh_daemon(data_dir: Path, token: str, model_dir: Path, folder: Path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from sidecar.client import SidecarClient
 from tests.reliability.corpus import CHORES, PEOPLE
@@ -34,3 +35,17 @@ async def make_agent(c: SidecarClient, folder: Path, name: str = "Notes") -> str
         "data_types": ["tasks"], "schedule_cron": "0 3 * * *", "watch": False}})
     assert reply["type"] == "agent_upsert_result", reply
     return str(reply["agent"]["id"])
+
+
+async def run_and_ack(c: SidecarClient, agent_id: str, *, until: str = "run_delivered",
+                      timeout: float = 120) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the agent, ack every insert; (the ``until`` frame's run, the tool_calls seen)."""
+    run_id = (await c.request({"type": "run_agent", "agent_id": agent_id}))["run_id"]
+    calls: list[dict[str, Any]] = []
+    while True:
+        frame = await c.next_push(None, timeout=timeout)
+        if frame["type"] == "tool_call":
+            calls.append(frame)
+            await c.ack(frame)
+        elif frame["type"] == until and frame["run"]["id"] == run_id:
+            return frame["run"], calls
