@@ -61,6 +61,8 @@ TARGETS: dict[str, Target] = {
         "test_one_document_goes_to_the_engine_and_its_records_to_the_outbox")),
     "dates": Target("sidecar/extractors/dates.py", (
         "tests/test_dates.py", "tests/test_dates_mutants.py")),
+    "date_values": Target("sidecar/extractors/date_values.py", (
+        "tests/test_dates.py", "tests/test_dates_mutants.py", "tests/test_reference_date.py")),
     "postprocess": Target("sidecar/extractors/postprocess.py", (
         "tests/test_extractive.py", "tests/test_reference_date.py", "tests/test_schema.py",
         "tests/test_postprocess_mutants.py")),

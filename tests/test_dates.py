@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.extractors.dates import find_date_expressions, resolve_date, to_epoch_ms
+from sidecar.extractors.date_values import to_epoch_ms
+from sidecar.extractors.dates import find_date_expressions, resolve_date
 
 BERLIN = ZoneInfo("Europe/Berlin")
 REF = datetime(2026, 11, 25, 9, 0, tzinfo=BERLIN)  # a Wednesday

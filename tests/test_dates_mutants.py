@@ -9,12 +9,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from sidecar.extractors.date_values import to_epoch_ms, within_horizon
 from sidecar.extractors.dates import (
     find_date_expressions,
     numeric_dates,
     resolve_date,
-    to_epoch_ms,
-    within_horizon,
 )
 
 REF = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # a Wednesday

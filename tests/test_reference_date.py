@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.extractors.base import ExtractedItem, ExtractionRequest, Grounding
-from sidecar.extractors.dates import resolve_date, within_horizon
+from sidecar.extractors.date_values import within_horizon
+from sidecar.extractors.dates import resolve_date
 from sidecar.extractors.rules import RulesExtractor
 from sidecar.readers import read_bytes, read_document
 from sidecar.readers.docdate import day_first_for, file_name_date

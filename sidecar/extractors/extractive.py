@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sidecar.extractors.base import ExtractedItem, Grounding
 from sidecar.extractors.candidates import Candidate, find_candidates
-from sidecar.extractors.dates import within_horizon
+from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.features import (
     IMPERATIVE_VERBS,
     Evidence,

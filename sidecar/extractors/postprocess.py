@@ -11,7 +11,7 @@ from sidecar.extractors.base import (
     ExtractionProblem,
     ExtractionRequest,
 )
-from sidecar.extractors.dates import within_horizon
+from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.schema import InvalidItem, allowed_tables, normalize_item
 
 #: The fields of each table that hold a date, checked against the document's horizon.
@@ -34,7 +34,7 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
              problems: list[ExtractionProblem]) -> list[ExtractedItem]:
     """Normalize against the seed schemas, apply the threshold, drop duplicates.
 
-    A date outside the document's horizon (``dates.within_horizon``: a year before its
+    A date outside the document's horizon (``date_values.within_horizon``: a year before its
     reference, three after) is removed: from a task its ``dueDate``, a timeline entirely.
     With ``request.stale_before`` (an agent's first run) a document dated before it gives no
     tasks or timelines and a task due before it is dropped (not marked done: a guess that it

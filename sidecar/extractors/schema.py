@@ -131,7 +131,7 @@ def _coerce(f: Field, value: Any, reference: datetime) -> Any:
     if f.kind == "people":
         return _people(value)
     if f.kind == "date":
-        from sidecar.extractors.dates import to_epoch_ms
+        from sidecar.extractors.date_values import to_epoch_ms
 
         return to_epoch_ms(value, reference)
     raise AssertionError(f.kind)
