@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import threading
@@ -28,82 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.agents import Agent
+from sidecar.observers import NATIVE_NAMES, polling_observer, why_not_native
 
 log = logging.getLogger(__name__)
 
 #: ``start_run(agent_id, trigger, only)`` → (run_id, already_running); ``only=None`` = full.
 StartRun = Callable[[str, str, "set[str] | None"], Awaitable[tuple[str, bool]]]
 WaitRun = Callable[[str], Awaitable[Any]]
-
-
-#: What each native observer class is called in ``status``.
-_NATIVE_NAMES = {"InotifyObserver": "inotify", "FSEventsObserver": "fsevents",
-                 "WindowsApiObserver": "windows", "KqueueObserver": "kqueue"}
-
-
-def why_not_native(exc: BaseException, poll_interval: float) -> str:
-    """One line for the log and ``status``: why this agent polls instead."""
-    code = getattr(exc, "errno", None)
-    if code == errno.EMFILE:
-        # EMFILE also means the process's open-file limit: both are named
-        what = ("no inotify instance is left (fs.inotify.max_user_instances is used up; "
-                "editors and IDEs take many), or the open-file limit is reached")
-    elif code == errno.ENOSPC:
-        what = "the inotify watch limit is used up (fs.inotify.max_user_watches)"
-    elif isinstance(exc, RecursionError):
-        what = "the folder tree is too deep for the native watcher"
-    else:
-        what = f"the native watcher could not start ({type(exc).__name__}: {exc})"
-    return f"{what}; polling every {poll_interval:g} s instead"
-
-
-def _polling_observer(interval: float) -> Any:
-    """watchdog's polling observer, taking its snapshots with :class:`_StackSnapshot` (its
-    own walk recurses once per folder and dies in a tree a few hundred levels deep)."""
-    import stat as stat_mod
-
-    from watchdog.observers.polling import PollingEmitter, PollingObserver
-    from watchdog.utils.dirsnapshot import DirectorySnapshot
-
-    class _StackSnapshot(DirectorySnapshot):
-        def walk(self, root: str) -> Any:
-            seen: set[tuple[int, int]] = set()
-            with contextlib.suppress(OSError):
-                top = self.stat(root)
-                seen.add((top.st_dev, top.st_ino))
-            stack = [root]
-            while stack:
-                folder = stack.pop()
-                try:
-                    names = [e.name for e in self.listdir(folder)]
-                except OSError as exc:
-                    if folder == root and exc.errno not in (errno.ENOENT, errno.ENOTDIR,
-                                                            errno.EINVAL):
-                        raise  # the emitter keeps its last snapshot and polls again
-                    continue
-                for name in names:
-                    path = os.path.join(folder, name)
-                    try:
-                        st = self.stat(path)
-                    except OSError:
-                        continue
-                    yield path, st
-                    if (self.recursive and stat_mod.S_ISDIR(st.st_mode)
-                            and (st.st_dev, st.st_ino) not in seen):
-                        seen.add((st.st_dev, st.st_ino))  # a symlink loop is walked once
-                        stack.append(path)
-
-    class _StackEmitter(PollingEmitter):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            watch = self.watch
-            self._take_snapshot = lambda: _StackSnapshot(watch.path,
-                                                         recursive=watch.is_recursive)
-
-    observer = PollingObserver(timeout=interval)
-    if hasattr(observer, "_emitter_class"):
-        observer._emitter_class = _StackEmitter
-    return observer
 
 
 class _UnwatchedSubfolders(logging.Handler):
@@ -206,7 +136,7 @@ class FolderWatcher:
             self._poll_instead(exc)
             return
         self._native_failed_at = None
-        self._install(obs, _NATIVE_NAMES.get(type(obs).__name__, "native"), None)
+        self._install(obs, NATIVE_NAMES.get(type(obs).__name__, "native"), None)
 
     def _poll_instead(self, exc: BaseException, context: str = "") -> None:
         """Native watching failed (``exc``): poll, say why (log, status), retry it later."""
@@ -252,7 +182,7 @@ class FolderWatcher:
                 paths = [event.src_path, getattr(event, "dest_path", "") or ""]
                 watcher._threadsafe(paths, bool(event.is_directory))
 
-        observer = _polling_observer(self.poll_interval) if polling else Observer()
+        observer = polling_observer(self.poll_interval) if polling else Observer()
         handler = Handler()
         try:
             for d in self.agent.directories:
@@ -362,7 +292,7 @@ class FolderWatcher:
             log.debug("agent %s: native watching still unavailable: %s", self.agent.id, exc)
             return
         self._native_failed_at = None
-        if self._install(obs, _NATIVE_NAMES.get(type(obs).__name__, "native"), None):
+        if self._install(obs, NATIVE_NAMES.get(type(obs).__name__, "native"), None):
             self._rescan = True  # changes during the swap are caught by one full scan
             log.info("agent %s: native folder watching works again (%s)", self.agent.id,
                      self.mode)
