@@ -6,29 +6,14 @@ import logging
 import logging.handlers
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import IO, Any
 
-_SECRETS: set[str] = set()
-_LOCK = threading.Lock()
+from sidecar.redaction import redact, register_secret
+
+__all__ = ["FILE_ONLY", "redact", "register_secret", "setup_logging"]
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def register_secret(value: str | None) -> None:
-    """Make ``value`` unloggable from now on (tokens, API keys, refresh tokens)."""
-    if value and len(value) >= 6:
-        with _LOCK:
-            _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    with _LOCK:
-        secrets = sorted(_SECRETS, key=len, reverse=True)
-    for s in secrets:
-        if s in text:
-            text = text.replace(s, "***")
-    return text
 
 
 class RedactingFormatter(logging.Formatter):

@@ -13,8 +13,8 @@ from typing import Any
 from sidecar.clock import now_iso
 from sidecar.diskfull import DISK_FULL, is_disk_full
 from sidecar.errors import StoreError
-from sidecar.logging_setup import redact
 from sidecar.ratelimit import Backoff, RateLimitedLog
+from sidecar.redaction import redact
 from sidecar.store.db import Database
 
 log = logging.getLogger(__name__)
