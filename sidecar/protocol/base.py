@@ -25,9 +25,7 @@ class ProtocolError(Exception):
         self.request_id = request_id
         self.field = field
 
-    def to_frame(self) -> Frame:
-        from sidecar.protocol.frames import Error
-
+    def to_frame(self) -> Error:
         return Error(code=self.code, message=self.message, request_id=self.request_id,
                      field=self.field)
 
@@ -55,3 +53,19 @@ class Reply(Frame):
 
     DIRECTION: ClassVar[str] = "sidecar"
     request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error(Frame):
+    """Why a frame was refused; ``request_id`` echoes the request when it could be read."""
+
+    TYPE: ClassVar[str] = "error"
+    DIRECTION: ClassVar[str] = "sidecar"
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "type": "error", "request_id": "r3", "code": "invalid_field",
+        "message": "agent.schedule_cron: invalid cron expression '61 * * * *'",
+        "field": "agent.schedule_cron"}
+    code: str
+    message: str
+    request_id: str | None = None
+    field: str | None = None

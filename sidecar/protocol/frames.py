@@ -21,7 +21,7 @@ from sidecar.protocol.accounts import (
     SecretSet,
     SecretSetResult,
 )
-from sidecar.protocol.base import MAX_FRAME_BYTES, Frame, ProtocolError, Reply, Request
+from sidecar.protocol.base import MAX_FRAME_BYTES, Error, Frame, ProtocolError, Reply, Request
 from sidecar.protocol.compat import DeviceHello
 from sidecar.protocol.examples import (
     AGENT,
@@ -319,22 +319,6 @@ class ToolCall(Frame):
     idempotency_key: str | None = None
     source: dict[str, Any] | None = None
     confidence: float | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Error(Frame):
-    """Why a frame was refused; ``request_id`` echoes the request when it could be read."""
-
-    TYPE: ClassVar[str] = "error"
-    DIRECTION: ClassVar[str] = "sidecar"
-    EXAMPLE: ClassVar[dict[str, Any]] = {
-        "type": "error", "request_id": "r3", "code": "invalid_field",
-        "message": "agent.schedule_cron: invalid cron expression '61 * * * *'",
-        "field": "agent.schedule_cron"}
-    code: str
-    message: str
-    request_id: str | None = None
-    field: str | None = None
 
 
 FRAME_TYPES: dict[str, type[Frame]] = {
