@@ -15,13 +15,21 @@ import os
 import shutil
 import sys
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from sidecar.errors import ConfigError, ModelError
-from sidecar.model_sources import Note, Progress, describe, exclusive, fetch, space_needed
+from sidecar.model_sources import (
+    Note,
+    Progress,
+    describe,
+    exclusive,
+    fetch,
+    sha256_file,
+    space_needed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +141,6 @@ def resolve(spec: str, model_dir: Path, manifest: Manifest | None = None) -> Mod
 def _bundled_dir() -> Path | None:
     bundle = getattr(sys, "_MEIPASS", None)
     return Path(bundle) / "models" if bundle else None
-
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            if progress:
-                progress(len(chunk))
-    return h.hexdigest()
 
 
 def _stamp_path(path: Path) -> Path:

