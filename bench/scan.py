@@ -27,8 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.agents import Agent, validate_agent  # noqa: E402
 from sidecar.delivery import Delivery  # noqa: E402
+from sidecar.domain import Agent, validate_agent  # noqa: E402
 from sidecar.extractors.base import Extractor  # noqa: E402
 from sidecar.extractors.rules import RulesExtractor  # noqa: E402
 from sidecar.hub import Hub  # noqa: E402

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar import protocol as p
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.errors import ConfigError, NeedsReauth, SidecarError
 from sidecar.hub import Hub
 from sidecar.settings import Config

@@ -10,18 +10,17 @@ from aiohttp import web
 
 from sidecar import PROTOCOL_VERSION, __version__
 from sidecar import protocol as p
-from sidecar.agents import validate_agent
 from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STORE, WATCHERS
+from sidecar.domain import validate_agent
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
 from sidecar.runview import ERROR_LINES_PER_REPLY, ERRORS_IN_FRAME, capped
+from sidecar.store.kv import PROJECTS_KEY
 
 log = logging.getLogger(__name__)
 
 CAPABILITIES = ["agents", "runs", "run_agent", "cancel_run", "progress", "status", "insert",
                 "oauth", "secrets", "retryable_insert", "run_delivered", "projects"]
-#: Where ``projects_sync`` keeps the app's projects (the settings table, as JSON).
-PROJECTS_KEY = "app_projects"
 
 
 def available_models(app: web.Application) -> list[dict[str, Any]]:

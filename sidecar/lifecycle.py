@@ -207,7 +207,7 @@ def classify(exc: BaseException, paths: Paths | None) -> Fatal:
     """Turn whatever stopped the start-up into a :class:`Fatal` (one place decides codes)."""
     import sqlite3
 
-    from sidecar.cli import EXIT_ERROR, exit_code
+    from sidecar.exits import EXIT_ERROR, exit_code
     from sidecar.store.db import store_error
 
     if isinstance(exc, sqlite3.Error) and paths is not None:
@@ -221,8 +221,8 @@ def classify(exc: BaseException, paths: Paths | None) -> Fatal:
 
 
 def _os_error(exc: OSError, paths: Paths | None) -> Fatal:
-    from sidecar.cli import CANNOT_WRITE_ERRNOS, EXIT_ERROR, exit_code
     from sidecar.diskfull import is_disk_full
+    from sidecar.exits import CANNOT_WRITE_ERRNOS, EXIT_ERROR, exit_code
 
     where = Path(str(exc.filename)) if exc.filename else None
     reason = exc.strerror or str(exc)

@@ -124,7 +124,7 @@ def _compile_all(raw: tuple[str, ...]) -> _PatternSet:
 
 @lru_cache(maxsize=256)
 def _normalise_extensions(raw: tuple[str, ...]) -> frozenset[str]:
-    """Same normalisation as :func:`sidecar.agents._extensions`: lower case, leading dot."""
+    """Same normalisation as :func:`sidecar.domain._extensions`: lower case, leading dot."""
     out: set[str] = set()
     for e in raw:
         e = e.strip().lower()

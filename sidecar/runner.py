@@ -257,8 +257,8 @@ class Runner:
 
     async def _projects(self) -> tuple[Project, ...]:
         """The app's last projects_sync (an unreadable list links nothing, never stops a run)."""
-        from sidecar.handlers import PROJECTS_KEY
         from sidecar.projects import parse_projects
+        from sidecar.store.kv import PROJECTS_KEY
 
         try:
             return tuple(parse_projects(await self.store.kv.get(PROJECTS_KEY) or []))

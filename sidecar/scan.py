@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sidecar.domain import inside, resolve_roots
 from sidecar.protocol.codec import is_utf8
+
+__all__ = ["Accept", "Refused", "ScanResult", "inside", "resolve_roots", "scan_paths", "scan_tree"]
 
 #: ``accept(relative_parts, is_dir)``: does this entry belong to the agent? ``relative_parts``
 #: is the path below the root as a tuple of names (cheap to build for 20k files).
@@ -40,21 +43,6 @@ class ScanResult:
     files: dict[str, tuple[int, int]] = field(default_factory=dict)
     refused: list[Refused] = field(default_factory=list)
     dirs_scanned: int = 0
-
-
-def resolve_roots(roots: Iterable[str | Path]) -> list[Path]:
-    out: list[Path] = []
-    for r in roots:
-        try:
-            out.append(Path(r).resolve(strict=True))
-        except (OSError, RuntimeError):
-            continue
-    return out
-
-
-def inside(path: Path, roots: Iterable[Path]) -> bool:
-    """Is the resolved ``path`` one of the roots or below one?"""
-    return any(path == r or path.is_relative_to(r) for r in roots)
 
 
 def scan_tree(roots: Iterable[str | Path], accept: Accept) -> ScanResult:

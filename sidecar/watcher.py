@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.observers import NATIVE_NAMES, polling_observer, why_not_native
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import pytest
 from fakes.gmail_server import SCOPE, FakeGmail, utc
 from test_readers import make_pdf
 
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.errors import ConfigError, NeedsReauth, PermanentError
 from sidecar.oauth_google import GoogleCredentials, start_google_flow
 from sidecar.secrets import NoKeyring, get_secret, set_secret

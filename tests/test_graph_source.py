@@ -18,7 +18,7 @@ import pytest
 from keyring.backends import fail
 
 from sidecar import msal_auth
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.errors import NeedsReauth, PermanentError
 from sidecar.secrets import NoKeyring, get_secret
 from sidecar.sources.base import Skip, Source, SourceDocument

@@ -6,7 +6,7 @@ from pathlib import PurePath, PurePosixPath
 
 import pytest
 
-from sidecar.agents import DEFAULT_EXCLUDES, DEFAULT_EXTENSIONS
+from sidecar.domain import DEFAULT_EXCLUDES, DEFAULT_EXTENSIONS
 from sidecar.pathfilter import included
 
 

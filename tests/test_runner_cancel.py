@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import protocol as p
-from sidecar.agents import validate_agent
 from sidecar.delivery import Delivery
+from sidecar.domain import validate_agent
 from sidecar.extractors.rules import RulesExtractor
 from sidecar.hub import Hub
 from sidecar.runner import Runner

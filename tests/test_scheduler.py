@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import sidecar.scheduler as scheduler_mod
-from sidecar.agents import validate_agent
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.clock import iso, parse_iso
+from sidecar.domain import validate_agent
 from sidecar.power import PowerState, PsutilPower
 from sidecar.scheduler import CronTrigger, Scheduler
 from sidecar.store import Store

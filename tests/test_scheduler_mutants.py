@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import sidecar.scheduler as scheduler_mod
-from sidecar.agents import validate_agent
 from sidecar.clock import iso, parse_iso
+from sidecar.domain import validate_agent
 from sidecar.power import PowerState
 from sidecar.scheduler import CronTrigger, Scheduler
 from sidecar.store import Store

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.agents import validate_agent
+from sidecar.domain import validate_agent
 from sidecar.errors import StoreError
 from sidecar.store import Store
 from sidecar.store.migrations import LATEST

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from sidecar.agents import validate_agent
+from sidecar.domain import validate_agent
 from sidecar.watcher import FolderWatcher
 
 

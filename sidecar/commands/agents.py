@@ -7,9 +7,9 @@ import json
 import sys
 from typing import Any
 
-from sidecar.agents import validate_agent
-from sidecar.cli import add_setting_flags, config_from_args
 from sidecar.commands.common import print_json, with_store
+from sidecar.commands.flags import add_setting_flags, config_from_args
+from sidecar.domain import validate_agent
 from sidecar.store import Store
 
 

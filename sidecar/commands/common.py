@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sidecar.cli import config_from_args
+from sidecar.commands.flags import config_from_args
 from sidecar.paths import Paths
 from sidecar.store import Store
 

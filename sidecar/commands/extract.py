@@ -15,9 +15,9 @@ import time
 from pathlib import Path, PurePath
 from typing import Any, TextIO
 
-from sidecar.agents import DEFAULT_EXCLUDES
-from sidecar.cli import add_setting_flags, config_from_args
+from sidecar.commands.flags import add_setting_flags, config_from_args
 from sidecar.delivery import REVIEW_FLAGS
+from sidecar.domain import DEFAULT_EXCLUDES
 from sidecar.errors import ConfigError
 from sidecar.extractors.base import ALLOWED_TABLES, ExtractionRequest, Extractor
 from sidecar.paths import Paths

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from sidecar.cli import config_from_args
+from sidecar.commands.flags import config_from_args
 from sidecar.errors import ConfigError
 from sidecar.paths import Paths
 

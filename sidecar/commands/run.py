@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from sidecar.agents import validate_agent
-from sidecar.cli import add_setting_flags, config_from_args
+from sidecar.commands.flags import add_setting_flags, config_from_args
+from sidecar.domain import validate_agent
 from sidecar.errors import ConfigError
 from sidecar.paths import Paths
 from sidecar.settings import Config, setting

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sidecar.cli import add_setting_flags, config_from_args, exit_codes_text
+from sidecar.commands.flags import add_setting_flags, config_from_args
+from sidecar.exits import exit_codes_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from sidecar.cli import add_setting_flags, config_from_args
+from sidecar.commands.flags import add_setting_flags, config_from_args
 from sidecar.settings import SETTINGS, markdown_table
 
 

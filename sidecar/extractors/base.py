@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-#: Tables an extraction may write; anything else is dropped by validation.
-ALLOWED_TABLES: frozenset[str] = frozenset(
-    {"tasks", "notes", "timelines", "projects", "taskComments"}
-)
+from sidecar.domain import ALLOWED_TABLES
+
+__all__ = ["ALLOWED_TABLES"]  # re-exported: the schema and the CLI name the tables from here
 
 
 @dataclass(frozen=True, slots=True)

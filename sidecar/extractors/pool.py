@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.extractors.base import Extractor
 from sidecar.paths import Paths
 from sidecar.settings import Config

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.errors import SidecarError
 from sidecar.sources.base import Source
 from sidecar.store import Store

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from sidecar import clock
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.errors import ConfigError, NeedsReauth, PermanentError, TransientError, retry
 from sidecar.oauth_google import DEFAULT_API_BASE, GmailAuth, keyring_credentials
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from sidecar.agents import Agent
+from sidecar.domain import Agent
 from sidecar.errors import NeedsReauth, PermanentError, TransientError, retry
 from sidecar.readers import SkipFile, html_to_text, read_bytes
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem

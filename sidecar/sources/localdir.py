@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sidecar.agents import Agent, roots_text
+from sidecar.domain import Agent, roots_text
 from sidecar.errors import PermanentError
 from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
 from sidecar.sources.base import TRANSIENT_REASONS, Skip, Source, SourceDocument, WorkItem

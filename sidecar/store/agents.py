@@ -6,8 +6,8 @@ import json
 import sqlite3
 from typing import Any
 
-from sidecar.agents import Agent, agent_from_json
 from sidecar.clock import now_iso, parse_iso
+from sidecar.domain import Agent, agent_from_json
 from sidecar.store.db import Database
 
 

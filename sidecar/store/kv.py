@@ -8,6 +8,9 @@ from typing import Any
 from sidecar.clock import now_iso
 from sidecar.store.db import Database
 
+#: The app's project list as its last ``projects_sync`` sent it (runs link records to them).
+PROJECTS_KEY = "app_projects"
+
 
 class KeyValueStore:
     def __init__(self, db: Database) -> None:

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from sidecar.agents import validate_agent
 from sidecar.client import DaemonProcess, SidecarClient
+from sidecar.domain import validate_agent
 from sidecar.extractors.base import (
     ExtractedItem,
     ExtractionRequest,

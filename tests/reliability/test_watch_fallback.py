@@ -380,7 +380,7 @@ async def test_native_watching_comes_back_when_the_limit_frees(
 async def test_a_failed_run_start_does_not_end_the_watching(tmp_path: Path) -> None:
     """A store that refused one run start (locked, disk full) used to end the watcher's task
     for good: every later change went unseen until a restart."""
-    from sidecar.agents import validate_agent
+    from sidecar.domain import validate_agent
     from sidecar.watcher import FolderWatcher
 
     started: asyncio.Queue[set[str] | None] = asyncio.Queue()
