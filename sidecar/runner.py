@@ -23,9 +23,9 @@ from typing import Any
 
 from sidecar import clock, failpoints
 from sidecar import protocol as p
-from sidecar.agents import Agent
 from sidecar.delivery import Delivery
 from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
+from sidecar.domain import Agent
 from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.extractors.postprocess import stale_before
