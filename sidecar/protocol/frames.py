@@ -69,7 +69,7 @@ class AgentList(Request):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentUpsert(Request):
-    """Creates or replaces an agent; ``agent`` is validated by :mod:`sidecar.agents`."""
+    """Creates or replaces an agent; ``agent`` is validated by :mod:`sidecar.domain`."""
 
     TYPE: ClassVar[str] = "agent_upsert"
     EXAMPLE: ClassVar[dict[str, Any]] = {
