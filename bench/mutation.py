@@ -53,8 +53,10 @@ TARGETS: dict[str, Target] = {
         "tests/reliability/test_responsiveness.py::"
         "test_queueing_thousands_of_records_lets_other_requests_in")),
     "delivery": Target("sidecar/delivery.py", (
-        "tests/test_delivery.py::test_an_ack_that_lands_while_send_awaits_is_not_resent",)),
+        "tests/test_delivery.py::test_an_ack_that_lands_while_send_awaits_is_not_resent",
+        "tests/test_delivery_mutants.py")),
     "runner": Target("sidecar/runner.py", (
+        "tests/test_runner_mutants.py", "tests/test_runner_cancel.py",
         "tests/reliability/test_responsiveness.py::"
         "test_queueing_thousands_of_records_lets_other_requests_in",
         "tests/reliability/test_responsiveness.py::"

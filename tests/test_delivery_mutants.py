@@ -1,0 +1,517 @@
+"""Delivery, branch by branch, in process (issue 19): the real Delivery over a real outbox in
+SQLite and the real Hub, with writers whose sockets are recorders. Windows, acks, errors,
+retryable errors, timeouts moving a call to another writer, a writer turning observer or
+leaving, failed sends and settles, run_delivered and drained. Every expected value is
+written by hand (keys, counts, frame fields), never read back from the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import protocol as p
+from sidecar.delivery import Delivery, tool_call_for
+from sidecar.hub import Client, Hub
+from sidecar.store import Store
+from sidecar.store.outbox import Entry, NewItem, Settled
+from tests.test_runner_cancel import RecordingHub
+
+_hellos = itertools.count(1)
+
+
+class Peer:
+    """A writer's socket: keeps every frame sent to it; with ``acks`` it answers each insert
+    while the send still awaits, as a fast app does; ``fail`` makes sends raise."""
+
+    def __init__(self, acks: bool = False) -> None:
+        self.closed = False
+        self.acks = acks
+        self.fail = False
+        self.frames: list[dict[str, Any]] = []
+        self.client: Client | None = None
+        self.delivery: Delivery | None = None
+
+    async def send_str(self, data: str) -> None:
+        if self.fail:
+            raise ConnectionResetError("connection reset by peer")
+        frame = json.loads(data)
+        self.frames.append(frame)
+        if self.acks and frame["type"] == "tool_call":
+            assert self.delivery is not None and self.client is not None
+            await self.delivery.on_tool_result(self.client, p.ToolResult(
+                id=frame["id"], result={"id": len(self.frames)}))
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f["type"] == "tool_call"]
+
+
+def writer(hub: Hub, delivery: Delivery, *, acks: bool = False) -> tuple[Client, Peer]:
+    """A client that said hello as a writer (each newer than the last)."""
+    peer = Peer(acks)
+    client = Client(peer)  # type: ignore[arg-type]
+    client.ready, client.hello_seq = True, next(_hellos)
+    peer.client, peer.delivery = client, delivery
+    hub.clients[client.id] = client
+    return client, peer
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if not isinstance(got, bool):
+            got = await got
+        if got or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.01)
+
+
+async def ack(delivery: Delivery, client: Client, call: dict[str, Any], *,
+              error: str | None = None, retryable: bool | None = None) -> bool:
+    return await delivery.on_tool_result(client, p.ToolResult(
+        id=call["id"], result=None if error else {"id": 1}, error=error, retryable=retryable))
+
+
+def items(n: int, run_id: str | None = None, start: int = 0) -> list[NewItem]:
+    return [NewItem(idempotency_key=f"a1:k{i}", agent_id="a1", run_id=run_id, table="tasks",
+                    data={"title": f"Task {i}"}, meta={"source": {"path": f"/d/{i}.md"},
+                                                       "confidence": 0.5})
+            for i in range(start, start + n)]
+
+
+async def states(store: Store) -> dict[str, int]:
+    rows = await store.db.fetchall("SELECT state, count(*) AS n FROM outbox GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store(tmp_path / "s.db") as s:
+        yield s
+
+
+@pytest.fixture
+async def rig(store: Store) -> AsyncIterator[tuple[RecordingHub, Delivery]]:
+    """A started delivery (insert timeout 0.3 s) over ``store`` and a recording hub."""
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox, window=4, timeout=0.3)
+    await delivery.start()
+    try:
+        yield hub, delivery
+    finally:
+        await delivery.stop()
+
+
+def keys(calls: list[dict[str, Any]]) -> list[str]:
+    return [c["idempotency_key"] for c in calls]
+
+
+# -- the frame -----------------------------------------------------------------------------
+
+def _entry(data: dict[str, Any], meta: dict[str, Any]) -> Entry:
+    return Entry(seq=7, call_id="c_1", idempotency_key="k2:src:tasks:ab", agent_id="a1",
+                 run_id="r1", table="tasks", data=data, meta=meta)
+
+
+def test_tool_call_carries_the_record_its_flags_and_provenance() -> None:
+    source = {"path": "/d/x.md", "span": [0, 4], "project": {"id": "p7", "by": "name"}}
+    call = tool_call_for(_entry({"title": "T", "isApproved": 1},
+                                {"source": source, "confidence": 0.75}))
+    assert call == p.ToolCall(
+        id="c_1", action="insert", table="tasks",
+        data={"title": "T", "projectId": "p7", "isAiSuggested": 1, "isApproved": 0},
+        agent_id="a1", run_id="r1", idempotency_key="k2:src:tasks:ab", source=source,
+        confidence=0.75)
+
+
+@pytest.mark.parametrize(("data", "meta", "project_id"), [
+    ({"title": "T", "projectId": "own"}, {"source": {"project": {"id": "p7"}}}, "own"),
+    ({"title": "T"}, {"source": {"project": "p7"}}, None),
+    ({"title": "T"}, {"source": "not an object"}, None),
+    ({"title": "T"}, {}, None),
+])
+def test_a_record_is_linked_only_to_a_project_object_it_does_not_name_itself(
+        data: dict[str, Any], meta: dict[str, Any], project_id: str | None) -> None:
+    call = tool_call_for(_entry(data, meta))
+    assert call.data.get("projectId") == project_id
+    assert call.source == meta.get("source") and call.confidence is None
+
+
+# -- windows, order, acks --------------------------------------------------------------------
+
+async def test_calls_go_in_order_one_window_per_writer(store: Store,
+                                                        rig: tuple[RecordingHub, Delivery]
+                                                        ) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(10))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 4)
+    await asyncio.sleep(0.1)  # the window is full (4): nothing more while none is acked
+    assert keys(peer.calls) == ["a1:k0", "a1:k1", "a1:k2", "a1:k3"]
+    assert await ack(delivery, client, peer.calls[0]) is True
+    assert await until(lambda: len(peer.calls) == 5)
+    assert keys(peer.calls)[4] == "a1:k4"
+    for call in peer.calls[1:5]:
+        await ack(delivery, client, call)
+    assert await until(lambda: len(peer.calls) == 9)
+    await asyncio.sleep(0.05)
+    assert len(peer.calls) == 9 and delivery.sent == 9 and delivery.resent == 0
+    assert await until(_states_are(store, {"acked": 5, "pending": 5}))
+
+
+def _states_are(store: Store, want: dict[str, int]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await states(store) == want
+    return check
+
+
+async def test_a_window_below_one_still_sends_one_at_a_time(store: Store) -> None:
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox, window=0, timeout=5)
+    await store.outbox.enqueue(items(3))
+    client, peer = writer(hub, delivery)
+    await delivery.start()
+    try:
+        assert await until(lambda: len(peer.calls) == 1)
+        await asyncio.sleep(0.1)
+        assert len(peer.calls) == 1
+        await ack(delivery, client, peer.calls[0])
+        assert await until(lambda: len(peer.calls) == 2)
+    finally:
+        await delivery.stop()
+
+
+async def test_acks_errors_and_duplicates_settle_the_run_and_send_run_delivered_once(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    run = await store.runs.start("a1", "local", "manual")
+    await store.runs.finish(run["id"], status="success", items_processed=1, items_created=0,
+                            errors=[])
+    await store.outbox.enqueue(items(3, run["id"]))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 3)
+    await ack(delivery, client, peer.calls[0])
+    await ack(delivery, client, peer.calls[1], error="UNIQUE constraint failed: tasks.title")
+    await ack(delivery, client, peer.calls[2], error="no such table", retryable=False)
+    assert await until(lambda: any(isinstance(f, p.RunDelivered) for f in hub.sent))
+    assert await states(store) == {"acked": 1, "failed": 2}
+    # acked twice, or acked for a call never queued: no second run_delivered, no harm
+    assert await ack(delivery, client, peer.calls[0]) is True
+    assert await ack(delivery, client, {"id": "c_never_queued"}) is False
+    await asyncio.sleep(0.1)
+    (delivered,) = [f.run for f in hub.sent if isinstance(f, p.RunDelivered)]
+    assert (delivered["id"], delivered["status"], delivered["items_created"]) == (
+        run["id"], "partial", 1)
+    assert (delivered["extracted"], delivered["delivered"], delivered["failed"],
+            delivered["pending"], delivered["errors_total"]) == (3, 1, 2, 0, 2)
+    assert sorted(delivered["errors"]) == [  # one settle batch: in call id order
+        "Insert failed (tasks, '/d/1.md'): UNIQUE constraint failed: tasks.title",
+        "Insert failed (tasks, '/d/2.md'): no such table"]
+    assert await store.outbox.count("acked") == 1  # the duplicate counted nothing
+
+
+async def test_an_ack_for_a_queued_call_never_sent_is_taken_and_settled_on_stop(
+        store: Store) -> None:
+    """After a restart the app may ack a call this process never sent: it is settled."""
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox)
+    await store.outbox.enqueue(items(2))
+    (first, second) = await store.outbox.pending_after(0)
+    client, _ = writer(hub, delivery)
+    assert await delivery.on_tool_result(client, p.ToolResult(id=first.call_id)) is True
+    assert await delivery.on_tool_result(client, p.ToolResult(
+        id=second.call_id, error="busy", retryable=True)) is True
+    await delivery.stop()  # never started: stop still commits what was taken in
+    assert await store.outbox.by_call_id(first.call_id) == (first.seq, "acked")
+    assert await store.outbox.by_call_id(second.call_id) == (second.seq, "pending")
+    assert await store.outbox.count_waiting(time.time(), None) == 1
+
+
+async def test_a_retryable_error_keeps_the_call_and_sends_the_same_id_again(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(2))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 2)
+    first = peer.calls[0]
+    await ack(delivery, client, first, error="SQLITE_BUSY", retryable=True)
+    await ack(delivery, client, peer.calls[1], retryable=True)  # no error: a plain ack
+    assert await until(_states_are(store, {"acked": 1, "pending": 1}))
+    assert await delivery.drained(timeout=2) is True  # a call waiting out its backoff
+    await asyncio.sleep(0.5)
+    assert len(peer.calls) == 2, "sent again before its 1 s backoff"
+    assert await until(lambda: len(peer.calls) == 3, timeout=3)
+    assert peer.calls[2] == first and delivery.retried == 1 and delivery.resent == 0
+    await ack(delivery, client, peer.calls[2])
+    assert await until(_states_are(store, {"acked": 2}))
+
+
+async def test_calls_retried_before_a_restart_are_sent_when_due(store: Store) -> None:
+    await store.outbox.enqueue(items(2))
+    (first, _) = await store.outbox.pending_after(0)
+    await store.outbox.settle([Settled(first.call_id, "busy", retryable=True)])
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox, timeout=5)
+    _client, peer = writer(hub, delivery)
+    await delivery.start()
+    try:
+        assert await until(lambda: len(peer.calls) == 1)
+        assert keys(peer.calls) == ["a1:k1"]  # the retried one waits its turn
+        assert await until(lambda: len(peer.calls) == 2, timeout=3)
+        assert peer.calls[1]["id"] == first.call_id and delivery.retried == 1
+    finally:
+        await delivery.stop()
+
+
+async def test_more_due_retries_than_one_page_are_all_sent(store: Store) -> None:
+    await store.outbox.enqueue(items(600))
+    await store.db.execute("UPDATE outbox SET next_at = ?", (time.time() - 5,))
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox, window=1000, timeout=30)
+    _client, peer = writer(hub, delivery, acks=True)
+    await delivery.start()
+    try:
+        assert await until(_states_are(store, {"acked": 600}), timeout=20)
+        assert len(peer.calls) == 600 and delivery.retried == 600
+        assert keys(peer.calls)[:2] == ["a1:k0", "a1:k1"]
+        assert keys(peer.calls)[511:513] == ["a1:k511", "a1:k512"]
+    finally:
+        await delivery.stop()
+
+
+# -- timeouts, roles, disconnects, failed sends ------------------------------------------------
+
+async def test_with_one_writer_a_timed_out_call_is_sent_to_it_again(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(1))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 2, timeout=3)
+    assert peer.calls[1] == peer.calls[0] and delivery.resent == 1 and delivery.sent == 2
+    await ack(delivery, client, peer.calls[1])
+    assert await until(_states_are(store, {"acked": 1}))
+    await asyncio.sleep(0.5)  # acked: never sent again
+    assert len(peer.calls) == 2
+
+
+async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_silent_one(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(1))
+    older, a = writer(hub, delivery)
+    newer, b = writer(hub, delivery)  # the newest writer gets new calls: it does not answer
+    delivery.notify()
+    assert await until(lambda: len(a.calls) == 1, timeout=3)
+    assert keys(b.calls) == ["a1:k0"] and a.calls == b.calls and delivery.resent == 1
+    # the silent writer is stalled: the next record goes to the other one
+    await store.outbox.enqueue(items(1, start=1))
+    delivery.notify()
+    assert await until(lambda: len(a.calls) == 2)
+    assert keys(a.calls) == ["a1:k0", "a1:k1"] and len(b.calls) == 1
+    await ack(delivery, older, a.calls[1])
+    # a late ack of the moved call settles it, and makes its writer healthy again
+    assert await ack(delivery, newer, b.calls[0]) is True
+    assert await until(_states_are(store, {"acked": 2}))
+    await store.outbox.enqueue(items(1, start=2))
+    delivery.notify()
+    assert await until(lambda: len(b.calls) == 2)
+    assert keys(b.calls)[1] == "a1:k2" and len(a.calls) == 2
+    assert await ack(delivery, older, a.calls[0]) is True  # the first copy's ack: harmless
+    await asyncio.sleep(0.1)
+    assert await states(store) == {"acked": 2, "pending": 1}
+
+
+async def test_a_timed_out_call_goes_to_a_healthy_writer_before_a_stalled_one(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    _c1, w1 = writer(hub, delivery, acks=True)
+    _c2, w2 = writer(hub, delivery)
+    await store.outbox.enqueue(items(1))
+    delivery.notify()
+    assert await until(lambda: len(w1.calls) == 1, timeout=3)  # w2 sat on it: stalled
+    assert keys(w2.calls) == ["a1:k0"]
+    _c3, w3 = writer(hub, delivery)  # the newest healthy writer: gets the next calls, silent
+    await store.outbox.enqueue(items(2, start=1))
+    delivery.notify()
+    assert await until(lambda: len(w3.calls) == 2)
+    # they time out on w3: they go to w1, which answers, not to w2, which is stalled
+    assert await until(lambda: len(w1.calls) == 3, timeout=3)
+    assert keys(w1.calls) == ["a1:k0", "a1:k1", "a1:k2"] and len(w2.calls) == 1
+    assert await until(_states_are(store, {"acked": 3}))
+
+
+async def test_a_writer_saying_hello_as_observer_hands_its_calls_to_another(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(3))
+    _other, a = writer(hub, delivery)
+    client, b = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(b.calls) == 3)
+    for listener in hub.hello_listeners:  # the same writer says hello again: nothing moves
+        await listener(client)
+    await asyncio.sleep(0.1)
+    assert a.calls == [] and len(b.calls) == 3
+    client.role = "observer"
+    for listener in hub.hello_listeners:
+        await listener(client)
+    assert await until(lambda: len(a.calls) == 3)
+    assert keys(a.calls) == ["a1:k0", "a1:k1", "a1:k2"] and len(b.calls) == 3
+    assert delivery.resent == 0  # moved, not timed out
+
+
+async def test_a_writer_that_leaves_hands_its_unacked_calls_to_the_next(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(3))
+    _other, a = writer(hub, delivery)
+    client, b = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(b.calls) == 3)
+    await ack(delivery, client, b.calls[1])
+    b.closed = True
+    await hub.remove(client)
+    assert await until(lambda: len(a.calls) == 2)
+    assert keys(a.calls) == ["a1:k0", "a1:k2"]
+    await asyncio.sleep(0.1)
+    assert len(a.calls) == 2
+
+
+async def test_a_failed_send_keeps_the_call_for_the_next_try(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(2))
+    _client, peer = writer(hub, delivery)
+    peer.fail = True
+    delivery.notify()
+    await asyncio.sleep(0.2)
+    assert peer.calls == [] and delivery.sent == 0
+    peer.fail = False
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 2)
+    assert keys(peer.calls) == ["a1:k0", "a1:k1"] and delivery.sent == 2
+
+
+async def test_no_writer_no_calls_and_drained_says_so(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    assert await delivery.drained(timeout=1) is True  # nothing queued at all
+    await store.outbox.enqueue(items(1))
+    delivery.notify()
+    assert await delivery.drained(timeout=1) is False  # pending, and nobody to send it to
+    observer, peer = writer(hub, delivery)
+    observer.role = "observer"
+    delivery.notify()
+    await asyncio.sleep(0.1)
+    assert peer.frames == [] and await delivery.drained(timeout=1) is False
+
+
+async def test_drained_waits_for_acks_of_its_run_only(
+        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
+    hub, delivery = rig
+    await store.outbox.enqueue(items(1, "r1") + items(1, "r2", start=1))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 2)
+    t0 = time.monotonic()
+    assert await delivery.drained("r1", timeout=0.2) is False  # in flight, never acked
+    assert time.monotonic() - t0 >= 0.2
+    mine = next(c for c in peer.calls if c["run_id"] == "r1")
+    waiting = asyncio.create_task(delivery.drained("r1", timeout=5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await ack(delivery, client, mine)
+    assert await asyncio.wait_for(waiting, 5) is True
+    assert await store.outbox.count("pending", "r2") == 1
+
+
+# -- settles that fail, run_delivered ----------------------------------------------------------
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database or disk is full"),
+                                   sqlite3.OperationalError("disk I/O error")])
+async def test_a_settle_that_fails_keeps_the_acks_and_retries(
+        store: Store, rig: tuple[RecordingHub, Delivery], monkeypatch: pytest.MonkeyPatch,
+        error: Exception) -> None:
+    hub, delivery = rig
+    run = await store.runs.start("a1", "local", "manual")
+    await store.runs.finish(run["id"], status="success", items_processed=1, items_created=0,
+                            errors=[])
+    await store.outbox.enqueue(items(2, run["id"]))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 2)
+    real, fails = store.outbox.settle, [3]
+
+    async def settle(batch: Any) -> Any:
+        if fails[0]:
+            fails[0] -= 1
+            raise error
+        return await real(batch)
+
+    monkeypatch.setattr(store.outbox, "settle", settle)
+    assert delivery.settle_blocked is False
+    for call in peer.calls:
+        await ack(delivery, client, call)
+    assert await until(lambda: delivery.settle_failures >= 1)
+    assert delivery.settle_blocked is True
+    assert await until(_states_are(store, {"acked": 2}))
+    assert delivery.settle_failures == 3 and delivery.settle_blocked is False
+    assert await until(lambda: any(isinstance(f, p.RunDelivered) for f in hub.sent))
+    await asyncio.sleep(0.5)  # the acked calls are not sent again
+    assert len(peer.calls) == 2
+
+
+async def test_run_settled_sends_run_delivered_once_a_closed_run_has_nothing_pending(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox)
+    run = await store.runs.start("a1", "local", "manual")
+    await store.outbox.enqueue(items(1, run["id"]))
+    assert await delivery.run_settled(run["id"]) is False  # still running
+    await store.runs.finish(run["id"], status="success", items_processed=1, items_created=0,
+                            errors=["x" * 600] + [f"e{i}" for i in range(59)])
+    assert await delivery.run_settled(run["id"]) is False  # one record pending
+    (entry,) = await store.outbox.pending_after(0)
+    await store.outbox.settle([Settled(entry.call_id)])
+
+    async def broken(run_id: str) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as m:
+        m.setattr(store.outbox, "mark_delivered", broken)
+        assert await delivery.run_settled(run["id"]) is False
+    assert hub.sent == []
+    assert await delivery.run_settled(run["id"]) is True
+    assert await delivery.run_settled(run["id"]) is False  # exactly once
+    (frame,) = hub.sent
+    assert isinstance(frame, p.RunDelivered) and frame.run["id"] == run["id"]
+    assert frame.run["errors_total"] == 60 and len(frame.run["errors"]) == 50
+    assert len(frame.run["errors"][0]) == 249 + 1 + 249  # a long line: its ends, clipped
+    assert (frame.run["extracted"], frame.run["delivered"]) == (1, 1)
+
+
+async def test_start_marks_runs_a_crash_left_settled_as_delivered(store: Store) -> None:
+    run = await store.runs.start("a1", "local", "manual")
+    await store.runs.finish(run["id"], status="success", items_processed=0, items_created=0,
+                            errors=[])
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox)
+    await delivery.start()
+    await delivery.stop()
+    assert (await store.runs.get(run["id"]))["delivered_at"] is not None
+    assert hub.tool_result_sink == delivery.on_tool_result
