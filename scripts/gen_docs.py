@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from sidecar import PROTOCOL_VERSION  # noqa: E402
 from sidecar import protocol as p  # noqa: E402
+from sidecar.protocol.projects import PROJECTS_DOC  # noqa: E402
 from sidecar.settings import markdown_table  # noqa: E402
 from sidecar.store.outbox import retry_delay  # noqa: E402
 
@@ -96,17 +97,7 @@ with these counts and `delivered_at` (null while records are pending). `status` 
 
 ## The app's projects
 
-`projects_sync` sends the app's projects (`id`, `name`, optional `client` and `aliases`);
-each send replaces the list, which is kept across restarts and read at the start of each
-run. A record gets `projectId` when its document clearly names exactly one of them: a
-name, alias or client (whole words, at least 3 characters, any case) is looked for in the
-record's title, then the document's title, subject or file name, then the folder names
-from the agent's folder down, then the body. The first place that names any project
-decides; if it names two, the record gets no `projectId`. `source.project` says why
-(`{{"id": "p_12", "by": "client", "term": "Harbor Bakery", "in": "folder"}}`). An agent's
-own `project_id` wins over any match. Not done yet: suggesting a project the app does not
-know, and holding tasks or comments until such a suggestion is inserted.
-
+{PROJECTS_DOC}
 ## De-duplication rule
 
 Every `tool_call` carries `idempotency_key`; the app stores it with the record and treats a

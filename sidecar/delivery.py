@@ -15,6 +15,8 @@ next try time in SQLite (1 s doubling to 5 min, :func:`sidecar.store.outbox.retr
 is re-sent with the same id when due, also after a restart, and never counts as failed. New
 calls do not wait behind it: a retried call may reach the app after later ones. When a
 closed run's last record is acked or fails for good, every client gets ``run_delivered``.
+An ack's ``result.id`` is kept with it: records held for that insert (a new project's tasks,
+a task's comments, :mod:`sidecar.store.held`) are queued in the settle's transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sidecar.diskfull import DISK_FULL, is_disk_full
 from sidecar.hub import Client, Hub
 from sidecar.ratelimit import Backoff, RateLimitedLog
 from sidecar.runview import capped
+from sidecar.store.held import id_of
 from sidecar.store.outbox import Entry, OutboxStore, Settled
 
 log = logging.getLogger(__name__)
@@ -171,7 +174,8 @@ class Delivery:
             self._stalled.discard(client.id)
             log.info("client %d acks again; it takes new inserts", client.id)
         retry = frame.retryable is True and frame.error is not None
-        self._settling[frame.id] = Settled(frame.id, frame.error, retryable=retry)
+        self._settling[frame.id] = Settled(frame.id, frame.error, retryable=retry,
+                                           result_id=id_of(frame.result))
         failpoints.hit("delivery.ack_received")
         self._wake.set()
         return True

@@ -14,6 +14,7 @@ from sidecar.appkeys import AGENT_LISTENERS, CONFIG, HUB, RUNNER, SCHEDULER, STO
 from sidecar.domain import validate_agent
 from sidecar.errors import SidecarError
 from sidecar.hub import Client
+from sidecar.linking import agent_warnings
 from sidecar.runview import ERROR_LINES_PER_REPLY, ERRORS_IN_FRAME, capped
 from sidecar.store.kv import PROJECTS_KEY
 
@@ -136,7 +137,8 @@ def register_handlers(app: web.Application) -> None:
         assert record is not None
         log.info("agent %s %s (%s)", agent.id, "created" if created else "updated", agent.kind)
         await agent_changed(app, agent.id)
-        return p.AgentUpsertResult(request_id=frame.request_id, agent=record, created=created)
+        return p.AgentUpsertResult(request_id=frame.request_id, agent=record, created=created,
+                                   warnings=agent_warnings(agent) or None)
 
     @hub.route(p.AgentDelete)
     async def agent_delete(client: Client, frame: p.AgentDelete) -> p.Frame:

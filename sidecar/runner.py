@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import functools
 import hashlib
 import json
 import logging
@@ -18,10 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sidecar import clock, failpoints
+from sidecar import clock, failpoints, linking
 from sidecar import protocol as p
 from sidecar.delivery import Delivery
 from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
@@ -30,12 +27,14 @@ from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.extractors.postprocess import stale_before
 from sidecar.hub import Hub
-from sidecar.projects import Project, match_project
+from sidecar.linking import DIRS, PROJECTS, item_key
+from sidecar.linking import item_meta as item_meta  # its old home, for callers
+from sidecar.linking import source_identity as source_identity
+from sidecar.projects import Project
 from sidecar.runview import capped
-from sidecar.scan import resolve_roots
 from sidecar.sources.base import Skip, Source, SourceDocument
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem, stable_key
+from sidecar.store.outbox import NewItem
 
 log = logging.getLogger(__name__)
 
@@ -52,101 +51,6 @@ def extraction_key(agent: Agent, fingerprint: str) -> str:
         "min_confidence": agent.min_confidence, "extractor": fingerprint,
     }, sort_keys=True)
     return hashlib.sha256(basis.encode()).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=64)
-def _roots(directories: tuple[str, ...]) -> tuple[Path, ...]:
-    """An agent's folders, resolved, the most specific first (cached: resolving stats)."""
-    found = resolve_roots(directories) or [Path(d) for d in directories]
-    return tuple(sorted(found, key=lambda r: len(r.parts), reverse=True))
-
-
-def source_identity(agent: Agent, doc: SourceDocument) -> str:
-    """Where a record comes from, free of the agent's id and the data dir: a file by its
-    folder's name and its path inside it, a message by provider, account and message id."""
-    if agent.kind == "local":
-        path = Path(doc.item.key)
-        for root in _roots(tuple(agent.directories)):
-            if path.is_relative_to(root):
-                return f"local:{root.name}/{path.relative_to(root).as_posix()}"
-        return f"local:{path.as_posix()}"
-    return f"{agent.provider or agent.kind}:{(agent.account or '').casefold()}:{doc.item.key}"
-
-
-def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
-    """One record, one key: the same suggestion from the same document (re-extracted after an
-    edit or a prompt change, re-run after a crash, or found again by an agent re-created over
-    the same folder, or after a data-dir reset) is never queued twice; a new one is."""
-    return stable_key(source_identity(agent, doc), item.table, item.data)
-
-
-#: The app's projects (projects_sync) as the running run read them at its start.
-_PROJECTS: contextvars.ContextVar[tuple[Project, ...]] = contextvars.ContextVar(
-    "projects", default=())
-_DIRS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("dirs", default=())
-
-
-#: The last document's own match (its title, folders and body are read once, not per record).
-_DOC_MATCH: contextvars.ContextVar[tuple[object, dict[str, Any] | None] | None] = \
-    contextvars.ContextVar("doc_match", default=None)
-
-
-def _doc_project(doc: SourceDocument, projects: tuple[Project, ...]) -> dict[str, Any] | None:
-    cached = _DOC_MATCH.get()
-    if cached is not None and cached[0] is doc:
-        return cached[1]
-    path = Path(doc.meta.get("path") or doc.item.key)
-    # folder names from the agent's folder down (not /home/me above it)
-    root = next((r for r in _roots(_DIRS.get()) if path.is_relative_to(r)), None)
-    folders = [root.name, *path.relative_to(root).parts[:-1]] if root else []
-    label = doc.item.label
-    if label in (doc.item.key, doc.meta.get("path")):  # a file: its name is its title
-        label = path.stem
-    titles = (doc.meta.get("title"), doc.meta.get("subject"), label)
-    found = match_project(projects, [
-        ("title", " | ".join(str(t) for t in titles if t)),
-        ("folder", " / ".join(folders)),
-        ("body", doc.text)])
-    _DOC_MATCH.set((doc, found))
-    return found
-
-
-def _project_for(doc: SourceDocument, item: Any) -> dict[str, Any] | None:
-    """The one app project the record's title, else its document's title or subject, folder
-    names or body name (see sidecar.projects); None when the agent has its own."""
-    projects = _PROJECTS.get()
-    if not projects or item.data.get("projectId"):
-        return None
-    title = item.data.get("title") or item.data.get("name")
-    own = match_project(projects, [("record", str(title))]) if title else None
-    if own is not None:
-        return own
-    if title and _named_by_two(projects, str(title)):
-        return None
-    return _doc_project(doc, projects)
-
-
-def _named_by_two(projects: tuple[Project, ...], text: str) -> bool:
-    """The record's own title names two projects: the document cannot decide for it."""
-    from sidecar.projects import named
-
-    return len(named(projects, text)) > 1
-
-
-def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
-    source = {"path": doc.meta.get("path"), "key": doc.item.key, "label": doc.item.label,
-              **item.source.to_json()}
-    project = _project_for(doc, item)
-    if project is not None:
-        source["project"] = project
-    # what its dates were resolved against (the engine's), named by where the source found it
-    reference = dict(getattr(item, "reference", None) or {})
-    if reference.get("origin") == "document":
-        reference["origin"] = doc.meta.get("date_origin") or {
-            "eml": "email", "email": "email", "chat": "message"}.get(doc.kind, "document")
-    if reference:
-        source["reference"] = reference
-    return {"source": source, "confidence": round(float(item.confidence), 4)}
 
 
 @dataclass
@@ -233,8 +137,8 @@ class Runner:
         counters.update(files_done=0, files_total=0, items_found=0, processed=0)
         try:  # every await inside: a cancel anywhere still reaches _finish
             await self.hub.broadcast(p.RunStarted(run=run))
-            _PROJECTS.set(await self._projects())  # this run's task only
-            _DIRS.set(tuple(agent.directories))
+            PROJECTS.set(await self._projects())  # this run's task only
+            DIRS.set(tuple(agent.directories))
             await self._execute(agent, run["id"], active, errors, only, full)
         except asyncio.CancelledError:
             active.cancelled = True
@@ -350,13 +254,16 @@ class Runner:
     async def _extract_one(self, agent: Agent, run_id: str, extractor: Extractor,
                            source: Source, doc: SourceDocument, key: str, errors: list[str],
                            counters: dict[str, Any], stale: datetime | None = None) -> None:
+        # projects and taskComments are the sidecar's own (a new project, a reply in a thread)
+        plan = await linking.plan(self.store, agent, doc, run_id)
         request = ExtractionRequest(
-            text=doc.text, data_types=agent.data_types, prompt_template=agent.prompt_template,
+            text=doc.text, data_types=plan.types, prompt_template=agent.prompt_template,
             document_date=doc.date, date_origin=doc.meta.get("date_origin"),
             label=doc.item.label, min_confidence=agent.min_confidence,
-            project_id=agent.project_id, stale_before=stale)
+            project_id=plan.project_id, stale_before=stale)
         try:
-            result: ExtractionResult = await extractor.extract(request)
+            result: ExtractionResult = (await extractor.extract(request) if plan.types
+                                        else ExtractionResult())
         except PermanentError as exc:
             errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
             if isinstance(exc, ModelError | NeedsReauth):
@@ -368,7 +275,8 @@ class Runner:
         failpoints.hit("extract")
         counters["processed"] += 1
         found = list(result.items)
-        summary = {"items": len(found), "chunks": result.chunks,
+        extra = plan.extra()
+        summary = {"items": len(found) + len(extra), "chunks": result.chunks,
                    "problems": [pr.message for pr in result.problems][:20]}
         # A big document gives thousands of records: keying, serialising and inserting them
         # in one go held the loop and the store for ~0.3 s. A slice per transaction lets a
@@ -380,15 +288,17 @@ class Runner:
                              run_id=run_id, table=it.table, data=dict(it.data),
                              meta=item_meta(doc, it))
                      for it in found[start:start + per_transaction]]
+            items = (extra if start == 0 else []) + items  # a new project before its tasks
             last = start + per_transaction >= len(found)
             async with self.store.db.transaction() as conn:
-                await self.store.outbox.enqueue(items, conn)
+                errors.extend(await linking.enqueue(self.store, conn, plan, items))
+                await linking.remember(conn, agent, doc, plan, items)
                 if last:
                     await source.done(doc, key, summary, conn)
             if items:
                 self.delivery.notify()  # delivery starts on the first slice
         failpoints.hit("outbox.queued")
-        counters["items_found"] += len(found)
+        counters["items_found"] += len(found) + len(extra)
         for pr in result.problems:
             where = f" chunk {pr.chunk}" if pr.chunk is not None else ""
             errors.append(f"{doc.item.label}{where}: {pr.message}")

@@ -22,7 +22,7 @@ export interface AgentList {
   kind?: string | null;
 }
 
-/** Creates or replaces an agent; `agent` is validated by :mod:`sidecar.agents`. */
+/** Creates or replaces an agent; `agent` is validated by :mod:`sidecar.domain`. */
 export interface AgentUpsert {
   type: "agent_upsert";
   request_id: string;
@@ -145,6 +145,7 @@ export interface AgentUpsertResult {
   request_id: string;
   agent: Record<string, unknown>;
   created: boolean;
+  warnings?: string[] | null;
   /** Fields added by a newer sidecar (new fields are additive). */
   [extra: string]: unknown;
 }
@@ -415,7 +416,7 @@ export interface RequestOptions {
 export interface RequestMethods {
   /** Lists local and cloud agents. */
   agentList(fields?: RequestFields<"agent_list">, options?: RequestOptions): Promise<AgentListResult>;
-  /** Creates or replaces an agent; `agent` is validated by :mod:`sidecar.agents`. */
+  /** Creates or replaces an agent; `agent` is validated by :mod:`sidecar.domain`. */
   agentUpsert(fields: RequestFields<"agent_upsert">, options?: RequestOptions): Promise<AgentUpsertResult>;
   /** Deletes an agent (its runs stay in the log). */
   agentDelete(agent_id: string, options?: RequestOptions): Promise<AgentDeleteResult>;

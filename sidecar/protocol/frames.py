@@ -185,6 +185,9 @@ class AgentUpsertResult(Reply):
                                          "created": True}
     agent: dict[str, Any]
     created: bool
+    #: What the agent's ``data_types`` cannot give as configured (e.g. ``taskComments`` for
+    #: an agent that reads no email), one sentence each; absent when there is nothing to say.
+    warnings: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

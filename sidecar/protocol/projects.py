@@ -7,6 +7,56 @@ from typing import Any, ClassVar
 
 from sidecar.protocol.base import Reply, Request
 
+#: The "The app's projects" section of docs/protocol.md (scripts/gen_docs.py).
+PROJECTS_DOC = """\
+`projects_sync` sends the app's projects (`id`, `name`, optional `client` and `aliases`);
+each send replaces the list, which is kept across restarts and read at the start of each
+run. A record gets `projectId` when its document clearly names exactly one of them: a
+name, alias or client (whole words, at least 3 characters, any case) is looked for in the
+record's title, then the document's title, subject or file name, then the folder names
+from the agent's folder down, then the body. The first place that names any project
+decides; if it names two, the record gets no `projectId`. `source.project` says why
+(`{"id": "p_12", "by": "client", "term": "Harbor Bakery", "in": "folder"}`).
+
+**`agent.project_id`** (in `agent_upsert`, optional, at most 200 characters): the app's
+project every record of that agent belongs to. It fills `projectId` of its tasks, notes
+and timelines, wins over any match, and such an agent suggests no new project. Timelines
+need a project: without one (no `project_id`, no new project, see below) they are not
+sent, and the run log lists them (`N timelines held: no project …`).
+
+**New projects** (`"projects"` in the agent's `data_types`, no `project_id`): a document
+that introduces a project the app does not know gives a `projects` suggestion (`data`:
+`name`, with `isAiSuggested: 1, isApproved: 0`; `source.introduces` says why). The
+evidence is its title, subject or first heading (`Kickoff — Nova Dental rebrand`, `Nova
+Dental kickoff call`, `Project brief: Summer menu`, `Summer menu — creative brief`, `New
+client: Nova Dental`), or a `Project:` / `Client:` header field in its first lines
+together with a kickoff, brief, onboarding or "new client" word in its title or opening
+one of those lines. A `Project:` field alone, a reply (`Re:`), a name made only of
+generic words ("Weekly kickoff") or the name or alias of one of the app's projects
+suggests nothing. Its key is `k2:new-project:projects:<name>`: two documents introducing
+one name make one suggestion. The document's tasks, notes and timelines are **held** until
+the app's `tool_result` for the suggestion arrives, then sent with `projectId` =
+`result.id` (`source.project.id` too). A `tool_result` with a plain `error`, or one
+without `result.id`, sends the tasks and notes without `projectId` (`source.unlinked`
+says why) and keeps the timelines back; the run log says so and the run is `partial`. A
+`retryable` error keeps them held while the suggestion is retried.
+
+**Comments** (`"taskComments"` in `data_types`): an email that replies to one from which
+the sidecar suggested a task (its `In-Reply-To` or `References` name that message, it is
+in the same Gmail thread, or its subject is `Re:` the same subject in the same folder or
+account) gives a `taskComments` suggestion on that task: `taskId` is the `result.id` the
+app gave the task (held until then), `content` the reply's own text (quoted text cut),
+`author` its sender. If the thread gave several tasks, the one sharing the most words
+with the reply is chosen (a tie: no comment). A task whose insert failed gets no comment
+(the run log says so).
+
+Held records are kept in SQLite: a restart, a kill or a disconnect loses none, and they
+are queued in the same transaction that records the suggestion's `tool_result`, so none
+is sent twice. `run_finished` and `run_delivered` count them as `pending` until they are
+sent and acked. `agent_upsert_result.warnings` says what an agent's `data_types` cannot
+give as configured (e.g. `taskComments` for an agent that reads no email).
+"""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProjectsSync(Request):

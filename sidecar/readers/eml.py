@@ -34,7 +34,7 @@ def read_eml(data: bytes, name: str) -> Document:
         head.append(f"Date: {date_raw}")
     text = "\n".join(head) + "\n\n" + body.strip()
     meta: dict[str, Any] = {"from": sender, "to": to, "subject": subject}
-    for key in ("cc", "message-id"):
+    for key in ("cc", "message-id", "in-reply-to", "references"):  # threads: sidecar.threads
         value = _header(msg, key)
         if value:
             meta[key.replace("-", "_")] = value

@@ -96,6 +96,34 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_retry ON outbox (next_at) WHERE next_at IS NOT NULL;
     ALTER TABLE runs ADD COLUMN delivered_at TEXT;
     """,
+    # v4: records that wait for another insert's id (tasks and timelines of a suggested new
+    # project, comments on a task the sidecar suggested), the id each acked insert got
+    # (``result_id``, JSON), and which tasks came from which email thread.
+    """
+    ALTER TABLE outbox ADD COLUMN result_id TEXT;
+    CREATE TABLE held (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        parent_call_id  TEXT NOT NULL,
+        field           TEXT NOT NULL,
+        agent_id        TEXT NOT NULL,
+        run_id          TEXT,
+        table_name      TEXT NOT NULL,
+        data            TEXT NOT NULL,
+        meta            TEXT NOT NULL DEFAULT '{}',
+        created_at      TEXT NOT NULL
+    );
+    CREATE INDEX held_by_parent ON held (parent_call_id);
+    CREATE INDEX held_by_run ON held (run_id);
+    CREATE TABLE thread_tasks (
+        thread_key TEXT NOT NULL,
+        call_id    TEXT NOT NULL,
+        title      TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (thread_key, call_id)
+    );
+    """,
 )
 
 LATEST = len(MIGRATIONS)

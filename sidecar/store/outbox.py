@@ -14,6 +14,7 @@ from typing import Any
 from sidecar import failpoints
 from sidecar.clock import now_iso
 from sidecar.store.db import Database
+from sidecar.store.held import HeldStore, release_settled
 from sidecar.store.runs import final_status
 
 #: A call the app answered with a retryable error is sent again after 1 s, doubling up to 5 min.
@@ -121,6 +122,8 @@ class Settled:
     error: str | None = None
     #: The app could not store it this time (its database was busy): send it again later.
     retryable: bool = False
+    #: The id the app gave the record (``result.id``): what records held for it carry.
+    result_id: str | int | None = None
 
 
 class Applied(list[str]):
@@ -212,6 +215,9 @@ class OutboxStore:
                 counts = out[row["run_id"]]
                 counts[names[row["state"]]] += row["n"]
                 counts["extracted"] += row["n"]
+        for run_id, n in (await HeldStore(self.db).by_run(ids)).items():
+            out[run_id]["pending"] += n  # waiting for another insert's id
+            out[run_id]["extracted"] += n
         return out
 
     async def mark_settled_runs(self) -> int:
@@ -221,7 +227,8 @@ class OutboxStore:
         return await self.db.execute(
             "UPDATE runs SET delivered_at = coalesce(completed_at, ?) WHERE delivered_at IS "
             "NULL AND status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox "
-            "WHERE outbox.run_id = runs.id AND state = 'pending')", (now_iso(),))
+            "WHERE outbox.run_id = runs.id AND state = 'pending') AND NOT EXISTS "
+            "(SELECT 1 FROM held WHERE held.run_id = runs.id)", (now_iso(),))
 
     async def mark_delivered(self, run_id: str) -> dict[str, Any] | None:
         """Once a closed run has nothing pending, mark it delivered and return its row (with
@@ -229,7 +236,8 @@ class OutboxStore:
         changed = await self.db.execute(
             "UPDATE runs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL "
             "AND status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox "
-            "WHERE run_id = ? AND state = 'pending')", (now_iso(), run_id, run_id))
+            "WHERE run_id = ? AND state = 'pending') AND NOT EXISTS (SELECT 1 FROM held "
+            "WHERE run_id = ?)", (now_iso(), run_id, run_id, run_id))
         if not changed:
             return None
         row = await self.db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -286,7 +294,7 @@ class OutboxStore:
                 f"SELECT call_id, run_id, table_name, meta, attempts FROM outbox "
                 f"WHERE +state = 'pending' AND call_id IN ({marks})", list(by_id)) as cur:
                 rows = await cur.fetchall()
-            updates, retries = [], []
+            updates, retries, final = [], [], []
             for row in rows:
                 o = by_id[row["call_id"]]
                 applied.append(o.call_id)
@@ -295,8 +303,11 @@ class OutboxStore:
                     retries.append((o.error, due, o.call_id))
                     applied.retry_at[o.call_id] = due
                     continue
-                updates.append(("failed" if o.error is not None else "acked", o.error, ts,
-                                o.call_id))
+                state = "failed" if o.error is not None else "acked"
+                rid = None if o.error is not None or o.result_id is None else json.dumps(
+                    o.result_id)
+                updates.append((state, o.error, ts, rid, o.call_id))
+                final.append((o.call_id, state, rid, o.error))
                 if not row["run_id"]:
                     continue
                 applied.runs.add(row["run_id"])
@@ -308,11 +319,17 @@ class OutboxStore:
                     errors.append(f"Insert failed ({row['table_name']}, {where!r}): "
                                   f"{o.error}")
             await conn.executemany(
-                "UPDATE outbox SET state = ?, last_error = ?, acked_at = ?, "
+                "UPDATE outbox SET state = ?, last_error = ?, acked_at = ?, result_id = ?, "
                 "attempts = attempts + 1 WHERE call_id = ? AND state = 'pending'", updates)
             await conn.executemany(
                 "UPDATE outbox SET last_error = ?, next_at = ?, attempts = attempts + 1 "
                 "WHERE call_id = ? AND state = 'pending'", retries)
+            # what waited for these inserts' ids is queued in this same transaction
+            for run_id, lines in (await release_settled(conn, final, self.enqueue,
+                                                           NewItem)).items():
+                if run_id:
+                    applied.runs.add(run_id)
+                    runs.setdefault(run_id, (0, []))[1].extend(lines)
             for run_id, (created, errors) in runs.items():
                 await self._credit_run(conn, run_id, created, errors)
             failpoints.hit("outbox.settle")  # before COMMIT (it runs in aiosqlite's thread)

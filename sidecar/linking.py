@@ -1,0 +1,261 @@
+"""What a document's records link to: one of the app's projects (``projects_sync``), a new
+project the document introduces, or a task the sidecar suggested from the same email thread.
+
+Per document, :func:`plan` (before extraction) decides what the engine is asked for and what
+the sidecar adds itself: a ``projects`` suggestion when the document introduces a project
+the app does not know (:mod:`sidecar.project_intro`; "projects" in the agent's data types,
+no ``project_id`` of its own), a ``taskComments`` suggestion when it replies in a thread
+whose earlier message gave tasks (:mod:`sidecar.threads`; "taskComments" in the data
+types). :func:`enqueue` queues records in the runner's transaction and holds those that
+wait for another insert's id (:mod:`sidecar.store.held`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sidecar.domain import Agent
+from sidecar.project_intro import Introduction, introduction
+from sidecar.projects import Project, match_project, named
+from sidecar.scan import resolve_roots
+from sidecar.sources.base import SourceDocument
+from sidecar.store import Store
+from sidecar.store.held import PENDING_ID, Child, HeldStore
+from sidecar.store.outbox import NewItem, call_id_for, stable_key
+from sidecar.store.threads import ThreadStore
+from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
+
+#: Tables the sidecar makes itself: the engine is never asked for them.
+OWN_TABLES = ("projects", "taskComments")
+#: How sure a rule-made suggestion is (its evidence is a header or a thread, not a guess).
+RULE_CONFIDENCE = 0.9
+
+
+@functools.lru_cache(maxsize=64)
+def _roots(directories: tuple[str, ...]) -> tuple[Path, ...]:
+    """An agent's folders, resolved, the most specific first (cached: resolving stats)."""
+    found = resolve_roots(directories) or [Path(d) for d in directories]
+    return tuple(sorted(found, key=lambda r: len(r.parts), reverse=True))
+
+
+def source_identity(agent: Agent, doc: SourceDocument) -> str:
+    """Where a record comes from, free of the agent's id and the data dir: a file by its
+    folder's name and its path inside it, a message by provider, account and message id."""
+    if agent.kind == "local":
+        path = Path(doc.item.key)
+        for root in _roots(tuple(agent.directories)):
+            if path.is_relative_to(root):
+                return f"local:{root.name}/{path.relative_to(root).as_posix()}"
+        return f"local:{path.as_posix()}"
+    return f"{agent.provider or agent.kind}:{(agent.account or '').casefold()}:{doc.item.key}"
+
+
+def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
+    """One record, one key: the same suggestion from the same document (re-extracted after an
+    edit or a prompt change, re-run after a crash, or found again by an agent re-created over
+    the same folder, or after a data-dir reset) is never queued twice; a new one is."""
+    return stable_key(source_identity(agent, doc), item.table, item.data)
+
+
+def scope_of(agent: Agent) -> str:
+    """Where a subject names one thread: the agent's account, or its folders."""
+    if agent.kind == "local":
+        return "local:" + ",".join(sorted(r.name for r in _roots(tuple(agent.directories))))
+    return f"{agent.provider or agent.kind}:{(agent.account or '').casefold()}"
+
+
+#: The app's projects (projects_sync) as the running run read them at its start.
+PROJECTS: contextvars.ContextVar[tuple[Project, ...]] = contextvars.ContextVar(
+    "projects", default=())
+DIRS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("dirs", default=())
+#: The last document's own match (its title, folders and body are read once, not per record).
+_DOC_MATCH: contextvars.ContextVar[tuple[object, dict[str, Any] | None] | None] = \
+    contextvars.ContextVar("doc_match", default=None)
+
+
+def _doc_project(doc: SourceDocument, projects: tuple[Project, ...]) -> dict[str, Any] | None:
+    cached = _DOC_MATCH.get()
+    if cached is not None and cached[0] is doc:
+        return cached[1]
+    path = Path(doc.meta.get("path") or doc.item.key)
+    # folder names from the agent's folder down (not /home/me above it)
+    root = next((r for r in _roots(DIRS.get()) if path.is_relative_to(r)), None)
+    folders = [root.name, *path.relative_to(root).parts[:-1]] if root else []
+    titles = (doc.meta.get("title"), doc.meta.get("subject"), _label(doc))
+    found = match_project(projects, [
+        ("title", " | ".join(str(t) for t in titles if t)),
+        ("folder", " / ".join(folders)),
+        ("body", doc.text)])
+    _DOC_MATCH.set((doc, found))
+    return found
+
+
+def _label(doc: SourceDocument) -> str:
+    label = doc.item.label
+    if label in (doc.item.key, doc.meta.get("path")):  # a file: its name is its title
+        label = Path(doc.meta.get("path") or doc.item.key).stem
+    return label
+
+
+def _project_for(doc: SourceDocument, item: Any) -> dict[str, Any] | None:
+    """The one app project the record's title, else its document's title or subject, folder
+    names or body name (see sidecar.projects); None when the agent has its own."""
+    projects = PROJECTS.get()
+    if not projects or item.data.get("projectId"):
+        return None
+    title = item.data.get("title") or item.data.get("name")
+    own = match_project(projects, [("record", str(title))]) if title else None
+    if own is not None:
+        return own
+    if title and len(named(projects, str(title))) > 1:
+        return None  # the record's own title names two projects: the document cannot decide
+    return _doc_project(doc, projects)
+
+
+def base_source(doc: SourceDocument) -> dict[str, Any]:
+    return {"path": doc.meta.get("path"), "key": doc.item.key, "label": doc.item.label}
+
+
+def item_meta(doc: SourceDocument, item: Any) -> dict[str, Any]:
+    source = {**base_source(doc), **item.source.to_json()}
+    project = _project_for(doc, item)
+    if project is not None:
+        source["project"] = project
+    # what its dates were resolved against (the engine's), named by where the source found it
+    reference = dict(getattr(item, "reference", None) or {})
+    if reference.get("origin") == "document":
+        reference["origin"] = doc.meta.get("date_origin") or {
+            "eml": "email", "email": "email", "chat": "message"}.get(doc.kind, "document")
+    if reference:
+        source["reference"] = reference
+    return {"source": source, "confidence": round(float(item.confidence), 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one document's extraction asks and adds (see :func:`plan`)."""
+
+    identity: str
+    types: tuple[str, ...]
+    project_id: str | None
+    intro: Introduction | None = None
+    project: NewItem | None = None
+    comment: NewItem | None = None
+
+    def extra(self) -> list[NewItem]:
+        """The sidecar's own suggestions, queued before the document's records."""
+        return [i for i in (self.project, self.comment) if i is not None]
+
+
+def new_project(agent: Agent, doc: SourceDocument) -> Introduction | None:
+    """The project ``doc`` introduces that is none of the app's (by name or alias)."""
+    if "projects" not in agent.data_types or agent.project_id:
+        return None
+    intro = introduction((doc.meta.get("subject"), doc.meta.get("title"), _label(doc)),
+                         doc.text)
+    if intro is None:
+        return None
+    known = named(PROJECTS.get(), intro.name)
+    if any(how in ("name", "alias") for how, _ in known.values()):
+        return None  # one of the app's projects: linked as such
+    return intro
+
+
+async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str) -> Plan:
+    identity = source_identity(agent, doc)
+    types = tuple(t for t in agent.data_types if t not in OWN_TABLES)
+    intro = new_project(agent, doc)
+    project = None
+    if intro is not None:
+        project = NewItem(
+            idempotency_key=stable_key("new-project", "projects", {"name": intro.name}),
+            agent_id=agent.id, run_id=run_id, table="projects", data={"name": intro.name},
+            meta={"source": {**base_source(doc), "introduces": intro.to_json()},
+                  "confidence": RULE_CONFIDENCE})
+    return Plan(identity, types, agent.project_id or (PENDING_ID if intro else None), intro,
+                project, await _comment(store, agent, doc, run_id, identity))
+
+
+async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
+                   identity: str) -> NewItem | None:
+    """A comment on the task of the thread this reply answers, if the sidecar queued one."""
+    if "taskComments" not in agent.data_types:
+        return None
+    keys = reply_keys(doc.meta, scope_of(agent))
+    if not keys:
+        return None
+    tasks, how = await ThreadStore(store.db).tasks_for(keys, identity)
+    said = reply_text(doc.text)
+    task = pick_task(tasks, said) if said else None
+    if task is None:
+        return None
+    call_id, title = task
+    data: dict[str, Any] = {"taskId": PENDING_ID, "content": said}
+    if (who := author(doc.meta)) is not None:
+        data["author"] = who[:500]
+    return NewItem(
+        idempotency_key=stable_key(identity, "taskComments", {"title": call_id}),
+        agent_id=agent.id, run_id=run_id, table="taskComments", data=data,
+        meta={"source": {**base_source(doc), "task": {"call_id": call_id, "title": title,
+                                                      "by": how}},
+              "confidence": RULE_CONFIDENCE})
+
+
+async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> list[str]:
+    """Queue ``items`` in ``conn``'s transaction; hold those waiting for the new project's
+    or the task's id. Returns run-log lines (records released without their link)."""
+    direct, children = [], []
+    for it in items:
+        if it.table == "taskComments" and it.data.get("taskId") == PENDING_ID:
+            task = it.meta["source"]["task"]
+            children.append(Child(it, task["call_id"], "taskId"))
+        elif it.data.get("projectId") == PENDING_ID and plan.project is not None:
+            assert plan.intro is not None
+            source = {**it.meta.get("source", {}), "project": {
+                "id": None, "by": "new project", "term": plan.intro.name, "in": plan.intro.by}}
+            children.append(Child(NewItem(it.idempotency_key, it.agent_id, it.run_id, it.table,
+                                          it.data, {**it.meta, "source": source}),
+                                  call_id_for(plan.project.idempotency_key), "projectId"))
+        else:
+            direct.append(it)
+    await store.outbox.enqueue(direct, conn)
+    return await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
+
+
+async def remember(conn: Any, agent: Agent, doc: SourceDocument, plan: Plan,
+                   items: list[NewItem]) -> None:
+    """An email's tasks, under its thread keys: a later reply comments on them."""
+    tasks = [(call_id_for(i.idempotency_key), str(i.data.get("title", "")))
+             for i in items if i.table == "tasks"]
+    keys = own_keys(doc.meta, scope_of(agent)) if tasks else []
+    if keys:
+        await ThreadStore.remember(conn, keys, tasks, plan.identity)
+
+
+def agent_warnings(agent: Agent) -> list[str]:
+    """What this agent's data types cannot give as configured: said when it is saved."""
+    out = []
+    types = set(agent.data_types)
+    if "taskComments" in types:
+        if agent.kind == "local" and ".eml" not in agent.extensions:
+            out.append("taskComments: comments come from replies in email threads (.eml "
+                       "files); this agent reads no .eml files, so it will suggest none")
+        elif agent.kind == "cloud" and agent.provider not in ("gmail", "outlook"):
+            out.append(f"taskComments: comments come from replies in email threads; "
+                       f"{agent.provider} messages give none")
+        else:
+            out.append("taskComments: only replies to an email from which this sidecar "
+                       "suggested a task get a comment (on that task)")
+    if "projects" in types and agent.project_id:
+        out.append(f"projects: every record of this agent goes to project_id "
+                   f"{agent.project_id!r}, so it suggests no new projects")
+    if "timelines" in types and not agent.project_id:
+        out.append("timelines need a project: without project_id they are held (the run log "
+                   "lists them)" + ("" if "projects" in types else
+                                    "; add 'projects' to data_types to have a new project's "
+                                    "timelines sent once the app stores the project"))
+    return out

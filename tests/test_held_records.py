@@ -1,0 +1,390 @@
+"""Records that wait for another insert's id, through the real daemon: a document that
+introduces a project the app does not know gives a ``projects`` suggestion first, and its
+tasks and timelines follow only once the app's ``tool_result`` gives the project's id; a
+reply in an email thread gives a ``taskComments`` suggestion on the task the sidecar
+suggested from the earlier message. Held records survive a kill -9 and come once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar.client import DaemonProcess, SidecarClient
+
+LAUNCH = date.today() + timedelta(days=60)
+KICKOFF = f"""# Kickoff — Nova Dental rebrand
+
+Client: Nova Dental
+
+New client: the clinic wants a full rebrand before its opening.
+
+## Milestones
+- Launch target: {LAUNCH.day} {LAUNCH:%B %Y}
+
+## Action items
+- [ ] Priya to send the mood board
+- [ ] Tom to book the photo shoot
+"""
+ORDINARY = """# Weekly sync
+
+Project: Apollo
+
+We talked about the new brief for next quarter.
+
+## Action items
+- [ ] Luis to pay the printer invoice
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def start(data_dir: Path, token: str, model_dir: Path, **env: str) -> DaemonProcess:
+    return await DaemonProcess.start(data_dir, token=token, env=env or None,
+                                     extra_args=["--model-dir", str(model_dir)])
+
+
+async def make_agent(c: SidecarClient, folder: Path, types: list[str],
+                     extensions: tuple[str, ...] = (".md",)) -> dict[str, Any]:
+    reply = await c.request({"type": "agent_upsert", "agent": {
+        "kind": "local", "name": folder.name, "directories": [str(folder)],
+        "extensions": list(extensions), "data_types": types, "schedule_cron": "0 3 * * *",
+        "watch": False}})
+    assert reply["type"] == "agent_upsert_result", reply
+    return reply
+
+
+async def run(c: SidecarClient, agent_id: str) -> str:
+    return str((await c.request({"type": "run_agent", "agent_id": agent_id}))["run_id"])
+
+
+#: Frames other than tool_calls that came while waiting for tool_calls, per client.
+OTHERS: dict[int, list[dict[str, Any]]] = {}
+
+
+async def calls_until_quiet(c: SidecarClient, quiet: float = 1.5, *, ack: bool = True,
+                            until: int | None = None) -> list[dict[str, Any]]:
+    """tool_calls pushed until none came for ``quiet`` s (or ``until`` came), acked with
+    ``{"id": "x_<n>"}`` when ``ack``; other frames are dropped."""
+    out: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + quiet
+    while until is None or len(out) < until:
+        try:
+            frame = await c.next_push(None, timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            break
+        if frame["type"] != "tool_call":
+            OTHERS.setdefault(id(c), []).append(frame)
+            continue
+        deadline = loop.time() + quiet
+        out.append(frame)
+        if ack:
+            await c.ack(frame, {"id": f"x_{len(out)}"})
+    return out
+
+
+async def next_run_frame(c: SidecarClient, type_: str, run_id: str,
+                         timeout: float = 90) -> dict[str, Any]:
+    for frame in OTHERS.get(id(c), []):
+        if frame["type"] == type_ and frame["run"]["id"] == run_id:
+            return frame["run"]
+    while True:
+        frame = await c.next_push(type_, timeout=timeout)
+        if frame["run"]["id"] == run_id:
+            return frame["run"]
+
+
+def titles(calls: list[dict[str, Any]], table: str) -> set[str]:
+    return {str(c["data"].get("title")) for c in calls if c["table"] == table}
+
+
+def rows(db: Path, sql: str) -> list[dict[str, Any]]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+TASKS = {"Priya to send the mood board", "Tom to book the photo shoot"}
+MILESTONE = f"Launch target: {LAUNCH.day} {LAUNCH:%B %Y}"
+
+
+async def test_a_new_project_comes_first_and_its_records_follow_with_its_id(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    write(root / "weekly.md", ORDINARY)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        saved = await make_agent(c, root, ["tasks", "timelines", "projects"])
+        agent = saved["agent"]["id"]
+        run_id = await run(c, agent)
+        first = await calls_until_quiet(c, ack=False, until=2)
+        projects = [f for f in first if f["table"] == "projects"]
+        assert len(projects) == 1, first
+        project = projects[0]
+        assert project["data"] == {"name": "Nova Dental rebrand", "isAiSuggested": 1,
+                                   "isApproved": 0}
+        assert project["source"]["introduces"]["by"] == "kickoff"
+        assert project["idempotency_key"].startswith("k2:")
+        ordinary = [f for f in first if f["table"] == "tasks"]
+        assert [f["data"]["title"] for f in ordinary] == ["Luis to pay the printer invoice"]
+        assert "projectId" not in ordinary[0]["data"], "an ordinary document links nothing"
+        await c.ack(ordinary[0], {"id": "t_1"})
+        # the kickoff's records wait for the project's id: nothing more comes meanwhile
+        assert await calls_until_quiet(c, quiet=1.5, ack=False) == []
+        status = await c.request({"type": "run_list", "agent_id": agent})
+        assert status["type"] == "run_list_result"
+        await c.ack(project, {"id": "p_new_7"})
+        released = await calls_until_quiet(c, until=3)
+        assert titles(released, "tasks") == TASKS
+        assert titles(released, "timelines") == {MILESTONE}
+        for call in released:
+            assert call["data"]["projectId"] == "p_new_7", call
+            assert call["source"]["project"]["id"] == "p_new_7"
+            assert call["source"]["project"]["term"] == "Nova Dental rebrand"
+            assert call["run_id"] == run_id
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        assert delivered["status"] == "success", delivered
+        assert (delivered["extracted"], delivered["delivered"], delivered["pending"]) == (
+            5, 5, 0)
+        assert await calls_until_quiet(c, quiet=1.0) == [], "a record came twice"
+        await c.close()
+    finally:
+        await d.stop()
+    db = data_dir / "sidecar.sqlite3"
+    assert rows(db, "SELECT count(*) AS n FROM held") == [{"n": 0}]
+    assert [json.loads(r["result_id"]) for r in rows(
+        db, "SELECT result_id FROM outbox WHERE table_name = 'projects'")] == ["p_new_7"]
+
+
+async def test_the_agent_save_reply_warns_what_its_types_cannot_give(
+        daemon: DaemonProcess, tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    c = await daemon.connect()
+    try:
+        reply = await make_agent(c, folder, ["tasks", "timelines", "taskComments"])
+        warnings = reply["warnings"]
+        assert any(w.startswith("taskComments:") and ".eml" in w for w in warnings), warnings
+        assert any(w.startswith("timelines need a project") for w in warnings), warnings
+        plain = await make_agent(c, folder, ["tasks"])
+        assert "warnings" not in plain, plain
+    finally:
+        await c.close()
+
+
+async def test_a_failed_project_insert_releases_tasks_without_it_and_says_why(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = (await make_agent(c, root, ["tasks", "timelines", "projects"]))["agent"]["id"]
+        run_id = await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1))[0]
+        assert project["table"] == "projects"
+        # a retryable error keeps them held; the same call comes again after its backoff
+        await c.ws.send_str(json.dumps({"type": "tool_result", "id": project["id"],
+                                        "error": "database is locked", "retryable": True}))
+        again = await calls_until_quiet(c, quiet=4.0, ack=False, until=1)
+        assert [f["id"] for f in again] == [project["id"]], again
+        finished = await next_run_frame(c, "run_finished", run_id)
+        # the held records count as extracted and pending, beside the project
+        assert (finished["extracted"], finished["delivered"], finished["pending"]) == (4, 0, 4)
+        await c.ack(project, error="a project with this name exists")
+        released = await calls_until_quiet(c, until=2)
+        assert titles(released, "tasks") == TASKS
+        assert titles(released, "timelines") == set(), "a timeline needs a project"
+        for call in released:
+            assert "projectId" not in call["data"], call
+            assert "project" not in call["source"]
+            assert "a project with this name exists" in call["source"]["unlinked"]
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        await c.close()
+    finally:
+        await d.stop()
+    errors = "\n".join(delivered["errors"])
+    assert ("Project suggestion 'Nova Dental rebrand': its insert failed: a project with "
+            "this name exists; 2 record(s) sent without projectId") in errors, errors
+    assert "1 timeline(s) held: no project" in errors and MILESTONE in errors, errors
+    assert delivered["status"] == "partial"
+
+
+REPLY_BODY = "Sent it this morning, it is in the shared folder."
+
+
+def email(path: Path, subject: str, body: str, *, mid: str, reply_to: str | None = None,
+          sender: str = "Ana Ruiz <ana@nova.example>") -> None:
+    head = [f"From: {sender}", "To: me@studio.example", f"Subject: {subject}",
+            f"Message-ID: <{mid}>", "Content-Type: text/plain; charset=utf-8"]
+    if reply_to:
+        head += [f"In-Reply-To: <{reply_to}>", f"References: <{reply_to}>"]
+    write(path, "\n".join(head) + "\n\n" + body + "\n")
+
+
+async def test_a_reply_in_the_thread_comments_on_the_task_once_its_id_is_known(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    email(root / "1-ask.eml", "Logo files",
+          "Hi,\n\nAction items:\n- [ ] Priya to send the logo files\n\nThanks, Ana",
+          mid="ask-1@nova.example")
+    email(root / "2-reply.eml", "Re: Logo files",
+          f"{REPLY_BODY}\n\nOn Mon, Ana Ruiz wrote:\n> - [ ] Priya to send the logo files",
+          mid="reply-1@studio.example", reply_to="ask-1@nova.example",
+          sender="Priya Shah <priya@studio.example>")
+    email(root / "3-other.eml", "Parking", "The car park is closed on Friday.",
+          mid="other-1@nova.example")
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = (await make_agent(c, root, ["tasks", "taskComments"],
+                                  extensions=(".eml",)))["agent"]["id"]
+        run_id = await run(c, agent)
+        first = await calls_until_quiet(c, ack=False)
+        assert [f["table"] for f in first] == ["tasks"], first
+        assert first[0]["data"]["title"] == "Priya to send the logo files"
+        await c.ack(first[0], {"id": "t_42"})
+        comments = await calls_until_quiet(c)
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        await c.close()
+    finally:
+        await d.stop()
+    assert [f["table"] for f in comments] == ["taskComments"], comments
+    assert comments[0]["data"] == {"taskId": "t_42", "author": "Priya Shah",
+                                   "content": REPLY_BODY, "isAiSuggested": 1, "isApproved": 0}
+    assert comments[0]["source"]["task"] == {
+        "call_id": first[0]["id"], "title": "Priya to send the logo files", "id": "t_42",
+        "by": "in_reply_to"}
+    assert delivered["status"] == "success" and delivered["extracted"] == 2
+
+
+@pytest.mark.parametrize("point", ["outbox.settle", "outbox.settled"])
+async def test_kill_9_around_the_project_ack_loses_nothing_and_sends_nothing_twice(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path, point: str) -> None:
+    """The daemon dies with the records held (no ack yet), then at the project's ack: just
+    before its settle commits (the project is sent again, acked again, its records follow)
+    or just after (they were queued in that commit and are sent after the restart)."""
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = (await make_agent(c, root, ["tasks", "timelines", "projects"]))["agent"]["id"]
+        await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1))[0]
+        assert project["table"] == "projects"
+        await c.close()
+    finally:
+        await d.kill()  # held, unacked
+    db = data_dir / "sidecar.sqlite3"
+    assert {r["table_name"] for r in rows(db, "SELECT table_name FROM held")} == {
+        "tasks", "timelines"}
+    d = await start(data_dir, token, model_dir, SIDECAR_FAILPOINT=f"{point}:1")
+    try:
+        c = await d.connect()
+        await c.hello()
+        again = (await calls_until_quiet(c, ack=False, until=1))[0]
+        assert again["id"] == project["id"]
+        await c.ack(again, {"id": "p_88"})
+        assert await asyncio.wait_for(d.proc.wait(), 30) != 0  # killed itself at the point
+    finally:
+        await d.kill()
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        got = await calls_until_quiet(c, quiet=3.0)
+        await c.close()
+    finally:
+        await d.stop()
+    if point == "outbox.settle":  # the ack was not recorded: the project comes again first
+        assert got[0]["id"] == project["id"], got[0]
+        got = got[1:]
+    assert titles(got, "tasks") == TASKS and titles(got, "timelines") == {MILESTONE}
+    assert len(got) == 3, [g["data"] for g in got]
+    ids = {g["data"]["projectId"] for g in got}
+    assert ids == {"p_88" if point == "outbox.settled" else "x_1"}, ids
+    assert rows(db, "SELECT count(*) AS n FROM held") == [{"n": 0}]
+    counts = rows(db, "SELECT table_name, state, count(*) AS n FROM outbox GROUP BY 1, 2")
+    assert sorted((r["table_name"], r["state"], r["n"]) for r in counts) == [
+        ("projects", "acked", 1), ("tasks", "acked", 2), ("timelines", "acked", 1)]
+
+
+# -- the evidence rules, by hand-written cases ----------------------------------------------
+
+@pytest.mark.parametrize(("titles", "text", "expected"), [
+    (["kickoff"], "# Kickoff — Nova Dental rebrand\n\nClient: Nova Dental\n",
+     ("Nova Dental rebrand", "Nova Dental", "kickoff")),
+    (["Nova Dental kickoff call"], "Agenda", ("Nova Dental", None, "kickoff")),
+    (["Project brief: Summer menu"], "x", ("Summer menu", None, "brief")),
+    (["Summer menu — creative brief"], "x", ("Summer menu", None, "brief")),
+    (["New client: Blue Fern"], "", ("Blue Fern", None, "new client")),
+    (["New project – Orchard app"], "", ("Orchard app", None, "new project")),
+    (["notes"], "# Onboarding\nProject: Apollo\nClient: Acme Corp\n",
+     ("Apollo", "Acme Corp", "project field")),
+    (["Welcome aboard"], "New client!\nClient: Blue Fern Studio\n",
+     ("Blue Fern Studio", "Blue Fern Studio", "new client")),
+    (["Kickoff: Orchard app (draft)"], "", ("Orchard app", None, "kickoff")),
+    # ordinary documents introduce nothing
+    (["Weekly kickoff"], "hello", None),
+    (["Q3 kickoff"], "hello", None),
+    (["Weekly brief"], "x", None),
+    (["brief"], "x", None),
+    (["kickoff"], "# Kickoff\n", None),
+    (["weekly"], "# Weekly sync\n\nProject: Apollo\n\nWe talked about the new brief.\n", None),
+    (["Welcome aboard"], "We have a new client!\nClient: Blue Fern Studio\n", None),
+    (["Re: Kickoff — Nova Dental"], "x", None),
+    (["Fwd: Project brief: Summer menu"], "x", None),
+    (["Meeting notes"], "Talked with the client about the brief.", None),
+])
+def test_what_introduces_a_project(titles: list[str], text: str,
+                                   expected: tuple[str, str | None, str] | None) -> None:
+    from sidecar.project_intro import introduction
+
+    found = introduction(titles, text)
+    assert (None if found is None else (found.name, found.client, found.by)) == expected
+
+
+def test_a_reply_is_its_own_words_and_picks_the_task_it_talks_about() -> None:
+    from sidecar.threads import author, message_ids, pick_task, reply_keys, reply_text
+
+    text = ("Subject: Re: Logo files\nFrom: Priya <p@x>\nDate: Mon\n\nDone, the logo is in "
+            "the folder.\n> quoted line\nThanks\n\nOn Mon, 2 Mar 2026, Ana wrote:\n> Please "
+            "send the logo\n> and book the shoot")
+    assert reply_text(text) == "Done, the logo is in the folder.\nThanks"
+    assert reply_text("Subject: x\n\nNew text\n-----Original Message-----\nFrom: a") == \
+        "New text"
+    tasks = [("c_1", "Send the logo files"), ("c_2", "Book the photo shoot")]
+    assert pick_task(tasks, "The logo is in the folder") == ("c_1", "Send the logo files")
+    assert pick_task(tasks, "Booked the shoot for Friday") == ("c_2", "Book the photo shoot")
+    assert pick_task(tasks, "Thanks, all good") is None, "nothing in common: no guess"
+    assert pick_task(tasks, "the logo and the shoot") is None, "a tie: no guess"
+    assert pick_task(tasks[:1], "Thanks, all good") == tasks[0], "the thread's only task"
+    assert author({"from": "Priya Shah <p@x.com>"}) == "Priya Shah"
+    assert author({"from": "p@x.com"}) == "p@x.com"
+    assert message_ids("<A@x> <b@y>") == ["a@x", "b@y"]
+    meta = {"subject": "RE: Logo files", "in_reply_to": "<a@x>", "references": "<r@x> <a@x>",
+            "thread_id": "t9"}
+    assert reply_keys(meta, "gmail:me") == [
+        ("msg:a@x", "in_reply_to"), ("msg:a@x", "references"), ("msg:r@x", "references"),
+        ("thread:gmail:me:t9", "thread"), ("subject:gmail:me:logo files", "subject")]
+    assert reply_keys({"subject": "Logo files"}, "s") == [], "not a reply: no subject match"
