@@ -352,8 +352,8 @@ async def test_kill_9_around_the_project_ack_loses_nothing_and_sends_nothing_twi
     (["kickoff"], "# Kickoff\n", None),
     (["weekly"], "# Weekly sync\n\nProject: Apollo\n\nWe talked about the new brief.\n", None),
     (["Welcome aboard"], "We have a new client!\nClient: Blue Fern Studio\n", None),
-    (["Re: Kickoff — Nova Dental"], "x", None),
-    (["Fwd: Project brief: Summer menu"], "x", None),
+    (["Re: Nova Dental kickoff"], "x", None),
+    (["Fwd: Summer menu — creative brief"], "x", None),
     (["Meeting notes"], "Talked with the client about the brief.", None),
 ])
 def test_what_introduces_a_project(titles: list[str], text: str,
@@ -388,3 +388,31 @@ def test_a_reply_is_its_own_words_and_picks_the_task_it_talks_about() -> None:
         ("msg:a@x", "in_reply_to"), ("msg:a@x", "references"), ("msg:r@x", "references"),
         ("thread:gmail:me:t9", "thread"), ("subject:gmail:me:logo files", "subject")]
     assert reply_keys({"subject": "Logo files"}, "s") == [], "not a reply: no subject match"
+
+
+async def test_a_reply_never_comments_on_its_own_tasks_when_read_again(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """A reply found by its subject alone that gives a task of its own: read again (a full
+    run), its subject leads to that task, which is its own, not the thread's."""
+    root = tmp_path / "mail"
+    email(root / "reply.eml", "Re: Budget",
+          "Agreed.\n\nAction items:\n- [ ] Omar to update the budget sheet",
+          mid="budget-2@studio.example")
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = (await make_agent(c, root, ["tasks", "taskComments"],
+                                  extensions=(".eml",)))["agent"]["id"]
+        first_run = await run(c, agent)
+        first = await calls_until_quiet(c)
+        await next_run_frame(c, "run_delivered", first_run)
+        again = (await c.request({"type": "run_agent", "agent_id": agent, "full": True}))
+        second = await calls_until_quiet(c)
+        delivered = await next_run_frame(c, "run_delivered", again["run_id"])
+        await c.close()
+    finally:
+        await d.stop()
+    assert [f["data"]["title"] for f in first] == ["Omar to update the budget sheet"]
+    assert second == [], second
+    assert delivered["status"] == "success"

@@ -73,6 +73,9 @@ async def test_records_link_to_the_one_project_their_document_names(
         "Ana to send the banner drafts")
     doc(root / "misc" / "admin.md", "Admin", "Nothing about clients.",
         "Luis to pay the invoice")
+    # introduces a project, but "projects" is not in this agent's data_types
+    doc(root / "misc" / "kickoff.md", "Kickoff — Orchard app", "New client.",
+        "Rosa to stack the chairs")
     d = await DaemonProcess.start(data_dir, token=token,
                                   extra_args=["--model-dir", str(model_dir)])
     try:
@@ -80,10 +83,13 @@ async def test_records_link_to_the_one_project_their_document_names(
         await c.hello()
         assert (await c.request({"type": "projects_sync", "projects": PROJECTS}))["count"] == 2
         agent = await make_agent(c, root)
-        calls = by_task((await run_and_ack(c, agent))[1])
+        raw = (await run_and_ack(c, agent))[1]
         await c.close()
     finally:
         await d.stop()
+    assert {c["table"] for c in raw} == {"tasks"}, "no projects asked for, none suggested"
+    calls = by_task(raw)
+    assert "projectId" not in calls.pop("chairs")["data"]
     assert set(calls) == {"flour", "menus", "banner", "invoice"}, list(calls)
     assert calls["flour"]["data"]["projectId"] == "p_12"
     assert calls["flour"]["source"]["project"] == {
@@ -129,3 +135,45 @@ async def test_projects_survive_a_restart_and_each_sync_replaces_the_list(
     assert "project" not in mine["chairs"]["source"]
     assert set(second) == {"keys"} and "projectId" not in second["keys"]["data"], \
         "Harbor Bakery is no longer one of the app's projects"
+
+
+async def test_a_kickoff_of_a_known_project_links_to_it_and_suggests_none(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """With "projects" in data_types, only a project the app does not know is suggested: a
+    kickoff naming one of the synced projects links its records to it, and a later sync that
+    drops that project makes the same kind of kickoff a suggestion."""
+    root = tmp_path / "docs"
+    doc(root / "kickoff.md", "Kickoff — Spring campaign", "Posters and radio.",
+        "Tom to print the menus")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        await c.request({"type": "projects_sync", "projects": PROJECTS})
+        agent = await make_agent(c, root, data_types=["tasks", "projects"])
+        known = (await run_and_ack(c, agent))[1]
+        await c.request({"type": "projects_sync", "projects": [PROJECTS[0]]})
+        doc(root / "kickoff2.md", "Kickoff — Spring campaign", "Posters.",
+            "Rosa to stack the chairs")
+        unknown = (await run_and_ack(c, agent))[1]
+        # an agent with its own project suggests none: everything goes to its project
+        doc(tmp_path / "own" / "kickoff.md", "Kickoff — Orchard app", "x", "Ana to call Bea")
+        saved = await c.request({"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "own", "directories": [str(tmp_path / "own")],
+            "extensions": [".md"], "data_types": ["tasks", "projects"], "project_id": "p_own",
+            "schedule_cron": "0 3 * * *", "watch": False}})
+        own = (await run_and_ack(c, saved["agent"]["id"]))[1]
+        await c.close()
+    finally:
+        await d.stop()
+    assert [(o["table"], o["data"].get("projectId")) for o in own] == [("tasks", "p_own")]
+    assert any(w.startswith("projects: every record") for w in saved["warnings"]), saved
+    assert [k["table"] for k in known] == ["tasks"], known
+    assert known[0]["data"]["projectId"] == "p_13"
+    assert known[0]["source"]["project"]["in"] == "title"
+    assert [u["table"] for u in unknown] == ["projects", "tasks"], unknown
+    assert unknown[0]["data"]["name"] == "Spring campaign"
+    # run_and_ack acks with {"ok": true}: no result.id, so the task goes without a project
+    assert "projectId" not in unknown[1]["data"]
+    assert "no result.id" in unknown[1]["source"]["unlinked"]
