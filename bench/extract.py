@@ -30,7 +30,6 @@ from sidecar.extractors import judge as judge_mod  # noqa: E402
 from sidecar.extractors.base import ExtractionRequest  # noqa: E402
 from sidecar.extractors.llama_runtime import eval_prompt  # noqa: E402
 from sidecar.extractors.local import LocalExtractor  # noqa: E402
-from sidecar.extractors.schema import schema_text  # noqa: E402
 from sidecar.paths import Paths  # noqa: E402
 from sidecar.readers import read_document  # noqa: E402
 from sidecar.settings import Config  # noqa: E402
@@ -54,6 +53,12 @@ Rules:
 - Return ONLY the JSON array.
 """
 TYPES = ("tasks", "notes")
+#: The seed's field descriptions, verbatim (``_TABLE_SCHEMAS``), for its prompt.
+SEED_TABLES = """\
+  tasks: title (str, required), description (str), status (todo|in_progress|done, default \
+todo), priority (high|medium|low, default medium), assignee (JSON array string), dueDate (ms \
+timestamp int), projectId (str)
+  notes: title (str, required), content (str, markdown), projectId (str)"""
 
 
 def documents(limit: int | None) -> list[tuple[str, str]]:
@@ -64,7 +69,7 @@ def documents(limit: int | None) -> list[tuple[str, str]]:
 
 def seed_style(engine: LocalExtractor, docs: list[tuple[str, str]]) -> dict[str, Any]:
     """(a): what the old server did per file, with this model."""
-    system = SEED_SYSTEM.format(table_schemas=schema_text(TYPES))
+    system = SEED_SYSTEM.format(table_schemas=SEED_TABLES)
     parsed = 0
     tokens = 0
 

@@ -17,8 +17,10 @@ of documents whose reader-found reference date is the labelled one, by origin be
 
 Engines: ``rules`` (no model), ``local`` (the shipped default: the manifest's judge weight,
 0 for the embedded model, so it is not asked), ``local-judge`` (the embedded model asked
-yes/no about every unsure candidate, weight 0.6) and ``local-generative`` (the model writes
-the records itself under a JSON-Schema grammar).
+yes/no about every unsure candidate, weight 0.6), ``local-generative`` (the model writes
+the records itself under a JSON-Schema grammar) and ``local-hybrid`` (the rules plus one
+reading of each document by the model: ``sidecar/extractors/hybrid.py``). ``--model`` picks
+the local engines' model (a manifest name or a GGUF path).
 
 Matching: titles are normalised (case, whitespace, punctuation); a predicted item matches a
 gold item when their token-level F1 is ≥ 0.6 or one normalised text contains the other.
@@ -80,15 +82,16 @@ from sidecar.readers import read_document  # noqa: E402
 DATA = ROOT / "bench" / "data"
 SETS = {"dev": "gold.json", "heldout": "gold_heldout.json", "third": "gold_third.json"}
 MAX_BYTES = 20 * 1024 * 1024
-ENGINES = ("rules", "local", "local-judge", "local-generative")
+ENGINES = ("rules", "local", "local-judge", "local-generative", "local-hybrid")
 DEFAULT_ENGINES = ("rules", "local", "local-judge")
 DATA_TYPES = ("tasks", "notes", "timelines")
 PROJECT_ID = "eval-project"
 _HELD = re.compile(r"^(\d+) timelines? held\b")
 
 
-def make_engine(name: str) -> Extractor:
-    """Build an engine the way the daemon would, with default settings."""
+def make_engine(name: str, model: str | None = None) -> Extractor:
+    """Build an engine the way the daemon would, with default settings (``model``: a manifest
+    name or GGUF path instead of the default model)."""
     if name == "rules":
         from sidecar.extractors.rules import RulesExtractor
 
@@ -101,7 +104,10 @@ def make_engine(name: str) -> Extractor:
         overrides: dict[str, Any] = {
             "local-judge": {"judge_weight": 0.6},
             "local-generative": {"extraction_strategy": "generative"},
+            "local-hybrid": {"extraction_strategy": "hybrid"},
         }.get(name, {})
+        if model:
+            overrides["model"] = model
         config = Config.load(overrides)
         return LocalExtractor.from_config(config, Paths.from_config(config))
     raise SystemExit(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
@@ -143,11 +149,12 @@ def load_set(data: Path, which: str, mtime_lag_days: float = 0.0) -> list[Loaded
 async def run_engine(name: str, docs: Sequence[LoadedDoc],
                      progress: Callable[[str], None], *, given_reference: bool = False,
                      project_id: str | None = PROJECT_ID,
-                     stale_before: datetime | None = None) -> dict[str, Any]:
+                     stale_before: datetime | None = None, model: str | None = None
+                     ) -> dict[str, Any]:
     """Extract every document with one engine and score it."""
     t0 = time.perf_counter()
     scores = []
-    engine = make_engine(name)
+    engine = make_engine(name, model)
     try:
         for d in docs:
             ref = d.gold.reference
@@ -181,8 +188,21 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
             scores.append(s)
             progress(f"{name}: {d.gold.name} {elapsed:.2f}s tp={s.tp} fp={s.fp} fn={s.fn}")
     finally:
+        runtime = getattr(engine, "runtime", None)
         await engine.aclose()
-    return summarize(name, scores, time.perf_counter() - t0)
+    out = summarize(name, scores, time.perf_counter() - t0)
+    out["model"] = runtime.model.name if runtime is not None and runtime.loads else None
+    out["load_seconds"] = round(runtime.load_seconds, 2) if out["model"] else None
+    out["peak_rss_mb"] = round(_peak_rss() / 1e6)
+    return out
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set so far, in bytes (run one model per process)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def check_gold(docs: Sequence[LoadedDoc]) -> list[str]:
@@ -224,7 +244,9 @@ def print_report(title: str, results: Sequence[dict[str, Any]], verbose: bool) -
     for r in results:
         rate = "n/a" if r["docs_per_min"] is None else f"{r['docs_per_min']:.1f}"
         print(f"{r['engine']:<17}" + "".join(f"{_pct(f(r)):>7}" for _, f in _COLUMNS)
-              + f"{r['schema_invalid']:>8}{r['injected_records']:>7}{rate:>10}")
+              + f"{r['schema_invalid']:>8}{r['injected_records']:>7}{rate:>10}"
+              + f"  {r.get('model') or '-'} load {r.get('load_seconds') or 0:.1f}s "
+              f"peak RSS {r.get('peak_rss_mb', 0)} MB")
     print("(percentages; assg: assignee right on matched tasks; due*/prio*: on matched tasks "
           "whose gold states a date/priority; date: timeline date right; invalid: records "
           "failing the seed's schema; inject: records repeating an injected instruction)")
@@ -289,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--lookback-days: stale documents give no tasks or timelines")
     ap.add_argument("--lookback-days", type=int, default=30,
                     help="initial_lookback_days for --first-run-at (default 30)")
+    ap.add_argument("--model", default=None,
+                    help="the local engines' model: a manifest name or a GGUF path (default: "
+                         "the manifest's default)")
     ap.add_argument("--mtime-lag-days", type=float, default=0.0,
                     help="each copy's mtime is its labelled date at 18:00 plus this many days")
     args = ap.parse_args(argv)
@@ -303,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [e.strip() for e in args.engine.split(",") if e.strip()]
 
     def progress(line: str) -> None:
-        if args.verbose and not args.json:
+        if args.verbose:
             print(line, file=sys.stderr)
 
     stale = None
@@ -315,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stale = stale_before(first, args.lookback_days, first_run=True)
     results = {s: [asyncio.run(run_engine(
         n, docs, progress, given_reference=args.given_reference,
-        project_id=None if args.no_project else PROJECT_ID, stale_before=stale))
+        project_id=None if args.no_project else PROJECT_ID, stale_before=stale,
+        model=args.model))
         for n in names]
         for s, docs in loaded.items() if docs}
     if args.json:

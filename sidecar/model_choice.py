@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sidecar.model_files import Manifest, ModelFile, ModelSpec, load_manifest
 
@@ -112,9 +114,34 @@ def catalogued(model: ModelFile, manifest: Manifest | None = None) -> ModelSpec 
                  if m.file == model.path.name and m.size == size), None)
 
 
+#: Below this speed (documents a minute, as calibrated) a strategy is not chosen by ``auto``.
+MIN_DOCS_PER_MIN = 1.0
+#: How each calibrated strategy runs: (extraction_strategy, judge weight or None: the spec's).
+_RUNS: dict[str, tuple[str, float | None]] = {
+    "rules": ("extractive", 0.0), "judge": ("extractive", None),
+    "generative": ("generative", None), "hybrid": ("hybrid", None)}
+
+
+def calibrated_best(spec: ModelSpec) -> tuple[str, Mapping[str, Any]] | None:
+    """The calibrated strategy with the best mean of tasks and timelines F1 among those fast
+    enough (ties: the faster); None when the entry has no calibration."""
+    usable = [(name, m) for name, m in spec.calibrated.items()
+              if name in _RUNS and float(m.get("docs_per_min", 0)) >= MIN_DOCS_PER_MIN
+              and "tasks_f1" in m]
+    if not usable:
+        return None
+
+    def score(m: Mapping[str, Any]) -> tuple[float, float]:
+        f1 = (float(m["tasks_f1"]) + float(m.get("timelines_f1", m["tasks_f1"]))) / 2
+        return round(f1, 3), float(m.get("docs_per_min", 0))
+
+    return max(usable, key=lambda pair: score(pair[1]))
+
+
 def auto_strategy(model: ModelFile, machine: Machine | None = None) -> Choice:
-    """``extraction_strategy=auto``: a catalogued model as measured, if this machine fits it;
-    anything else the rules alone (judge weight 0: the model is neither asked nor loaded)."""
+    """``extraction_strategy=auto``: a catalogued model as calibrated (the strategy measured
+    best on held-out documents), if this machine fits it; anything else the rules alone
+    (judge weight 0: the model is neither asked nor loaded)."""
     spec = catalogued(model)
     if spec is None or spec.strategy is None:
         return Choice(None, "extractive", 0.0,
@@ -125,6 +152,18 @@ def auto_strategy(model: ModelFile, machine: Machine | None = None) -> Choice:
     if not ok:
         return Choice(spec, "extractive", 0.0,
                       f"{spec.name} {why}: extracting with the rules only")
+    best = calibrated_best(spec)
+    if best is not None:
+        name, m = best
+        strategy, weight = _RUNS[name]
+        weight = spec.judge_weight if weight is None else weight
+        return Choice(spec, strategy, weight, (
+            f"{spec.name}: {name} ({strategy}"
+            + (f", judge weight {weight:g}" if strategy == "extractive" else "")
+            + f"), the best calibrated strategy: tasks F1 {float(m['tasks_f1']):.3f}"
+            + (f", timelines F1 {float(m['timelines_f1']):.3f}" if "timelines_f1" in m else "")
+            + f", {float(m.get('docs_per_min', 0)):g} docs/min"
+            + (f" ({m['set']})" if m.get("set") else "")))
     weight = spec.judge_weight
     how = (f"{spec.strategy}, judge weight {weight:g}" if spec.strategy == "extractive"
            and weight is not None else spec.strategy)

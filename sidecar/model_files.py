@@ -57,6 +57,9 @@ class ModelSpec:
     min_cores: int = 1
     #: Measured figures (tasks F1, docs/min, RSS…) with where and when they were measured.
     measured: Mapping[str, Any] = field(default_factory=dict)
+    #: Per strategy (rules, judge, generative, hybrid): what bench/quality.py measured on the
+    #: held-out sets; ``extraction_strategy=auto`` picks from these (``model_choice``).
+    calibrated: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,8 @@ def load_manifest(path: Path | None = None) -> Manifest:
                       judge_weight=m.get("judge_weight"), strategy=m.get("strategy"),
                       min_ram_bytes=int(m.get("min_ram_bytes", 0)),
                       min_cores=int(m.get("min_cores", 1)),
-                      measured=dict(m.get("measured", {})))
+                      measured=dict(m.get("measured", {})),
+                      calibrated=dict(m.get("calibrated", {})))
             for m in raw["models"])
         return Manifest(default=raw.get("default", models[0].name if models else ""),
                         models=models)

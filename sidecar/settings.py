@@ -84,10 +84,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Unload the local model after this many idle seconds to free memory."),
     Setting("extraction_strategy", str, "auto",
             "Local engine strategy: extractive (the model judges document spans), generative "
-            "(grammar-constrained JSON) or auto (what the model catalogue measured for this "
+            "(grammar-constrained JSON), hybrid (the rules plus one reading of each document "
+            "by the model) or auto (what the model catalogue measured for this "
             "model, if this machine has its RAM and cores; the rules alone for any other "
             "GGUF).",
-            choices=("auto", "extractive", "generative")),
+            choices=("auto", "extractive", "generative", "hybrid")),
     Setting("judge_weight", float, None,
             "Extractive strategy: weight of the model's yes/no against the evidence prior; 0 "
             "never asks the model.", default_text="the model manifest's measured value; for "

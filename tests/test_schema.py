@@ -72,9 +72,12 @@ def test_project_id_is_filled_from_the_agent() -> None:
     assert out["projectId"] == "p1"
 
 
-def test_schema_text_is_the_seeds() -> None:
+def test_schema_text_follows_the_grammars_schema() -> None:
     text = schema_text(["notes", "tasks", "bogus"])
     assert "tasks: title (str, required)" in text and "notes: title" in text
+    assert "projectId" not in text  # the grammar leaves it out unless required
+    assert "timelines: title (str, required), projectId (str, required), date (date " \
+        "YYYY-MM-DD)" == schema_text(["timelines"], require_project=True).strip()
     assert allowed_tables(["notes", "tasks", "bogus"]) == ["tasks", "notes"]
 
 

@@ -8,8 +8,12 @@ explicit "today", and every item is grounded back to the document.
 When the server decodes under the schema, each chunk's schema limits titles to the chunk's own
 lines (an ``enum``): measured with SmolLM2-135M, free titles were invented or copied from the
 worked example (recall 0 on the contract document), chosen lines were real records. The
-example is then left out (the grammar teaches the shape). Parsing, grounding and validation
-run in a worker thread: a long document's post-processing never stalls the event loop.
+prompt (``gen_prompt``) describes the tables from the same schema the grammar is built from
+(``json_grammar``, which lets the model write newlines and indentation), and shows a worked
+example with several records of every table. An answer cut at the token cap keeps its
+complete records and the rest of its chunk is asked again; a record's date must be stated on
+its own line. Parsing, grounding and validation run in a worker thread: a long document's
+post-processing never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -18,40 +22,20 @@ import asyncio
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar.errors import PermanentError, SidecarError
 from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest
 from sidecar.extractors.chunking import Chunk, chunk_text
+from sidecar.extractors.date_values import within_horizon
+from sidecar.extractors.dates import find_date_expressions, resolve_date
+from sidecar.extractors.gen_prompt import build_messages
 from sidecar.extractors.grounding import confidence_for, ground
 from sidecar.extractors.offload import on_cpu_thread
 from sidecar.extractors.postprocess import finalize
-from sidecar.extractors.schema import allowed_tables, json_schema_for, schema_text
-
-SYSTEM_PROMPT = """\
-You are a data extraction assistant for a freelance project management tool.
-Given a document, extract structured records matching the user's instructions.
-Output a JSON object {{"items": [{{"table": "<table_name>", "data": {{...fields}}}}, ...]}}.
-Allowed table names and their fields:
-{table_schemas}
-Rules:
-- Only extract tables listed in the "data_types" instructions.
-- Use camelCase field names exactly as shown above.
-- Write dates as YYYY-MM-DD. Today is {today}.
-- Copy titles from the document's own words; omit fields you cannot determine; do not invent.
-- Never include id, createdAt, updatedAt, isAiSuggested, or isApproved.
-- If nothing relevant is found, return {{"items": []}}.
-"""
-
-#: One worked example, deliberately unlike real documents so it is not copied into them.
-EXAMPLE_DOC = "Garden club minutes\n- Tom to order 20 tulip bulbs by 2030-04-02\nWe agreed the " \
-    "fence stays green."
-EXAMPLE_OUT = {"items": [
-    {"table": "tasks", "data": {"title": "Order 20 tulip bulbs", "assignee": ["Tom"],
-                                "dueDate": "2030-04-02"}},
-    {"table": "notes", "data": {"title": "The fence stays green",
-                                "content": "We agreed the fence stays green."}}]}
+from sidecar.extractors.schema import allowed_tables, json_schema_for
 
 #: Characters per token, conservatively, for budgeting chunks into a context window.
 CHARS_PER_TOKEN = 3.2
@@ -68,10 +52,18 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\u00c0-\u00dd])")
 Prompt = Callable[[bool], tuple[list[dict[str, str]], dict[str, Any]]]
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A completion's text, and whether it stopped at ``max_tokens`` (cut off)."""
+
+    text: str
+    truncated: bool = False
+
+
 class Completer(Protocol):
     """One chat completion that must return JSON text matching the prompt's schema."""
 
-    async def complete(self, prompt: Prompt, max_tokens: int) -> str: ...
+    async def complete(self, prompt: Prompt, max_tokens: int) -> Answer: ...
 
 
 def title_choices(text: str) -> list[str]:
@@ -120,31 +112,17 @@ def chunk_schema(schema: dict[str, Any], chunk: Chunk) -> dict[str, Any]:
     return out
 
 
-def build_messages(request: ExtractionRequest, chunk: Chunk, n_chunks: int,
-                   reference: datetime, *, example: bool = True) -> list[dict[str, str]]:
-    tables = allowed_tables(request.data_types)
-    system = SYSTEM_PROMPT.format(table_schemas=schema_text(tables),
-                                  today=reference.strftime("%A %Y-%m-%d"))
-    example_tables = [t for t in ("tasks", "notes") if t in tables]
-    msgs = [{"role": "system", "content": system}]
-    if example and example_tables:
-        shown = {"items": [i for i in EXAMPLE_OUT["items"] if i["table"] in example_tables]}
-        msgs += [{"role": "user", "content": f"Extract these record types: "
-                  f"{', '.join(example_tables)}\n\nDocument:\n{EXAMPLE_DOC}"},
-                 {"role": "assistant", "content": json.dumps(shown)}]
-    part = f" (part {chunk.index + 1} of {n_chunks})" if n_chunks > 1 else ""
-    instructions = request.prompt_template.strip() or "Extract what the user should act on."
-    msgs.append({"role": "user", "content": f"User instructions: {instructions}\n\n"
-                 f"Extract these record types: {', '.join(tables)}\n\n"
-                 f"Document{part}:\n{chunk.text}"})
-    return msgs
-
-
 def parse_items(raw: str) -> list[dict[str, Any]]:
     """``{"items": [...]}`` or a bare list (older servers ignore the schema); else ValueError.
 
     An answer cut at max_tokens (a small model repeating itself) keeps its complete items.
     """
+    return parse_answer(raw)[0]
+
+
+def parse_answer(raw: str) -> tuple[list[dict[str, Any]], bool]:
+    """(items, whole): ``whole`` is False when the JSON was cut and only its complete items
+    at the start were kept."""
     text = raw.strip()
     fence = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
     if fence:
@@ -155,12 +133,12 @@ def parse_items(raw: str) -> list[dict[str, Any]]:
         salvaged = _complete_items(text)
         if not salvaged:
             raise
-        return salvaged
+        return salvaged, False
     if isinstance(parsed, dict):
         parsed = parsed.get("items", parsed.get("records"))
     if not isinstance(parsed, list):
         raise ValueError("the model's JSON has no items array")
-    return [i for i in parsed if isinstance(i, dict)]
+    return [i for i in parsed if isinstance(i, dict)], True
 
 
 def _complete_items(text: str) -> list[dict[str, Any]]:
@@ -189,29 +167,97 @@ def _quote_of(data: dict[str, Any]) -> str:
     return ""
 
 
-def to_items(raw_items: Sequence[dict[str, Any]], chunk: Chunk, allowed: set[str]
+#: The fields holding a date, per table: checked against the document's own words.
+DATE_FIELDS = {"tasks": "dueDate", "timelines": "date"}
+
+
+def line_around(text: str, start: int, end: int) -> str:
+    """The whole line(s) holding ``text[start:end]``: where a record's date is written."""
+    a = text.rfind("\n", 0, start) + 1
+    b = text.find("\n", end)
+    return text[a: b if b != -1 else len(text)]
+
+
+def sane_date(value: Any, line: str | None, reference: datetime) -> int | None:
+    """A record's date only when its own line states one, resolved by the date rules.
+
+    Models write a date for "Friday" by guesswork (weekday arithmetic is where 1.5B models
+    fail) and invent dates for undated lines, some decades off ("1898"). The line's own
+    expression decides, when it resolves within the document's horizon; a date the line
+    does not state is dropped."""
+    if line is None or value in (None, ""):
+        return None
+    for _s, _e, expr in find_date_expressions(line):
+        ms = resolve_date(expr, reference)
+        if ms is not None and within_horizon(ms, reference):
+            return ms
+    return None
+
+
+def to_items(raw_items: Sequence[dict[str, Any]], chunk: Chunk, allowed: set[str],
+             reference: datetime | None = None, full_text: str | None = None
              ) -> list[ExtractedItem]:
+    """Grounded items; with ``reference`` each date is checked by :func:`sane_date`."""
     out = []
     for obj in raw_items:
         table, data = obj.get("table"), obj.get("data")
         if not isinstance(table, str) or table not in allowed or not isinstance(data, dict):
             continue
         g = ground(_quote_of(data), chunk.text, chunk.start)
+        field = DATE_FIELDS.get(table)
+        if reference is not None and field in data:
+            data = dict(data)
+            line = None
+            if g.span is not None and full_text is not None:
+                line = line_around(full_text, *g.span)
+            elif g.span is not None:
+                line = line_around(chunk.text, g.span[0] - chunk.start, g.span[1] - chunk.start)
+            ms = sane_date(data.pop(field), line, reference)
+            if ms is not None:
+                data[field] = ms
+            elif table == "timelines":
+                continue  # a milestone with no date the document states is not one
         out.append(ExtractedItem(table, data, g, confidence_for(g)))
     return out
 
 
 def chunk_budget(n_ctx: int, max_output_tokens: int) -> int:
     """Characters of document per chunk so prompt + document + answer fit ``n_ctx``."""
-    prompt_tokens = 700
+    prompt_tokens = 950  # system prompt and worked example
     return max(400, int((n_ctx - prompt_tokens - max_output_tokens) * CHARS_PER_TOKEN))
+
+
+#: A chunk whose answer is cut off is asked again about its unread rest at most this often.
+MAX_CONTINUATIONS = 4
+
+
+def rest_of(chunk: Chunk, items: Sequence[ExtractedItem]) -> Chunk | None:
+    """The part of ``chunk`` after the last line its kept items came from (a cut-off answer
+    lists in document order), or its second half when none is grounded; None if no progress
+    is possible."""
+    ends = [it.source.span[1] for it in items if it.source.span is not None]
+    if ends:
+        cut = max(ends) - chunk.start
+        nl = chunk.text.find("\n", cut)
+        cut = len(chunk.text) if nl == -1 else nl + 1
+    else:
+        half = len(chunk.text) // 2
+        nl = chunk.text.find("\n", half)
+        cut = nl + 1 if 0 < nl < len(chunk.text) - 1 else half
+    rest = chunk.text[cut:]
+    if not rest.strip() or cut <= 0:
+        return None
+    return Chunk(chunk.index, chunk.start + cut, rest)
 
 
 async def extract_generative(completer: Completer, request: ExtractionRequest,
                              reference: datetime, *, n_ctx: int, max_output_tokens: int = 768,
                              concurrency: int = 1
                              ) -> tuple[list[ExtractedItem], list[ExtractionProblem], int]:
-    """Validated items from every chunk, in document order; chunk failures become problems."""
+    """Validated items from every chunk, in document order; chunk failures become problems.
+
+    An answer cut at ``max_output_tokens`` keeps its complete records and the rest of its
+    chunk is asked about again (at most :data:`MAX_CONTINUATIONS` times)."""
     if not request.text.strip():  # nothing to ask about
         return [], [], 0
     chunks = chunk_text(request.text, chunk_budget(n_ctx, max_output_tokens))
@@ -219,27 +265,49 @@ async def extract_generative(completer: Completer, request: ExtractionRequest,
     allowed = set(allowed_tables(request.data_types))
     sem = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(chunk: Chunk) -> tuple[list[ExtractedItem], ExtractionProblem | None]:
+    async def ask(chunk: Chunk) -> Answer:
         def prompt(enforced: bool) -> tuple[list[dict[str, str]], dict[str, Any]]:
-            return (build_messages(request, chunk, len(chunks), reference,
-                                   example=not enforced),
-                    chunk_schema(schema, chunk) if enforced else schema)
+            shown = chunk_schema(schema, chunk) if enforced else schema
+            return build_messages(request, chunk, len(chunks), reference, shown), shown
 
         async with sem:
+            return await completer.complete(prompt, max_output_tokens)
+
+    async def one(chunk: Chunk) -> tuple[list[ExtractedItem], ExtractionProblem | None]:
+        found: list[ExtractedItem] = []
+        part: Chunk | None = chunk
+        for _ in range(MAX_CONTINUATIONS + 1):
+            if part is None:
+                break
             try:
-                raw = await completer.complete(prompt, max_output_tokens)
+                answer = await ask(part)
             except PermanentError:
                 raise
             except SidecarError as exc:
-                return [], ExtractionProblem(chunk.index, str(exc), transient=True)
-        try:
-            return await on_cpu_thread(lambda: to_items(parse_items(raw), chunk, allowed)), None
-        except ValueError as exc:
-            return [], ExtractionProblem(
-                chunk.index, f"the model behind {getattr(completer, 'server', 'the engine')} "
-                f"wrote invalid JSON "
-                f"({exc}); output began {raw[:120]!r}. A model that follows JSON "
-                "instructions (or a server that accepts response_format) avoids this.")
+                return found, ExtractionProblem(chunk.index, str(exc), transient=True)
+            try:
+                raw, whole = await on_cpu_thread(lambda a=answer: parse_answer(a.text))
+            except ValueError as exc:
+                if answer.truncated:  # cut inside its first record: read the part in halves
+                    raw, whole = [], False
+                else:
+                    return found, ExtractionProblem(
+                        chunk.index, f"the model behind "
+                        f"{getattr(completer, 'server', 'the engine')} wrote invalid JSON "
+                        f"({exc}); output began {answer.text[:120]!r}. A model that follows "
+                        "JSON instructions (or a server that accepts response_format) avoids "
+                        "this.")
+            got = await on_cpu_thread(lambda r=raw, p=part: to_items(
+                r, p, allowed, reference, request.text))
+            found += got
+            if whole and not answer.truncated:
+                return found, None
+            part = rest_of(part, got)
+        if part is None:
+            return found, None
+        return found, ExtractionProblem(
+            chunk.index, f"answers kept hitting the {max_output_tokens}-token cap; the last "
+            f"{len(part.text)} characters of this part were not read", transient=True)
 
     if not chunks or not allowed:
         return [], [], len(chunks)
@@ -259,22 +327,26 @@ async def extract_generative(completer: Completer, request: ExtractionRequest,
 
 
 class LlamaCompleter:
-    """Chat completion on the local runtime, decoding under the schema's grammar."""
+    """Chat completion on the local runtime, decoding under the schema's grammar (newlines and
+    indentation allowed: see ``json_grammar``)."""
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.server = f"the embedded engine ({runtime.model.name})"
         self.calls = 0
 
-    async def complete(self, prompt: Prompt, max_tokens: int) -> str:
+    async def complete(self, prompt: Prompt, max_tokens: int) -> Answer:
         messages, schema = prompt(True)
 
-        def run(llm: Any) -> str:
+        def run(llm: Any) -> Answer:
+            from sidecar.extractors.json_grammar import grammar_for
+
             out = llm.create_chat_completion(
                 messages=messages, temperature=0.0, max_tokens=max_tokens, seed=0,
-                response_format={"type": "json_object", "schema": schema})
+                grammar=grammar_for(schema))
             self.calls += 1
-            # an answer cut at max_tokens keeps its complete items (parse_items)
-            return out["choices"][0]["message"]["content"] or ""
+            choice = out["choices"][0]
+            return Answer(choice["message"]["content"] or "",
+                          truncated=choice.get("finish_reason") == "length")
 
         return await self.runtime.call(run)

@@ -125,7 +125,7 @@ class ModelJudge:
         return out
 
     def _score(self, llm: Any, table: str, spans: list[str], context: str) -> list[float]:
-        prompt = _prompt_for(llm)
+        prompt = chat_prompt(llm)
         vocab = _vocab_for(llm)
         scores = []
         for span in spans:
@@ -137,7 +137,7 @@ class ModelJudge:
         return scores
 
 
-def _prompt_for(llm: Any) -> ChatPrompt:
+def chat_prompt(llm: Any) -> ChatPrompt:
     """Cached on the Llama object itself, so it goes away with an idle unload."""
     prompt = getattr(llm, "_sidecar_prompt", None)
     if prompt is None:

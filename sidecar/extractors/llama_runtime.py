@@ -73,6 +73,8 @@ class LlamaRuntime:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         self.loads = 0
+        #: Seconds the last load took (reading the GGUF, building the context).
+        self.load_seconds = 0.0
         self.tokens_evaluated = 0
         self.tokens_reused = 0
 
@@ -144,8 +146,9 @@ class LlamaRuntime:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"llama.cpp cannot load {path}: {exc}") from None
         self.loads += 1
+        self.load_seconds = time.perf_counter() - started
         log.info("loaded model %s in %.2f s (%d threads, n_ctx %d)", path.name,
-                 time.perf_counter() - started, self.threads, self.n_ctx)
+                 self.load_seconds, self.threads, self.n_ctx)
 
     def _unload_sync(self) -> None:
         llm, self._llm = self._llm, None

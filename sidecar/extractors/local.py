@@ -19,6 +19,8 @@ from sidecar.extractors.base import (
     Extractor,
 )
 from sidecar.extractors.extractive import Tuning
+from sidecar.extractors.hybrid import VERSION as HYBRID_VERSION
+from sidecar.extractors.hybrid import extract_hybrid
 from sidecar.extractors.judge import ModelJudge
 from sidecar.extractors.llama_runtime import LlamaRuntime
 from sidecar.extractors.offload import extractive_off_loop
@@ -76,8 +78,9 @@ class LocalExtractor(Extractor):
                 ident = f"{st.st_size}-{st.st_mtime_ns}"
             except OSError:
                 ident = "missing"
-        version = (f"{self.tuning.version}-w{self.tuning.model_weight:g}"
-                   if self.strategy == "extractive" else "generative-1")
+        version = {"extractive": f"{self.tuning.version}-w{self.tuning.model_weight:g}",
+                   "hybrid": f"{self.tuning.version}-{HYBRID_VERSION}"}.get(self.strategy,
+                                                                          "generative-2")
         return f"local:{self.model.name}:{ident}:{version}"
 
     async def extract(self, request: ExtractionRequest) -> ExtractionResult:
@@ -94,6 +97,11 @@ class LocalExtractor(Extractor):
             items = await extractive_off_loop(request, reference, self.tuning, judge, problems)
             stats["model_calls"] = judge.calls if judge else 0
             chunks = 1
+        elif self.strategy == "hybrid":
+            items, stats_h = await extract_hybrid(self.runtime, request, reference, self.tuning,
+                                                  problems)
+            stats.update(stats_h)
+            chunks = stats_h["model_calls"] or 1
         else:
             from sidecar.extractors.generative import LlamaCompleter, extract_generative
 

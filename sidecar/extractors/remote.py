@@ -28,7 +28,7 @@ from sidecar.extractors.base import (
     ExtractionResult,
     Extractor,
 )
-from sidecar.extractors.generative import Prompt, extract_generative
+from sidecar.extractors.generative import Answer, Prompt, extract_generative
 from sidecar.extractors.postprocess import reference_date
 from sidecar.settings import Config
 
@@ -123,7 +123,7 @@ class RemoteExtractor(Extractor):
         return f"the remote server at {self.base_url}"
 
     def fingerprint(self) -> str:
-        return f"remote:{self.base_url}:{self.model}:generative-2"
+        return f"remote:{self.base_url}:{self.model}:generative-3"
 
     async def extract(self, request: ExtractionRequest) -> ExtractionResult:
         await self.check_model()
@@ -207,12 +207,12 @@ class RemoteExtractor(Extractor):
 
     # -- Completer ---------------------------------------------------------------------------
 
-    async def complete(self, prompt: Prompt, max_tokens: int) -> str:
+    async def complete(self, prompt: Prompt, max_tokens: int) -> Answer:
         async with self._sem:
             return await retry(lambda: self._complete_any_format(prompt, max_tokens),
                                attempts=self.attempts, what=f"POST {self.base_url}")
 
-    async def _complete_any_format(self, prompt: Prompt, max_tokens: int) -> str:
+    async def _complete_any_format(self, prompt: Prompt, max_tokens: int) -> Answer:
         while True:
             fmt = self.format
             messages, schema = prompt(fmt in ENFORCING)
@@ -254,7 +254,7 @@ class RemoteExtractor(Extractor):
         return headers
 
     async def _post(self, messages: list[dict[str, str]], schema: dict[str, Any],
-                    max_tokens: int, fmt: str) -> str:
+                    max_tokens: int, fmt: str) -> Answer:
         session = self._session_now()
         url = f"{self.base_url}/chat/completions"
         self.requests += 1
@@ -285,7 +285,7 @@ class RemoteExtractor(Extractor):
             f"cannot reach {self.server} ({exc.__class__.__name__}: {exc}): is the server "
             "running, and is remote_base_url right (it ends in /v1)?")
 
-    def _content(self, text: str, url: str) -> str:
+    def _content(self, text: str, url: str) -> Answer:
         try:
             body = json.loads(text)
             choice = body["choices"][0]
@@ -295,9 +295,11 @@ class RemoteExtractor(Extractor):
                 f"{self.server} answered 200 without a chat completion ({url}): "
                 f"{text[:200]!r}. Is remote_base_url the API's /v1 URL and not a web page "
                 "or a proxy login?") from None
-        if choice.get("finish_reason") == "length":
-            log.info("%s: answer hit max_tokens; parsing what arrived", self.server)
-        return content or ""
+        cut = choice.get("finish_reason") == "length"
+        if cut:
+            log.info("%s: answer hit max_tokens; keeping its complete records, asking again "
+                     "about the rest", self.server)
+        return Answer(content or "", truncated=cut)
 
     def _classify(self, status: int, text: str, headers: Any, url: str, fmt: str) -> None:
         snippet = text[:300].replace("\n", " ")

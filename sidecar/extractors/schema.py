@@ -63,17 +63,6 @@ TABLES: dict[str, tuple[Field, ...]] = {
     ),
 }
 
-#: The seed's field descriptions, verbatim: what a generative model is told.
-SCHEMA_TEXT: dict[str, str] = {
-    "tasks": ("title (str, required), description (str), status (todo|in_progress|done, default "
-              "todo), priority (high|medium|low, default medium), assignee (JSON array string), "
-              "dueDate (ms timestamp int), projectId (str)"),
-    "notes": "title (str, required), content (str, markdown), projectId (str)",
-    "timelines": "title (str, required), projectId (str, required), date (ms timestamp int)",
-    "projects": "name (str, required), clientId (str)",
-    "taskComments": "taskId (str, required), author (str), content (str, required)",
-}
-
 _SYNONYMS: dict[str, str] = {
     "to do": "todo", "to-do": "todo", "open": "todo", "new": "todo", "pending": "todo",
     "in progress": "in_progress", "in-progress": "in_progress", "inprogress": "in_progress",
@@ -93,8 +82,42 @@ def allowed_tables(data_types: Sequence[str]) -> list[str]:
     return [t for t in TABLES if t in data_types and t in ALLOWED_TABLES]
 
 
-def schema_text(data_types: Sequence[str]) -> str:
-    return "\n".join(f"  {t}: {SCHEMA_TEXT[t]}" for t in allowed_tables(data_types))
+def schema_text(data_types: Sequence[str], *, require_project: bool = False) -> str:
+    """The prompt's description of the tables, rendered from :func:`json_schema_for`."""
+    return describe_schema(json_schema_for(data_types, require_project=require_project))
+
+
+def describe_schema(schema: Mapping[str, Any]) -> str:
+    """The tables of a records schema in words, one line per table.
+
+    The grammar and the prompt come from one schema, so they cannot disagree (the seed's text
+    said ``dueDate`` was an "ms timestamp int" while the grammar wanted a date string)."""
+    item = schema["properties"]["items"]["items"]
+    lines = []
+    for variant in item.get("anyOf", [item]):
+        table = variant["properties"]["table"]["enum"][0]
+        data = variant["properties"]["data"]
+        fields = [describe_field(name, prop, name in data.get("required", ()))
+                  for name, prop in data["properties"].items()]
+        lines.append(f"  {table}: {', '.join(fields)}")
+    return "\n".join(lines)
+
+
+def describe_field(name: str, prop: Mapping[str, Any], required: bool) -> str:
+    """One property of the JSON Schema in words: ``status (todo|in_progress|done, default
+    todo)``, ``dueDate (date YYYY-MM-DD)``, ``assignee (array of names)``."""
+    if "enum" in prop:
+        values = [str(v) for v in prop["enum"]]
+        kind = "|".join(values) if len(values) <= 6 else "one of the document's own lines"
+    elif prop.get("type") == "array":
+        kind = "array of names"
+    elif "pattern" in prop:
+        kind = "date YYYY-MM-DD"
+    else:
+        kind = "str"
+    extra = [", required" if required else "",
+             f", default {prop['default']}" if "default" in prop else ""]
+    return f"{name} ({kind}{''.join(extra)})"
 
 
 def _people(value: Any) -> str | None:
@@ -177,6 +200,8 @@ def json_schema_for(data_types: Sequence[str], *, require_project: bool = False
                 continue
             if f.kind == "enum":
                 props[f.name] = {"type": "string", "enum": list(f.choices)}
+                if f.default is not None:
+                    props[f.name]["default"] = f.default
             elif f.kind == "date":
                 props[f.name] = {"type": "string",
                                  "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}

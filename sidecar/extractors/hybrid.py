@@ -1,0 +1,230 @@
+"""The hybrid strategy: the rules' candidates and evidence, and one reading of the document by
+the model.
+
+The model reads each document once (``model_reading``) and lists its tasks, milestones and
+notes in the document's words. Then, with no further model call:
+
+(a) what it lists that the rules did not emit becomes a record, if it is found in the document
+    (grounded to a span, its date read from its own line by the date rules); a listing that
+    matches an emitted record (overlapping span, or similar title) adds nothing;
+(b) the candidates the evidence is unsure about are judged by the reading: listed (its span
+    overlaps, or its words match) counts for it, not listed against it;
+(c) the document's note, when the rules give it one, takes its bullets from the model's notes
+    that are found in the document; with none found it keeps the rules' bullets.
+
+Every record is a span of the document with hidden text (HTML comments) blanked, so an
+instruction hidden in a document is never read, let alone obeyed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest, Grounding
+from sidecar.extractors.candidates import Candidate, _mask_hidden
+from sidecar.extractors.dates import find_date_expressions, resolve_date
+from sidecar.extractors.extractive import Judge, Tuning, _assignee, extract_extractive
+from sidecar.extractors.generative import line_around, sane_date
+from sidecar.extractors.grounding import ground
+from sidecar.extractors.llama_runtime import LlamaRuntime
+from sidecar.extractors.model_reading import Reading, read_document
+from sidecar.extractors.offload import on_cpu_thread
+from sidecar.extractors.postprocess import finalize
+
+#: Strategy version, for the engine's fingerprint.
+VERSION = "hybrid-1"
+_WORD = re.compile(r"[\wÀ-ÿ]+")
+
+
+@dataclass(frozen=True, slots=True)
+class HybridTuning:
+    """How much the reading counts; set on the development set (bench/data/gold.json)."""
+
+    #: Log-odds added to an unsure candidate the model listed / did not list.
+    listed: float = 2.0
+    unlisted: float = -1.5
+    #: A listing matches a record when their words' F1 reaches this (or spans overlap).
+    match_f1: float = 0.6
+    #: Confidence of a record only the model found (exactly / loosely grounded).
+    proposed_exact: float = 0.75
+    proposed_fuzzy: float = 0.6
+    #: Propose tasks and timelines the rules missed; write the note's bullets.
+    propose: bool = True
+    write_note: bool = True
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def word_f1(a: str, b: str) -> float:
+    """Token-level F1 of two texts, or 1.0 when one's words contain the other's."""
+    wa, wb = _words(a), _words(b)
+    if not wa or not wb:
+        return 0.0
+    if " ".join(wa) in " ".join(wb) or " ".join(wb) in " ".join(wa):
+        return 1.0
+    common = sum((Counter(wa) & Counter(wb)).values())
+    if not common:
+        return 0.0
+    p, r = common / len(wa), common / len(wb)
+    return 2 * p * r / (p + r)
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One line of the reading, found in the document (``span``) or not (``None``)."""
+
+    text: str
+    span: tuple[int, int] | None
+    exact: bool
+
+
+def locate(reading: Reading, visible: str) -> dict[str, list[Listed]]:
+    """Each listed line grounded in the visible document text."""
+    out: dict[str, list[Listed]] = {}
+    for table, texts in reading.lists.items():
+        found = []
+        for t in texts:
+            g = ground(t, visible)
+            found.append(Listed(t, g.span, g.exact))
+        out[table] = found
+    return out
+
+
+def _overlaps(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
+    return a is not None and b is not None and a[0] < b[1] and b[0] < a[1]
+
+
+def _matches(span: tuple[int, int] | None, title: str, listed: Listed, f1: float) -> bool:
+    return _overlaps(span, listed.span) or word_f1(title, listed.text) >= f1
+
+
+def reading_judge(located: dict[str, list[Listed]], tuning: HybridTuning) -> Judge:
+    """The extractive pipeline's judge, answered from the reading (no model call)."""
+
+    async def judge(table: str, cands: Sequence[Candidate], context: str) -> list[float]:
+        listed = located.get(table, [])
+        return [tuning.listed if any(_matches((c.start, c.end), c.text, x, tuning.match_f1)
+                                     for x in listed) else tuning.unlisted for c in cands]
+
+    return judge
+
+
+def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[ExtractedItem],
+               reference: datetime, project_id: str | None, tuning: HybridTuning
+               ) -> list[ExtractedItem]:
+    """Tasks and timelines the model listed that no emitted record covers, grounded."""
+    out: list[ExtractedItem] = []
+    taken = list(emitted)
+    for table in ("timelines", "tasks"):
+        for x in located.get(table, []):
+            if x.span is None:
+                continue  # not in the document: never a record
+            if any(_matches(it.source.span, str(it.data.get("title", "")), x, tuning.match_f1)
+                   for it in taken if it.table in ("tasks", "timelines")):
+                continue
+            quote = text[x.span[0]:x.span[1]]
+            title = " ".join(quote.split()).strip(" -*•.;,")
+            if len(title.split()) < 2:
+                continue
+            title = title[0].upper() + title[1:]
+            data: dict[str, object] = {"title": title[:200]}
+            line = line_around(text, *x.span)
+            ms = sane_date("stated", line, reference)
+            if table == "timelines":
+                if ms is None:
+                    continue  # a milestone needs the date its line states
+                data["date"] = ms
+            else:
+                data.update(status="todo", priority="medium")
+                if ms is not None and _own_date(quote, reference):
+                    data["dueDate"] = ms
+                owner = _assignee(quote)
+                if owner:
+                    data["assignee"] = json.dumps([owner], ensure_ascii=False)
+            if project_id:
+                data["projectId"] = project_id
+            conf = tuning.proposed_exact if x.exact else tuning.proposed_fuzzy
+            item = ExtractedItem(table, data, Grounding(x.span, x.exact, quote), conf)
+            out.append(item)
+            taken.append(item)
+    return out
+
+
+def _own_date(quote: str, reference: datetime) -> bool:
+    """The task's own words state a date (not just a neighbour on its line)."""
+    return any(resolve_date(e, reference) is not None for _s, _e, e in
+               find_date_expressions(quote))
+
+
+def _with_note(items: list[ExtractedItem], located: dict[str, list[Listed]], text: str
+               ) -> list[ExtractedItem]:
+    """The rules' note with the model's grounded notes as its bullets."""
+    notes = [x for x in located.get("notes", []) if x.span is not None]
+    if not notes:
+        return items
+    seen: set[tuple[int, int]] = set()
+    bullets = []
+    for x in sorted(notes, key=lambda x: x.span or (0, 0)):
+        if x.span in seen:
+            continue
+        seen.add(x.span)  # type: ignore[arg-type]
+        bullets.append("- " + " ".join(text[x.span[0]:x.span[1]].split()))  # type: ignore[index]
+    out = []
+    for it in items:
+        if it.table == "notes":
+            it = replace(it, data={**it.data, "content": "\n".join(bullets[:12])})
+        out.append(it)
+    return out
+
+
+def merge(request: ExtractionRequest, reference: datetime, reading: Reading,
+          problems: list[ExtractionProblem], rules: Tuning, tuning: HybridTuning
+          ) -> list[ExtractedItem]:
+    """The rules judged by the reading, plus its grounded proposals and note; finalized.
+
+    CPU only (run it off the event loop)."""
+    visible = _mask_hidden(request.text)
+    located = locate(reading, visible)
+    judged = replace(rules, model_weight=1.0)
+    items = asyncio.run(extract_extractive(
+        request.text, request.data_types, reference=reference,
+        judge=reading_judge(located, tuning), tuning=judged, resolve_date=resolve_date,
+        find_dates=find_date_expressions, project_id=request.project_id))
+    emitted = list(items)  # the pipeline returns only what passed its thresholds
+    if tuning.propose:
+        wanted = [t for t in ("tasks", "timelines") if t in request.data_types]
+        items += [it for it in _proposals(visible, located, emitted, reference,
+                                          request.project_id, tuning) if it.table in wanted]
+    if tuning.write_note and "notes" in request.data_types:
+        items = _with_note(items, located, visible)
+    items.sort(key=lambda it: it.source.span or (len(request.text), 0))
+    return finalize(items, request, reference, problems)
+
+
+async def extract_hybrid(runtime: LlamaRuntime, request: ExtractionRequest, reference: datetime,
+                         rules: Tuning, problems: list[ExtractionProblem],
+                         tuning: HybridTuning | None = None
+                         ) -> tuple[list[ExtractedItem], dict[str, Any]]:
+    """Read the document with the model (on its worker thread), then merge off the loop."""
+    tuning = tuning or HybridTuning()
+    reading = await read_document(runtime, _mask_hidden(request.text), reference,
+                                  request.prompt_template)
+    items = await on_cpu_thread(lambda: merge(request, reference, reading, problems, rules,
+                                              tuning))
+    if reading.truncated:
+        problems.append(ExtractionProblem(None, f"the model's list was cut at its token cap "
+                                          f"{reading.truncated} time(s): the rules' records "
+                                          "stand, some of its proposals may be missing",
+                                          transient=True))
+    return items, {"model_calls": reading.calls, "prompt_tokens": reading.prompt_tokens,
+                   "answer_tokens": reading.answer_tokens,
+                   "listed": {t: len(v) for t, v in reading.lists.items()}}

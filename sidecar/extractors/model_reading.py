@@ -1,0 +1,150 @@
+"""The hybrid engine's one pass over a document: the model lists its tasks, milestones and notes.
+
+One completion per document (per chunk of a long one), laid out as three short lists of the
+document's own words, generated without a grammar (grammar sampling over a 150k vocabulary
+cost the 1.5B model two thirds of its speed) and parsed leniently: whatever it writes is only
+used once it is found in the document (grounded). The system prompt and the worked example
+come first and are identical for every document, so llama.cpp evaluates them once per model
+load and only the document's own tokens afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sidecar.extractors.chunking import chunk_text
+from sidecar.extractors.judge import chat_prompt
+from sidecar.extractors.llama_runtime import LlamaRuntime
+
+#: Section headers of the answer, and the tables they feed.
+SECTIONS = {"TASKS": "tasks", "MILESTONES": "timelines", "NOTES": "notes"}
+
+SYSTEM = """\
+You read a freelancer's documents (emails, meeting notes, chats, plans, exports) and list what \
+matters in them, copying the document's own words. Answer with these sections only:
+TASKS: every action someone still has to do (requests, assignments, commitments, open to-dos), \
+one per line. Not what is already done, not questions, not ideas.
+MILESTONES: dated milestones, deadlines and scheduled events, one per line, with their date as \
+the document writes it.
+NOTES: decisions, agreements and key facts worth keeping (budget, scope, dates), one per line.
+Write "- none" under a section that has nothing. Do not explain."""
+
+EXAMPLE_DOC = """\
+Garden club minutes, 18 March 2030
+- Tom to order 20 tulip bulbs by Friday
+- [x] Book the hall for April
+- Priya will repaint the shed door
+- Could someone ask the council about the water meter?
+We agreed the fence stays green. Membership is now 42 households.
+Spring fair on 27 April; seed swap on 11 May.
+Thanks all, see you next month!"""
+
+EXAMPLE_ANSWER = """\
+TASKS:
+- Tom to order 20 tulip bulbs by Friday
+- Priya will repaint the shed door
+- Ask the council about the water meter
+MILESTONES:
+- Spring fair on 27 April
+- Seed swap on 11 May
+NOTES:
+- We agreed the fence stays green
+- Membership is now 42 households"""
+
+#: Tokens for the answer; a document with more records is read in smaller chunks.
+MAX_ANSWER_TOKENS = 320
+_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+(?P<text>.+?)\s*$")
+_HEADER = re.compile(r"^\s*[*#]*\s*(?P<name>[A-Z]{2,})\s*\**\s*:\s*\**\s*(?P<rest>.*)$")
+
+
+@dataclass
+class Reading:
+    """What the model listed, per table, in its own order (texts, not yet grounded)."""
+
+    lists: dict[str, list[str]] = field(default_factory=lambda: {t: [] for t in
+                                                                 SECTIONS.values()})
+    calls: int = 0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    answer_tokens: int = 0
+    truncated: int = 0
+
+
+def parse_reading(answer: str, reading: Reading) -> None:
+    """Add the answer's listed lines to ``reading`` (unknown sections and "none" ignored)."""
+    table: str | None = None
+    for line in answer.splitlines():
+        head = _HEADER.match(line)
+        if head is not None:  # a section: ours, or one we do not read
+            table = SECTIONS.get(head["name"])
+            line = head["rest"]
+            if not line.strip():
+                continue
+        m = _ITEM.match(line)
+        text = (m["text"] if m else line).strip().strip("*_\"'")
+        if table is None or len(text) < 4 or text.lower().rstrip(".") in ("none", "n/a"):
+            continue
+        reading.lists[table].append(text)
+
+
+def messages(document: str, reference: datetime, instructions: str) -> list[dict[str, str]]:
+    """Prefix (system, worked example) shared by every document; the document last."""
+    user = f"Document (dated {reference:%A %d %B %Y}):\n{document}"
+    if instructions.strip():
+        user = f"The user's instructions: {instructions.strip()[:600]}\n\n{user}"
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Document (dated Monday 18 March 2030):\n{EXAMPLE_DOC}"},
+            {"role": "assistant", "content": EXAMPLE_ANSWER},
+            {"role": "user", "content": user}]
+
+
+def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
+               instructions: str, reading: Reading) -> None:
+    prompt = chat_prompt(llm).render(messages(text, reference, instructions))
+    tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    if len(tokens) + MAX_ANSWER_TOKENS >= llm.n_ctx():
+        raise ValueError("too long")
+    cached = llm.input_ids[: llm.n_tokens]
+    common = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        common += 1
+    out = llm.create_completion(prompt=tokens, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
+                                seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"])
+    choice = out["choices"][0]
+    usage = out.get("usage", {})
+    reading.calls += 1
+    reading.prompt_tokens += len(tokens)
+    reading.reused_tokens += min(common, len(tokens) - 1)
+    reading.answer_tokens += int(usage.get("completion_tokens", 0))
+    reading.truncated += choice.get("finish_reason") == "length"
+    runtime.tokens_reused += min(common, len(tokens) - 1)
+    runtime.tokens_evaluated += len(tokens) - min(common, len(tokens) - 1)
+    parse_reading(choice["text"], reading)
+
+
+def chunk_chars(n_ctx: int) -> int:
+    """Document characters per pass: the context less the prefix and the answer."""
+    return max(600, int((n_ctx - 450 - MAX_ANSWER_TOKENS) * 3.0))
+
+
+async def read_document(runtime: LlamaRuntime, text: str, reference: datetime,
+                        instructions: str = "") -> Reading:
+    """The model's lists for ``text``: one pass, or one per chunk of a long document."""
+    reading = Reading()
+    budget = chunk_chars(runtime.n_ctx)
+    pending = [c.text for c in chunk_text(text, budget)]
+    while pending:
+        part = pending.pop(0)
+        try:
+            await runtime.call(lambda llm, p=part: _read_sync(
+                llm, runtime, p, reference, instructions, reading))
+        except ValueError:  # denser than the estimate: halve it and read both halves
+            if len(part) < 400:
+                continue
+            pending[:0] = [c.text for c in chunk_text(part, len(part) // 2 + 1, 0)]
+    return reading
