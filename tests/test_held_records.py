@@ -416,3 +416,57 @@ async def test_a_reply_never_comments_on_its_own_tasks_when_read_again(
     assert [f["data"]["title"] for f in first] == ["Omar to update the budget sheet"]
     assert second == [], second
     assert delivered["status"] == "success"
+
+
+async def test_a_second_document_introducing_the_project_waits_for_the_same_suggestion(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """Two documents introducing one name make one suggestion; the second run's records wait
+    for the first run's suggestion (retried meanwhile), and that run is not delivered before
+    they are: run_delivered counts what is held."""
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = (await make_agent(c, root, ["tasks", "projects"]))["agent"]["id"]
+        run1 = await run(c, agent)
+        events: list[tuple[str, Any]] = []  # what happened, in order
+        project_id: str | None = None
+        run2: str | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while loop.time() < deadline:
+            frame = await c.next_push(None, timeout=max(0.1, deadline - loop.time()))
+            kind = frame["type"]
+            if kind == "tool_call" and frame["table"] == "projects":
+                events.append(("project", frame["run_id"]))
+                project_id = project_id or frame["id"]
+                assert frame["id"] == project_id, "one suggestion for one name"
+                if not any(e[0] == "finished2" for e in events):  # store it after run 2
+                    await c.ws.send_str(json.dumps({"type": "tool_result", "id": frame["id"],
+                                                    "error": "busy", "retryable": True}))
+                else:
+                    await c.ack(frame, {"id": "p_5"})
+            elif kind == "tool_call":
+                events.append(("record", (frame["run_id"], frame["data"]["projectId"])))
+                await c.ack(frame, {"id": "t"})
+            elif kind == "run_finished" and frame["run"]["id"] == run1 and run2 is None:
+                write(root / "brief.md", "# Project brief: Nova Dental rebrand\n\n"
+                      "## Action items\n- [ ] Ana to draft the welcome letter\n")
+                run2 = await run(c, agent)
+            elif kind == "run_finished" and frame["run"]["id"] == run2:
+                events.append(("finished2", (frame["run"]["extracted"],
+                                             frame["run"]["pending"])))
+            elif kind == "run_delivered" and frame["run"]["id"] == run2:
+                events.append(("delivered2", frame["run"]["delivered"]))
+                break
+        await c.close()
+    finally:
+        await d.stop()
+    assert ("finished2", (1, 1)) in events, events
+    records = [e for e in events if e[0] == "record"]
+    assert sorted(r[1] for r in records) == sorted(
+        [(run1, "p_5"), (run1, "p_5"), (run2, "p_5")]), events
+    assert events.index(("record", (run2, "p_5"))) < events.index(("delivered2", 1)), \
+        "run 2 was delivered while its record was still held"
