@@ -33,10 +33,10 @@ from sidecar.extractors.base import Extractor  # noqa: E402
 from sidecar.extractors.rules import RulesExtractor  # noqa: E402
 from sidecar.hub import Hub  # noqa: E402
 from sidecar.runner import Runner, extraction_key  # noqa: E402
-from sidecar.sources.factory import make_source  # noqa: E402
+from sidecar.services import source_factory  # noqa: E402
+from sidecar.settings import Config  # noqa: E402
 from sidecar.sources.localdir import LocalFolderSource  # noqa: E402
 from sidecar.store import Store  # noqa: E402
-from sidecar.store.files import FileStateStore  # noqa: E402
 
 TARGET_RESCAN_S = 1.0
 
@@ -86,12 +86,12 @@ class Bench:
             return self.rules
 
         self.runner = Runner(store, hub, Delivery(hub, store.outbox),
-                             sources=lambda a, run_id, only: make_source(store, a, run_id, only),
+                             sources=source_factory(store, Config.load()),
                              extractors=extractors)
 
     async def pending(self) -> int:
         """What the source would hand the runner: scan + file_state compare, nothing read."""
-        source = LocalFolderSource(self.agent, FileStateStore(self.store.db))
+        source = LocalFolderSource(self.agent, self.store)
         return sum([1 async for _ in source.pending(self.key)])
 
     async def run(self) -> dict[str, Any]:

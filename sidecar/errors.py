@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,57 @@ class NeedsReauth(PermanentError):
     """An OAuth grant was revoked or expired; the user must connect the account again."""
 
     code = "needs_reauth"
+
+
+class NotFound(PermanentError):
+    """The remote resource is gone (a message deleted, a history id too old)."""
+
+    code = "not_found"
+
+
+#: HTTP statuses worth retrying: rate limited, or the server's (or a proxy's) passing trouble.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Google says "rate limited" with a 403 and one of these reasons.
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After in seconds, never negative: a number of seconds or an HTTP date; None when
+    absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def http_error(status: int, body: object, *, what: str,
+               retry_after: str | None = None) -> SidecarError:
+    """The one classification of a failed HTTP call to a cloud API: rate limits and server
+    trouble are transient (with the server's Retry-After), a 401 means reconnect, 404 is
+    :class:`NotFound`, anything else is permanent (code ``forbidden`` for 403)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    reasons = {e.get("reason") for e in error.get("errors") or [] if isinstance(e, dict)}
+    label = next((str(error[k]) for k in ("code", "status") if isinstance(error.get(k), str)),
+                 "")
+    detail = " ".join(x for x in (f"{what}: HTTP {status}", label,
+                                  str(error.get("message") or "")) if x).strip()
+    if status in TRANSIENT_STATUSES or (status == 403 and reasons & RATE_LIMIT_REASONS):
+        return TransientError(detail, retry_after=parse_retry_after(retry_after))
+    if status == 401:
+        return NeedsReauth(f"{detail}; a fresh token was refused too: reconnect the account")
+    if status == 404:
+        return NotFound(detail)
+    return PermanentError(detail, code="forbidden" if status == 403 else "bad_request")
 
 
 async def retry(

@@ -14,7 +14,7 @@ from aiohttp import WSCloseCode, web
 from sidecar import protocol as p
 from sidecar.diskfull import DISK_FULL, disk_full_message, is_disk_full
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.logging_setup import redact
+from sidecar.redaction import redact
 
 log = logging.getLogger(__name__)
 

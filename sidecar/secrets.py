@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from sidecar.errors import PermanentError
-from sidecar.logging_setup import register_secret
+from sidecar.redaction import register_secret
 
 log = logging.getLogger(__name__)
 

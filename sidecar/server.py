@@ -24,12 +24,10 @@ from sidecar.appkeys import (
 )
 from sidecar.auth import origin_allowed, token_ok
 from sidecar.connlimits import CONN_GUARD, ConnectionGuard, http_logger
-from sidecar.delivery import Delivery
 from sidecar.handlers import register_account_handlers, register_handlers
 from sidecar.hub import Hub
 from sidecar.paths import Paths
 from sidecar.ratelimit import RateLimitedLog
-from sidecar.runner import Runner
 from sidecar.settings import Config
 from sidecar.store import Store
 
@@ -100,37 +98,20 @@ def store_ctx(paths: Paths) -> object:
     return ctx
 
 
-async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    delivery = Delivery(app[HUB], app[STORE].outbox, window=config.delivery_window,
-                        timeout=config.insert_timeout_seconds)
-    await delivery.start()
-    app[DELIVERY] = delivery
-    yield
-    await delivery.stop()
+def services_ctx(paths: Paths) -> object:
+    """The run services (:func:`sidecar.services.build_services`, the one wiring point);
+    delivery starts here, where the app receives the records."""
 
-
-def runner_ctx(paths: Paths) -> object:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        from sidecar.accounts import Accounts
-        from sidecar.extractors.pool import ExtractorPool
-        from sidecar.sources.factory import make_source
+        from sidecar.services import build_services
 
-        store = app[STORE]
-        pool = ExtractorPool(app[CONFIG], paths)
-        accounts = Accounts(store, app[HUB], app[CONFIG])
-        app[ACCOUNTS] = accounts
-        runner = Runner(store, app[HUB], app[DELIVERY],
-                        sources=lambda agent, run_id, only: make_source(
-                            store, agent, run_id, only, accounts,
-                            allowed_roots=app[CONFIG].allowed_roots),
-                        extractors=pool.for_agent,
-                        initial_lookback_days=app[CONFIG].initial_lookback_days)
-        app[RUNNER] = runner
+        services = build_services(app[STORE], app[HUB], app[CONFIG], paths)
+        await services.delivery.start()
+        app[DELIVERY] = services.delivery
+        app[RUNNER] = services.runner
+        app[ACCOUNTS] = services.accounts
         yield
-        await accounts.close()
-        await runner.shutdown()
-        await pool.aclose()
+        await services.aclose()
 
     return ctx
 
@@ -205,8 +186,7 @@ def create_app(config: Config, paths: Paths, token: str) -> web.Application:
     app[HUB] = Hub(max_frame_bytes=config.max_frame_bytes)
     app[AGENT_LISTENERS] = []
     app.cleanup_ctx.append(store_ctx(paths))  # type: ignore[arg-type]
-    app.cleanup_ctx.append(delivery_ctx)
-    app.cleanup_ctx.append(runner_ctx(paths))  # type: ignore[arg-type]
+    app.cleanup_ctx.append(services_ctx(paths))  # type: ignore[arg-type]
     app.cleanup_ctx.append(watch_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
     app.on_shutdown.append(close_websockets)

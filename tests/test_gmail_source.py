@@ -17,10 +17,10 @@ from test_readers import make_pdf
 
 from sidecar.domain import Agent
 from sidecar.errors import ConfigError, NeedsReauth, PermanentError
-from sidecar.oauth_google import GoogleCredentials, start_google_flow
 from sidecar.secrets import NoKeyring, get_secret, set_secret
 from sidecar.sources.base import Skip, SourceDocument
-from sidecar.sources.gmail import GmailSource, build_query
+from sidecar.sources.gmail.signin import GoogleCredentials, start_google_flow
+from sidecar.sources.gmail.source import GmailSource, build_query
 from sidecar.store import Store
 
 ACCOUNT = "me@example.com"
@@ -99,7 +99,7 @@ async def run(src: GmailSource, store: Store, *, stop_after: int | None = None
             await src.skipped(doc)
         else:
             async with store.db.transaction() as conn:
-                await src.done(doc, KEY, {"items": 0}, conn)
+                await store.record_progress(src.progress(doc, KEY, {"items": 0}), conn)
     await src.finish()
     return out
 
@@ -186,7 +186,7 @@ async def test_crash_between_read_and_done_loses_nothing(fake: FakeGmail, store:
     doc = await src.read(items[0])
     with pytest.raises(RuntimeError):  # the outbox transaction itself fails: rolled back
         async with store.db.transaction() as conn:
-            await src.done(doc, KEY, {"items": 1}, conn)
+            await store.record_progress(src.progress(doc, KEY, {"items": 1}), conn)
             raise RuntimeError("disk full")
     again = await run(source(fake, store), store)
     assert keys(crashed) == ["m5", "m4"]

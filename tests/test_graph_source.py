@@ -17,12 +17,12 @@ import keyring
 import pytest
 from keyring.backends import fail
 
-from sidecar import msal_auth
 from sidecar.domain import Agent
 from sidecar.errors import NeedsReauth, PermanentError
 from sidecar.secrets import NoKeyring, get_secret
 from sidecar.sources.base import Skip, Source, SourceDocument
-from sidecar.sources.graph import OutlookSource, TeamsSource
+from sidecar.sources.graph import signin
+from sidecar.sources.graph.source import OutlookSource, TeamsSource
 from sidecar.store import Store
 from tests.fakes.graph_server import FakeGraph
 
@@ -50,8 +50,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-def config_for(fake: FakeGraph) -> msal_auth.MsalConfig:
-    return msal_auth.MsalConfig(client_id=fake.client_id, authority=fake.authority,
+def config_for(fake: FakeGraph) -> signin.MsalConfig:
+    return signin.MsalConfig(client_id=fake.client_id, authority=fake.authority,
                                 verify=str(fake.ca_file), instance_discovery=False)
 
 
@@ -60,9 +60,9 @@ def options(fake: FakeGraph) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def connected(fake: FakeGraph) -> msal_auth.MsalConfig:
+async def connected(fake: FakeGraph) -> signin.MsalConfig:
     """Sign in once through the device-code flow: the keyring then holds the msal cache."""
-    flow = await msal_auth.start_device_code(fake.client_id, fake.authority, SCOPES,
+    flow = await signin.start_device_code(fake.client_id, fake.authority, SCOPES,
                                              **options(fake))
     fake.approve_device(flow.user_code)
     assert await flow.wait(timeout=10) == ACCOUNT
@@ -80,10 +80,10 @@ def agent(provider: str = "outlook", **filter_config: Any) -> Agent:
 
 
 def make(cls: type[OutlookSource] | type[TeamsSource], fake: FakeGraph, store: Store,
-         cfg: msal_auth.MsalConfig, sleeps: Sleeps | None = None,
+         cfg: signin.MsalConfig, sleeps: Sleeps | None = None,
          **filter_config: Any) -> Any:
     return cls(agent(cls.provider, **filter_config), store, run_id="r1",
-               token_provider=msal_auth.token_provider(ACCOUNT, SCOPES, config=cfg),
+               token_provider=signin.token_provider(ACCOUNT, SCOPES, config=cfg),
                api_base=fake.api_base, now=lambda: NOW,
                sleep=Sleeps() if sleeps is None else sleeps)
 
@@ -100,7 +100,7 @@ async def run(source: Source, store: Store, *, done: bool = True) -> list[Source
         docs.append(doc)
         if done:
             async with store.db.transaction() as conn:
-                await source.done(doc, KEY, {"items": 0}, conn)
+                await store.record_progress(source.progress(doc, KEY, {"items": 0}), conn)
     await source.finish()
     return docs
 
@@ -116,7 +116,7 @@ def mailbox(fake: FakeGraph) -> None:
 
 
 async def test_outlook_first_run_looks_back_seven_days_and_pages(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     docs = await run(make(OutlookSource, fake, store, connected), store)
     assert [d.item.key for d in docs] == ["m0", "m1", "m2", "m3", "m4"]
@@ -128,7 +128,7 @@ async def test_outlook_first_run_looks_back_seven_days_and_pages(
 
 
 async def test_outlook_second_run_yields_only_new_mail(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     await run(make(OutlookSource, fake, store, connected), store)
     assert await run(make(OutlookSource, fake, store, connected), store) == []
@@ -141,14 +141,14 @@ async def test_outlook_second_run_yields_only_new_mail(
 
 
 async def test_outlook_crash_between_read_and_done_loses_nothing(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     source = make(OutlookSource, fake, store, connected)
     work = [w async for w in source.pending(KEY)]
     first = await source.read(work[0])
     assert isinstance(first, SourceDocument)
     async with store.db.transaction() as conn:
-        await source.done(first, KEY, {}, conn)
+        await store.record_progress(source.progress(first, KEY, {}), conn)
     await source.read(work[1])  # … and the process dies before done()
     assert (await store.cursors.get("a_outlook")) == {"since": "2026-11-15T10:00:00Z"}
     docs = await run(make(OutlookSource, fake, store, connected), store)
@@ -156,7 +156,7 @@ async def test_outlook_crash_between_read_and_done_loses_nothing(
 
 
 async def test_outlook_honours_retry_after_and_retries_500(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     fake.fail("/me/messages", 429, retry_after=1, code="TooManyRequests")
     fake.fail("/me/messages", 500, code="InternalServerError")
@@ -167,10 +167,10 @@ async def test_outlook_honours_retry_after_and_retries_500(
 
 
 async def test_outlook_401_gets_a_fresh_token_once(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     source = make(OutlookSource, fake, store, connected)
-    await source.client.token_provider()  # a cached access token …
+    await source.client.tokens()  # a cached access token …
     fake.expire_access_tokens()  # … that Graph no longer accepts
     grants = len(fake.grants)
     docs = await run(source, store)
@@ -179,7 +179,7 @@ async def test_outlook_401_gets_a_fresh_token_once(
 
 
 async def test_outlook_403_repeated_401_and_revoked_grant(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     fake.fail("/me/messages", 403, code="ErrorAccessDenied")
     with pytest.raises(PermanentError, match="ErrorAccessDenied"):
@@ -194,7 +194,7 @@ async def test_outlook_403_repeated_401_and_revoked_grant(
 
 
 async def test_outlook_html_body_and_attachments(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     fake.add_message("h1", "2026-11-20T10:00:00Z", subject="Budget",
                      body="<html><style>p{}</style><p>Hello <b>team</b>,</p>"
                           "<p>send&nbsp;the budget</p><script>alert(1)</script></html>")
@@ -213,7 +213,7 @@ async def test_outlook_html_body_and_attachments(
 
 
 async def test_outlook_unreadable_message_is_skipped_once(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     mailbox(fake)
     fake.add_attachment("m2", "a.txt", b"x")
     fake.fail("/me/messages/m2/attachments", 404, code="ErrorItemNotFound")
@@ -224,7 +224,7 @@ async def test_outlook_unreadable_message_is_skipped_once(
 
 
 async def test_outlook_filters_folder_sender_subject_and_search(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     fake.add_message("a", "2026-11-20T10:00:00Z", subject="Invoice 1", sender="x@a.test")
     fake.add_message("b", "2026-11-20T11:00:00Z", subject="Invoice 2", sender="y@a.test")
     fake.add_message("c", "2026-11-20T12:00:00Z", subject="Invoice 3", sender="x@a.test",
@@ -262,7 +262,7 @@ def teams(fake: FakeGraph) -> None:
 
 
 async def test_teams_groups_messages_per_chat_and_is_incremental(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     teams(fake)
     docs = await run(make(TeamsSource, fake, store, connected), store)
     assert [d.item.key for d in docs] == ["chat:19:c1@thread.v2:1002",
@@ -278,7 +278,7 @@ async def test_teams_groups_messages_per_chat_and_is_incremental(
 
 
 async def test_teams_channels_and_crash_recovery(
-        fake: FakeGraph, store: Store, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, store: Store, connected: signin.MsalConfig) -> None:
     for i in range(3):
         fake.add_chat_message("t1/19:ch1@thread.tacv2", f"50{i}", f"2026-11-20T1{i}:00:00Z",
                               "Dee", f"item {i}", channel=True)
@@ -314,7 +314,7 @@ async def browser(url: str, *, tamper_state: bool = False) -> tuple[int, str]:
 
 
 async def test_auth_code_flow_end_to_end(fake: FakeGraph) -> None:
-    flow = await msal_auth.start_microsoft_flow(fake.client_id, fake.authority, SCOPES,
+    flow = await signin.start_microsoft_flow(fake.client_id, fake.authority, SCOPES,
                                                 **options(fake))
     assert flow.url.startswith(fake.authority) and "code_challenge=" in flow.url
     assert flow.redirect_uri.startswith("http://127.0.0.1:")
@@ -324,13 +324,13 @@ async def test_auth_code_flow_end_to_end(fake: FakeGraph) -> None:
     assert await flow.wait(timeout=10) == ACCOUNT
     assert fake.grants == ["authorization_code"]
     assert json.loads(get_secret("msal-cache", ACCOUNT) or "{}")["RefreshToken"]
-    token = await msal_auth.access_token(ACCOUNT, SCOPES, config=config_for(fake))
+    token = await signin.access_token(ACCOUNT, SCOPES, config=config_for(fake))
     assert token in fake.access_tokens
 
 
 async def test_auth_code_flow_denied(fake: FakeGraph) -> None:
     fake.deny_next = True
-    flow = await msal_auth.start_microsoft_flow(fake.client_id, fake.authority, SCOPES,
+    flow = await signin.start_microsoft_flow(fake.client_id, fake.authority, SCOPES,
                                                 **options(fake))
     await browser(flow.url)
     with pytest.raises(PermanentError, match="consent was denied") as err:
@@ -339,7 +339,7 @@ async def test_auth_code_flow_denied(fake: FakeGraph) -> None:
 
 
 async def test_refresh_token_rotation_is_persisted_every_time(
-        fake: FakeGraph, connected: msal_auth.MsalConfig) -> None:
+        fake: FakeGraph, connected: signin.MsalConfig) -> None:
     def refresh_token() -> str:
         cache = json.loads(get_secret("msal-cache", ACCOUNT) or "{}")
         (entry,) = cache["RefreshToken"].values()
@@ -347,7 +347,7 @@ async def test_refresh_token_rotation_is_persisted_every_time(
 
     seen = [refresh_token()]
     for _ in range(2):
-        await msal_auth.access_token(ACCOUNT, SCOPES, config=connected, force_refresh=True)
+        await signin.access_token(ACCOUNT, SCOPES, config=connected, force_refresh=True)
         seen.append(refresh_token())
     assert len(set(seen)) == 3
     assert [fake.refresh_tokens[rt] for rt in seen] == [False, False, True]
@@ -360,19 +360,19 @@ async def test_refresh_token_rotation_is_persisted_every_time(
 
 
 async def test_revoked_grant_needs_reauth(fake: FakeGraph,
-                                          connected: msal_auth.MsalConfig) -> None:
+                                          connected: signin.MsalConfig) -> None:
     fake.revoke()
     with pytest.raises(NeedsReauth, match="connect the account again"):
-        await msal_auth.access_token(ACCOUNT, SCOPES, config=connected, force_refresh=True)
+        await signin.access_token(ACCOUNT, SCOPES, config=connected, force_refresh=True)
     with pytest.raises(NeedsReauth, match="no Microsoft sign-in is stored"):
-        await msal_auth.access_token("nobody@contoso.test", SCOPES, config=connected)
+        await signin.access_token("nobody@contoso.test", SCOPES, config=connected)
 
 
 async def test_no_keyring_backend_is_a_clear_error(fake: FakeGraph) -> None:
     keyring.set_keyring(fail.Keyring())
     with pytest.raises(NoKeyring, match="no OS keyring"):
-        await msal_auth.access_token(ACCOUNT, SCOPES, config=config_for(fake))
-    flow = await msal_auth.start_device_code(fake.client_id, fake.authority, SCOPES,
+        await signin.access_token(ACCOUNT, SCOPES, config=config_for(fake))
+    flow = await signin.start_device_code(fake.client_id, fake.authority, SCOPES,
                                              **options(fake))
     fake.approve_device(flow.user_code)
     with pytest.raises(NoKeyring):

@@ -16,7 +16,8 @@ from sidecar.domain import validate_agent
 from sidecar.extractors.rules import RulesExtractor
 from sidecar.hub import Hub
 from sidecar.runner import Runner
-from sidecar.sources.factory import make_source
+from sidecar.services import source_factory
+from sidecar.settings import Config
 from sidecar.store import Store
 
 
@@ -47,8 +48,8 @@ async def test_cancel_before_the_first_step_closes_the_run(tmp_path: Path) -> No
             return RulesExtractor()
 
         runner = Runner(store, hub, delivery, extractors=extractors,
-                        sources=lambda a, r, o: make_source(store, a, r, o,
-                                                            allowed_roots=[tmp_path]))
+                        sources=source_factory(store,
+                                               Config.load().replace(allowed_roots=(tmp_path,))))
         run_id, already = await runner.start(agent.id, "manual")
         assert not already
         # no await between start and cancel: the task has not taken a step yet

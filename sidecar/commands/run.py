@@ -64,31 +64,22 @@ async def _resolve_agent(store: Any, args: argparse.Namespace, config: Config) -
 
 async def _run_once(args: argparse.Namespace, config: Config, paths: Paths,
                     out: TextIO) -> int:
-    from sidecar.delivery import Delivery
-    from sidecar.extractors.pool import ExtractorPool
     from sidecar.hub import Hub
     from sidecar.lifecycle import InstanceLock
-    from sidecar.runner import Runner
-    from sidecar.sources.factory import make_source
+    from sidecar.services import build_services
     from sidecar.store import Store
 
     lock = InstanceLock(paths.lock_file).acquire()  # the daemon must not run on this data dir
     try:
         async with Store(paths.database) as store:
             agent_id = await _resolve_agent(store, args, config)
-            hub = Hub(max_frame_bytes=config.max_frame_bytes)
-            delivery = Delivery(hub, store.outbox, window=config.delivery_window,
-                                timeout=config.insert_timeout_seconds)
-            pool = ExtractorPool(config, paths)
-            runner = Runner(store, hub, delivery, extractors=pool.for_agent,
-                            initial_lookback_days=config.initial_lookback_days,
-                            sources=lambda a, r, o: make_source(
-                                store, a, r, o, allowed_roots=config.allowed_roots))
-            try:
-                run_id, _ = await runner.start(agent_id, "manual", full=args.full)
-                record = await runner.wait(run_id)
+            services = build_services(store, Hub(max_frame_bytes=config.max_frame_bytes),
+                                      config, paths)
+            try:  # no app is connected: the records wait in the outbox for the daemon
+                run_id, _ = await services.runner.start(agent_id, "manual", full=args.full)
+                record = await services.runner.wait(run_id)
             finally:
-                await pool.aclose()
+                await services.aclose()
             entries = await store.outbox.for_run(run_id)
     finally:
         lock.release()

@@ -1,13 +1,16 @@
 """The source contract: where an agent's documents come from and how progress is remembered.
 
 A run asks its source for the work that is new since the last run (``pending``), reads each
-piece (``read``), hands the text to the extractor, queues the items in the outbox, and only
-then tells the source the piece is done (``done``), in the same transaction as the outbox
-write where the source keeps its state in SQLite. So a crash at any point either re-does a
-piece (its items carry the same idempotency keys and are ignored) or skips nothing.
+piece (``read``), hands the document to the extractor, and queues the records in the outbox;
+in that same transaction the store writes what the source says finishing the piece changes
+(``progress``: the piece's state and the agent's cursor, see
+:meth:`sidecar.store.Store.record_progress`). A source never sees the open transaction. So a
+crash at any point either re-does a piece (its records carry the same idempotency keys and
+are ignored) or skips nothing.
 
-Implementations: :class:`sidecar.sources.memory.MemorySource` (the reference, used by the
-contract suite), the local-folder source and the Gmail / Outlook / Teams sources.
+Implementations, one package per provider under ``sidecar/sources/``: ``localdir`` (local
+folders), ``gmail``, ``graph`` (Outlook and Teams); each package also holds its sign-in.
+``tests/test_source_contract.py`` runs every one through the same suite.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from sidecar.store.files import Progress
+
+__all__ = ["TRANSIENT_REASONS", "Progress", "Skip", "Source", "SourceDocument", "WorkItem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +79,26 @@ class Source(abc.ABC):
 
     Contract (checked by ``tests/test_source_contract.py`` for every implementation):
 
-    * ``pending`` yields each item that is new or changed since it was last ``done`` with the
-      same ``extraction_key``, once per run, in a stable order; an unchanged item is not
-      yielded again (a rescan of an unchanged source makes zero extractions).
+    * ``pending`` yields each item that is new or changed since its progress was recorded
+      with the same ``extraction_key``, once per run, in a stable order; an unchanged item is
+      not yielded again (a rescan of an unchanged source makes zero extractions); ``full``
+      yields every item.
     * ``read`` returns a :class:`SourceDocument` or a :class:`Skip`; it never raises for a bad
       document (only for a source that is unusable: permissions revoked, grant expired).
-    * ``done`` is called after the item's extracted items are queued; until then the item is
-      yielded again by the next run. ``skipped`` records a Skip so an unchanged bad file is
-      not retried every run; one the source marked :attr:`Skip.transient` is yielded again
-      by a later run, with backoff, although the item did not change.
+    * ``progress`` is asked once the item's records are about to be queued; it does no I/O
+      and returns what the store writes in that same transaction. Until that commits the item
+      is yielded again by the next run.
+    * ``skipped`` records a Skip so an unchanged bad item is not retried every run; one the
+      source marked :attr:`Skip.transient` is yielded again by a later run, with backoff,
+      although the item did not change.
+    * ``is_current``: the document's bytes were already extracted under this key (a touched
+      or renamed file); the source settles it and the runner skips the model.
+    * ``finish`` ends a run (removals, cursors) and returns notes for the run log.
     * Blocking work (walking folders, reading files, HTTP) never runs on the event loop.
     """
+
+    #: The store the source reads its state from (the runner writes :meth:`progress` to it).
+    store: Any = None
 
     @abc.abstractmethod
     def pending(self, extraction_key: str, *, full: bool = False) -> AsyncIterator[WorkItem]:
@@ -92,14 +108,29 @@ class Source(abc.ABC):
     async def read(self, item: WorkItem) -> SourceDocument | Skip:
         """The item's text, or why it cannot be read."""
 
-    @abc.abstractmethod
+    def progress(self, doc: SourceDocument, extraction_key: str,
+                 result: Mapping[str, Any]) -> Progress:
+        """What extracting ``doc`` changes: its state row and, if it moved, the cursor."""
+        raise NotImplementedError(f"{type(self).__name__} does not report progress")
+
     async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
                    conn: Any = None) -> None:
-        """Remember ``doc`` as extracted; ``conn`` is the open outbox transaction, if any."""
+        """Transitional entry point (the runner's current call): the store writes
+        :meth:`progress` inside the runner's transaction ``conn``. Sources do not override it."""
+        if self.store is None:
+            raise NotImplementedError(f"{type(self).__name__} has no store to record progress")
+        await self.store.record_progress(self.progress(doc, extraction_key, result), conn)
 
     @abc.abstractmethod
     async def skipped(self, skip: Skip) -> None:
         """Remember that ``skip.item`` could not be read in its current version."""
+
+    async def is_current(self, doc: SourceDocument, extraction_key: str) -> bool:
+        """Whether ``doc`` was already extracted as it is (then it is settled, not extracted).
+
+        The default: a source that cannot tell extracts every document it yields.
+        """
+        return False
 
     async def finish(self) -> list[str]:
         """End of a run: notice removals and similar; returns notes for the run log."""

@@ -70,6 +70,25 @@ class FileState:
         return (time.time() if now is None else now) < retry_at
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What handling one work item changes in its source's memory: the item's state row and,
+    when it moved, the agent's cursor. Written by :meth:`sidecar.store.Store.record_progress`,
+    in the same transaction as the item's records."""
+
+    agent_id: str
+    #: The item's key within the agent (a resolved path, a message id …).
+    key: str
+    status: str
+    extraction_key: str | None
+    content_hash: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    result: Mapping[str, Any] | None = None
+    run_id: str | None = None
+    cursor: Mapping[str, Any] | None = None
+
+
 _SELECT = ("SELECT path, size, mtime_ns, content_hash, extraction_key, status, last_result "
            "FROM file_state")
 _UPSERT = ("INSERT INTO file_state (agent_id, path, size, mtime_ns, content_hash, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
+import copy
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -22,20 +22,17 @@ import aiohttp
 from yarl import URL
 
 from sidecar.domain import Agent
-from sidecar.errors import NeedsReauth, PermanentError, TransientError, retry
+from sidecar.errors import NeedsReauth, PermanentError
 from sidecar.readers import SkipFile, html_to_text, read_bytes
-from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
+from sidecar.sources.base import Progress, Skip, Source, SourceDocument, WorkItem
+from sidecar.sources.http import ApiClient, TokenProvider
 from sidecar.store import Store
-from sidecar.store.files import FileStateStore
+from sidecar.store.files import FileState
 
 GRAPH = "https://graph.microsoft.com/v1.0"
 #: Mail can be indexed after its receivedDateTime: re-list this much before the cursor.
 OVERLAP = timedelta(minutes=10)
-_TRANSIENT = {429, 500, 502, 503, 504}
 _SETTLED = ("skipped", "refused")
-
-TokenProvider = Callable[..., Awaitable[str]]
-
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
@@ -45,71 +42,18 @@ def graph_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (Graph sends a number; an HTTP date is allowed too)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if "," in value else None
-        return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when else None
-
-
-class GraphClient:
-    """GETs with the bearer token; classifies every failure; a 401 earns one fresh token."""
-
-    def __init__(self, token_provider: TokenProvider, *,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 timeout: float = 60.0) -> None:
-        self.token_provider = token_provider
-        self.sleep = sleep
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._token: str | None = None
-
-    async def pages(self, session: aiohttp.ClientSession, url: str,
-                    params: Mapping[str, str] | None, *, what: str
-                    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Each page's ``value``, following ``@odata.nextLink`` to the end."""
-        target: str | URL = url
-        while True:
-            body = await retry(lambda t=target, p=params: self._once(session, t, p, what),
-                               what=what, sleep=self.sleep)
-            yield list(body.get("value") or [])
-            nxt = body.get("@odata.nextLink")
-            if not nxt:
-                return
-            target, params = URL(nxt, encoded=True), None
-
-    async def _once(self, session: aiohttp.ClientSession, url: str | URL,
-                    params: Mapping[str, str] | None, what: str) -> dict[str, Any]:
-        for fresh in (False, True):
-            if self._token is None or fresh:
-                self._token = await self.token_provider(force_refresh=fresh)
-            headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
-            try:
-                async with session.get(url, params=params, headers=headers,
-                                       timeout=self.timeout) as resp:
-                    if resp.status == 401 and not fresh:
-                        continue
-                    return await _classify(resp, what)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise TransientError(f"{what}: Microsoft Graph unreachable ({exc!r})") from None
-        raise AssertionError("unreachable")
-
-
-async def _classify(resp: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
-    if 200 <= resp.status < 300:
-        return dict(await resp.json(content_type=None))
-    try:
-        err = (await resp.json(content_type=None)).get("error") or {}
-    except (ValueError, aiohttp.ContentTypeError, AttributeError):
-        err = {}
-    detail = f"{what}: HTTP {resp.status} {err.get('code', '')} {err.get('message', '')}".strip()
-    if resp.status in _TRANSIENT:
-        raise TransientError(detail, retry_after=_retry_after(resp.headers.get("Retry-After")))
-    if resp.status == 401:
-        raise NeedsReauth(f"{detail}; a fresh token was refused too: connect the account again")
-    code = {403: "forbidden", 404: "not_found"}.get(resp.status, "bad_request")
-    raise PermanentError(detail, code=code)
+async def pages(client: ApiClient, session: aiohttp.ClientSession, url: str,
+                params: Mapping[str, str] | None, *, what: str
+                ) -> AsyncIterator[list[dict[str, Any]]]:
+    """Each page's ``value``, following ``@odata.nextLink`` to the end."""
+    target: str | URL = url
+    while True:
+        body = await client.get(session, target, params, what=what)
+        yield list(body.get("value") or [])
+        nxt = body.get("@odata.nextLink")
+        if not nxt:
+            return
+        target, params = URL(nxt, encoded=True), None
 
 
 def _content_hash(*parts: str) -> str:
@@ -124,41 +68,39 @@ class _GraphSource(Source):
                  now: Callable[[], datetime] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.agent, self.store, self.run_id = agent, store, run_id
-        self.files = FileStateStore(store.db)
+        self.files = store.files
         self.api = api_base.rstrip("/")
         self.lookback = timedelta(days=lookback_days)
         self.now = now or (lambda: datetime.now(UTC))
-        self.client = GraphClient(token_provider, sleep=sleep)
+        self.client = ApiClient(token_provider, service="Microsoft Graph", sleep=sleep)
         self.config: Mapping[str, Any] = agent.filter_config or {}
         self._cursor: dict[str, Any] = {}
         self._messages: dict[str, dict[str, Any]] = {}  # Outlook: listed mail by id
         self._order: list[tuple[str, datetime]] = []  # Outlook: every listed id, oldest first
         self._open: set[str] = set()  # Outlook: yielded, not yet done/skipped
+        self._yielded: set[str] = set()  # Outlook: yielded this run
+        self._key: str | None = None
         self._groups: dict[str, dict[str, Any]] = {}  # Teams: item key → conversation batch
 
     async def _load_cursor(self) -> dict[str, Any]:
         self._cursor = await self.store.cursors.get(self.agent.id) or {}
         return self._cursor
 
-    async def _record(self, key: str, status: str, extraction_key: str, content_hash: str | None,
-                      result: Mapping[str, Any], conn: Any = None) -> None:
-        await self.files.record(self.agent.id, key, size=None, mtime_ns=None, status=status,
-                                content_hash=content_hash, extraction_key=extraction_key,
-                                last_result=dict(result), run_id=self.run_id, conn=conn)
+    def _settle(self, key: str) -> dict[str, Any] | None:
+        """Note ``key`` as done or skipped; the cursor it lets advance to, if it moved."""
+        return None
 
-    async def _settle(self, key: str, conn: Any = None) -> None:
-        """Advance the cursor past ``key`` once it is done or skipped."""
-
-    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
-                   conn: Any = None) -> None:
-        await self._record(doc.item.key, "extracted", extraction_key, doc.content_hash, result,
-                           conn)
-        await self._settle(doc.item.key, conn)
+    def progress(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any]
+                 ) -> Progress:
+        return Progress(self.agent.id, doc.item.key, "extracted", extraction_key,
+                        content_hash=doc.content_hash, result=dict(result), run_id=self.run_id,
+                        cursor=self._settle(doc.item.key))
 
     async def skipped(self, skip: Skip) -> None:
-        await self._record(skip.item.key, "skipped", "*", None,
-                           {"reason": skip.reason, "message": skip.message})
-        await self._settle(skip.item.key)
+        await self.store.record_progress(Progress(
+            self.agent.id, skip.item.key, "skipped", "*",
+            result={"reason": skip.reason, "message": skip.message}, run_id=self.run_id,
+            cursor=self._settle(skip.item.key)))
 
 
 class OutlookSource(_GraphSource):
@@ -204,20 +146,19 @@ class OutlookSource(_GraphSource):
             since = parse_time(cursor["since"]) - OVERLAP
         known = await self.files.all(self.agent.id)
         url, params = self._query(since)
-        async with aiohttp.ClientSession() as session:
-            async for page in self.client.pages(session, url, params, what="list Outlook mail"):
+        async with self.client.session() as session:
+            async for page in pages(self.client, session, url, params, what="list Outlook mail"):
                 for msg in page:
                     if self._wanted(msg, since):
                         self._messages[msg["id"]] = msg
         self._order = sorted(((m["id"], parse_time(m["receivedDateTime"]))
                               for m in self._messages.values()), key=lambda p: (p[1], p[0]))
+        self._key = extraction_key
         for mid, received in self._order:
-            state = known.get(mid)
-            if not full and state is not None and (
-                    state.status in _SETTLED or (state.status == "extracted"
-                                                 and state.extraction_key == extraction_key)):
+            if not full and _settled(known.get(mid), extraction_key):
                 continue
             self._open.add(mid)
+            self._yielded.add(mid)
             msg = self._messages[mid]
             yield WorkItem(key=mid, label=str(msg.get("subject") or "(no subject)"),
                            version={"received": graph_time(received)})
@@ -233,7 +174,7 @@ class OutlookSource(_GraphSource):
         parts = [header + text.strip()]
         if msg.get("hasAttachments"):
             try:
-                async with aiohttp.ClientSession() as session:
+                async with self.client.session() as session:
                     parts += await self._attachments(session, item.key, notes)
             except NeedsReauth:
                 raise
@@ -253,7 +194,7 @@ class OutlookSource(_GraphSource):
         url = f"{self.api}/me/messages/{quote(mid, safe='')}/attachments"
         out: list[str] = []
         limit = self.agent.max_file_bytes
-        async for page in self.client.pages(session, url, None, what="list attachments"):
+        async for page in pages(self.client, session, url, None, what="list attachments"):
             for att in page:
                 name = str(att.get("name") or "attachment")
                 if att.get("@odata.type") != "#microsoft.graph.fileAttachment":
@@ -270,8 +211,9 @@ class OutlookSource(_GraphSource):
                     notes.append(exc.message)
         return out
 
-    async def _advance(self, conn: Any = None) -> None:
-        """Move the cursor to the newest receivedDateTime with everything up to it settled."""
+    def _advance(self) -> dict[str, Any] | None:
+        """Move the cursor to the newest receivedDateTime with everything up to it settled;
+        the new cursor, or None when it did not move."""
         mark = None
         for mid, received in self._order:
             if mid in self._open:
@@ -279,16 +221,23 @@ class OutlookSource(_GraphSource):
             mark = received
         old = self._cursor.get("since")
         if mark is None or (old and parse_time(old) >= mark):
-            return
+            return None
         self._cursor = {**self._cursor, "since": graph_time(mark)}
-        await self.store.cursors.set(self.agent.id, self._cursor, conn=conn)
+        return self._cursor
 
-    async def _settle(self, key: str, conn: Any = None) -> None:
+    def _settle(self, key: str) -> dict[str, Any] | None:
         self._open.discard(key)
-        await self._advance(conn)
+        return self._advance()
 
     async def finish(self) -> list[str]:
-        await self._advance()
+        # the store, not memory, says what is settled: a progress whose transaction was
+        # rolled back must hold the cursor back
+        known = await self.files.all(self.agent.id)
+        self._open |= {mid for mid in self._yielded if not _settled(known.get(mid), self._key)}
+        self._cursor = await self.store.cursors.get(self.agent.id) or {}
+        cursor = self._advance()
+        if cursor is not None:
+            await self.store.cursors.set(self.agent.id, cursor)
         return []
 
 
@@ -304,7 +253,7 @@ class TeamsSource(_GraphSource):
         self._cursor = {**cursor, "conversations": convs}
         known = await self.files.all(self.agent.id)
         floor = self.now() - self.lookback
-        async with aiohttp.ClientSession() as session:
+        async with self.client.session() as session:
             for conv, topic, url in await self._conversations(session):
                 pos = {} if full else convs.get(conv) or {}
                 since = parse_time(pos["since"]) if pos.get("since") else floor
@@ -327,7 +276,7 @@ class TeamsSource(_GraphSource):
         out: list[tuple[str, str, str]] = []
         only = set(self.config.get("chats") or [])
         if self.config.get("include_chats", True):
-            async for page in self.client.pages(session, f"{self.api}/me/chats",
+            async for page in pages(self.client, session, f"{self.api}/me/chats",
                                                 {"$expand": "members", "$top": "50"},
                                                 what="list Teams chats"):
                 for chat in page:
@@ -354,7 +303,7 @@ class TeamsSource(_GraphSource):
             params.update({"$orderby": "createdDateTime desc", "$filter": "createdDateTime gt "
                            + graph_time(since - timedelta(seconds=1))})
         found: list[dict[str, Any]] = []
-        async for page in self.client.pages(session, url, params, what="list Teams messages"):
+        async for page in pages(self.client, session, url, params, what="list Teams messages"):
             found += [m for m in page if parse_time(m["createdDateTime"]) >= since
                       and m.get("id") not in seen and not m.get("deletedDateTime")
                       and m.get("messageType", "message") == "message"]
@@ -380,16 +329,22 @@ class TeamsSource(_GraphSource):
             meta={"title": group["topic"], "conversation": group["conv"],
                   "message_ids": [m["id"] for m in group["messages"]]})
 
-    async def _settle(self, key: str, conn: Any = None) -> None:
+    def _settle(self, key: str) -> dict[str, Any] | None:
         group = self._groups.get(key)
         if group is None:
-            return
+            return None
         newest = parse_time(group["messages"][-1]["createdDateTime"])
         recent = [m["id"] for m in group["messages"]  # same second: the next filter re-lists
                   if parse_time(m["createdDateTime"]) >= newest - timedelta(seconds=1)]
         self._cursor["conversations"][group["conv"]] = {"since": graph_time(newest),
                                                         "ids": recent}
-        await self.store.cursors.set(self.agent.id, self._cursor, conn=conn)
+        return copy.deepcopy(self._cursor)  # the write must not see later conversations
+
+
+def _settled(state: FileState | None, extraction_key: str | None) -> bool:
+    """Skipped or refused for good, or extracted under this key."""
+    return state is not None and (state.status in _SETTLED or (
+        state.status == "extracted" and state.extraction_key == extraction_key))
 
 
 def _body_text(msg: Mapping[str, Any]) -> str:

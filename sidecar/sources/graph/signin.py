@@ -14,12 +14,13 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.errors import NeedsReauth, PermanentError, TransientError
 from sidecar.secrets import get_secret, set_secret
+from sidecar.sources.http import TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,6 @@ SCOPES: dict[str, tuple[str, ...]] = {
 _REAUTH_ERRORS = {"invalid_grant", "interaction_required", "consent_required",
                   "login_required", "no_account"}
 _TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "slow_down"}
-
-TokenProvider = Callable[..., Awaitable[str]]
-
 
 @dataclass(frozen=True, slots=True)
 class MsalConfig:

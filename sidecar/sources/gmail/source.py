@@ -1,8 +1,9 @@
 """Gmail agents: new mail (and its attachments) since the last run, read through the Gmail API.
 
 Progress is two things kept in SQLite: per-message state (the file_state table keyed by
-message id) and a cursor (a time bound plus a history id). Both are written with the outbox
-transaction in ``done``, so the bound only moves past a message once its items are queued.
+message id) and a cursor (a time bound plus a history id). ``progress`` hands both to the
+store, written with the message's records, so the bound only moves past a message once its
+records are queued.
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ import aiohttp
 
 from sidecar import clock
 from sidecar.domain import Agent
-from sidecar.errors import ConfigError, NeedsReauth, PermanentError, TransientError, retry
-from sidecar.oauth_google import DEFAULT_API_BASE, GmailAuth, keyring_credentials
-from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
+from sidecar.errors import ConfigError, NotFound
+from sidecar.sources.base import Progress, Skip, Source, SourceDocument, WorkItem
+from sidecar.sources.gmail.signin import (
+    DEFAULT_API_BASE,
+    GmailAuth,
+    google_tokens,
+    keyring_credentials,
+)
+from sidecar.sources.http import ApiClient
 from sidecar.store import Store
-from sidecar.store.files import FileStateStore
+from sidecar.store.files import FileState
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +41,6 @@ ATTACHMENT_EXTENSIONS = (".pdf", ".docx", ".txt", ".md", ".csv")
 #: Later runs re-list this far before the cursor: Gmail's internalDate can lag delivery.
 OVERLAP = timedelta(hours=1)
 PAGE_SIZE = 100
-_TRANSIENT = (429, 500, 502, 503, 504)
-_RATE_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
-
-
-class NotFound(PermanentError):
-    """The Gmail resource is gone (a message deleted, a history id too old)."""
-
-    code = "not_found"
 
 
 def _quote(value: str) -> str:
@@ -131,13 +130,6 @@ def _html_text(htmls: list[str]) -> str:
     return "\n\n".join(html_to_text(h) for h in htmls).strip()
 
 
-async def _error_body(resp: aiohttp.ClientResponse) -> Any:
-    try:
-        return await resp.json(content_type=None)
-    except ValueError:
-        return {}
-
-
 class GmailSource(Source):
     """Lists matching messages (history as a cheap "anything new?"), reads them, remembers."""
 
@@ -153,17 +145,17 @@ class GmailSource(Source):
         self.agent = agent
         self.account = agent.account
         self.store = store
-        self.files = FileStateStore(store.db)
+        self.files = store.files
         self.run_id = run_id
-        self.auth = credentials_factory(agent.account)
+        self.client = ApiClient(google_tokens(credentials_factory(agent.account)),
+                                service="Gmail", sleep=sleep, timeout=timeout)
         self.api = api_base.rstrip("/") + "/gmail/v1/users/me"
         self.lookback = timedelta(days=lookback_days)
         self.now = now
-        self.sleep = sleep
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.filter_sig = build_query(agent.filter_config)
         self._dates: dict[str, int] = {}  # message id → internalDate (ms), this run's listing
         self._outstanding: set[str] = set()
+        self._yielded: list[str] = []  # this run's items, for finish() to check in the store
         self._listed_at: int | None = None
         self._history_id: str | None = None
         self._last_page: dict[str, Any] = {}
@@ -172,45 +164,8 @@ class GmailSource(Source):
     async def _get(self, session: aiohttp.ClientSession, path: str,
                    params: Mapping[str, Any] | list[tuple[str, str]] | None = None
                    ) -> dict[str, Any]:
-        url = f"{self.api}/{path}"
-
-        async def once() -> dict[str, Any]:
-            token = await self.auth.token()
-            for attempt in (1, 2):
-                try:
-                    async with session.get(url, params=params,
-                                           headers={"Authorization": f"Bearer {token}"}) as r:
-                        if r.status == 401 and attempt == 1:
-                            token = await self.auth.refresh(token)
-                            continue
-                        if r.status == 200:
-                            return dict(await r.json())
-                        body = await _error_body(r)
-                        raise self._classify(r.status, r.headers.get("Retry-After"), body, path)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise TransientError(f"Gmail request failed ({type(exc).__name__})") from None
-            raise AssertionError("unreachable")  # pragma: no cover
-
-        return await retry(once, what=f"gmail {path.split('?')[0]}", sleep=self.sleep)
-
-    def _classify(self, status: int, retry_after: str | None, body: Any, path: str
-                  ) -> Exception:
-        error = body.get("error") if isinstance(body, dict) else None
-        error = error if isinstance(error, dict) else {}
-        reasons = [e.get("reason") for e in error.get("errors") or [] if isinstance(e, dict)]
-        what = f"Gmail {path.split('/')[0]}: HTTP {status} {error.get('message', '')}".strip()
-        if status in _TRANSIENT or (status == 403 and set(reasons) & set(_RATE_REASONS)):
-            try:
-                delay = float(retry_after) if retry_after else None
-            except ValueError:
-                delay = None
-            return TransientError(what, retry_after=delay)
-        if status == 401:
-            return NeedsReauth(f"Gmail rejected the credentials for {self.account} even after "
-                               "a refresh: reconnect the account")
-        if status == 404:
-            return NotFound(what)
-        return PermanentError(what)
+        return await self.client.get(session, f"{self.api}/{path}", params,
+                                     what=f"Gmail {path.split('/')[0]}")
 
     async def _paged(self, session: aiohttp.ClientSession, path: str, key: str,
                      params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -254,7 +209,7 @@ class GmailSource(Source):
         self._listed_at = int(now.timestamp())
         described: dict[str, WorkItem | None] = {}
         items: list[WorkItem] = []
-        async with aiohttp.ClientSession(timeout=self.timeout) as session:
+        async with self.client.session() as session:
             added = None
             if not fresh and cursor.get("history_id"):
                 added = await self._history_added(session, str(cursor["history_id"]))
@@ -267,8 +222,7 @@ class GmailSource(Source):
 
             def settled(mid: str) -> bool:
                 state = known.get(mid)
-                return not full and state is not None and (state.status == "skipped" or (
-                    state.status == "extracted" and state.extraction_key == extraction_key))
+                return not full and _settled(state, extraction_key)
 
             for mid in added or []:  # late arrivals older than the bound: widen the query
                 if not settled(mid):
@@ -288,6 +242,7 @@ class GmailSource(Source):
         items.sort(key=lambda w: (self._dates[w.key], w.key))
         for item in items:
             self._outstanding.add(item.key)
+            self._yielded.append(item.key)
             yield item
 
     async def _describe(self, session: aiohttp.ClientSession, mid: str) -> WorkItem | None:
@@ -302,7 +257,7 @@ class GmailSource(Source):
         return WorkItem(key=mid, label=subject or mid, version={"internalDate": internal})
 
     async def read(self, item: WorkItem) -> SourceDocument | Skip:
-        async with aiohttp.ClientSession(timeout=self.timeout) as session:
+        async with self.client.session() as session:
             try:
                 msg = await self._get(session, f"messages/{item.key}", {"format": "full"})
             except NotFound:
@@ -372,25 +327,32 @@ class GmailSource(Source):
                 "history_id": None if self._outstanding else self._history_id,
                 "filter": self.filter_sig, "key": self._key}
 
-    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
-                   conn: Any = None) -> None:
-        await self.files.record(
-            self.agent.id, doc.item.key, size=None,
-            mtime_ns=self._dates.get(doc.item.key), content_hash=doc.content_hash,
-            extraction_key=extraction_key, status="extracted", last_result=dict(result),
-            run_id=self.run_id, conn=conn)
+    def progress(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any]
+                 ) -> Progress:
         self._outstanding.discard(doc.item.key)
-        await self.store.cursors.set(self.agent.id, self._cursor(), conn=conn)
+        return Progress(self.agent.id, doc.item.key, "extracted", extraction_key,
+                        content_hash=doc.content_hash, mtime_ns=self._dates.get(doc.item.key),
+                        result=dict(result), run_id=self.run_id, cursor=self._cursor())
 
     async def skipped(self, skip: Skip) -> None:
-        await self.files.record(
-            self.agent.id, skip.item.key, size=None, mtime_ns=self._dates.get(skip.item.key),
-            content_hash=None, extraction_key="*", status="skipped",
-            last_result={"reason": skip.reason, "message": skip.message}, run_id=self.run_id)
         self._outstanding.discard(skip.item.key)
-        await self.store.cursors.set(self.agent.id, self._cursor())
+        await self.store.record_progress(Progress(
+            self.agent.id, skip.item.key, "skipped", "*",
+            mtime_ns=self._dates.get(skip.item.key),
+            result={"reason": skip.reason, "message": skip.message}, run_id=self.run_id,
+            cursor=self._cursor()))
 
     async def finish(self) -> list[str]:
         if self._listed_at is not None:
+            # the store, not memory, says what is settled: a progress whose transaction was
+            # rolled back must hold the bound back
+            known = await self.files.all(self.agent.id)
+            self._outstanding |= {k for k in self._yielded if not _settled(known.get(k),
+                                                                           self._key)}
             await self.store.cursors.set(self.agent.id, self._cursor())
         return []
+
+
+def _settled(state: FileState | None, extraction_key: str | None) -> bool:
+    return state is not None and (state.status == "skipped" or (
+        state.status == "extracted" and state.extraction_key == extraction_key))

@@ -19,8 +19,16 @@ from typing import Any
 from sidecar.domain import Agent, roots_text
 from sidecar.errors import PermanentError
 from sidecar.scan import Refused, ScanResult, inside, resolve_roots, scan_paths, scan_tree
-from sidecar.sources.base import TRANSIENT_REASONS, Skip, Source, SourceDocument, WorkItem
-from sidecar.store.files import RETRY, FileState, FileStateStore, retry_result
+from sidecar.sources.base import (
+    TRANSIENT_REASONS,
+    Progress,
+    Skip,
+    Source,
+    SourceDocument,
+    WorkItem,
+)
+from sidecar.store import Store
+from sidecar.store.files import RETRY, FileState, retry_result
 
 #: Skipped files remembered per transaction.
 SKIP_BATCH = 500
@@ -40,11 +48,12 @@ def agent_accept(agent: Agent) -> Any:
 class LocalFolderSource(Source):
     """Scans the agent's folders (or just ``only`` paths, from the watcher) against file_state."""
 
-    def __init__(self, agent: Agent, files: FileStateStore, *, run_id: str | None = None,
+    def __init__(self, agent: Agent, store: Store, *, run_id: str | None = None,
                  only: set[str] | None = None,
                  allowed_roots: Sequence[str | Path] | None = None) -> None:
         self.agent = agent
-        self.files = files
+        self.store = store
+        self.files = store.files
         self.run_id = run_id
         self.only = only
         self.roots = resolve_roots(agent.directories)
@@ -156,13 +165,12 @@ class LocalFolderSource(Source):
                 return state
         return None
 
-    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
-                   conn: Any = None) -> None:
-        await self.files.record(
-            self.agent.id, doc.item.key, size=doc.item.version.get("size"),
-            mtime_ns=doc.item.version.get("mtime_ns"), content_hash=doc.content_hash,
-            extraction_key=extraction_key, status="extracted", last_result=dict(result),
-            run_id=self.run_id, conn=conn)
+    def progress(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any]
+                 ) -> Progress:
+        return Progress(self.agent.id, doc.item.key, "extracted", extraction_key,
+                        content_hash=doc.content_hash, size=doc.item.version.get("size"),
+                        mtime_ns=doc.item.version.get("mtime_ns"), result=dict(result),
+                        run_id=self.run_id)
 
     async def skipped(self, skip: Skip) -> None:
         """Permanent skips stay until the file changes; transient ones are kept as ``retry``

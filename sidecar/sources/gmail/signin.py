@@ -22,8 +22,9 @@ import aiohttp
 from aiohttp import web
 
 from sidecar.errors import ConfigError, NeedsReauth, PermanentError, SidecarError, TransientError
-from sidecar.logging_setup import register_secret
+from sidecar.redaction import register_secret
 from sidecar.secrets import get_secret, set_secret
+from sidecar.sources.http import TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,21 @@ def _from_info(info: dict[str, Any]) -> Any:
         expiry=parsed.expiry, account=info.get("account", ""))
 
 
+def google_tokens(auth: GmailAuth) -> TokenProvider:
+    """``auth`` as the HTTP client's token provider: a forced refresh names the refused token,
+    so concurrent 401s for it share one refresh."""
+    last: str | None = None
+
+    async def tokens(force_refresh: bool = False) -> str:
+        nonlocal last
+        last = await (auth.refresh(last) if force_refresh else auth.token())
+        return last
+
+    return tokens
+
+
 def keyring_credentials(account: str) -> GoogleCredentials:
-    """The default ``credentials_factory`` of :class:`sidecar.sources.gmail.GmailSource`."""
+    """The default ``credentials_factory`` of :class:`sidecar.sources.gmail.source.GmailSource`."""
     return GoogleCredentials(account)
 
 
