@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +166,21 @@ def new_project(agent: Agent, doc: SourceDocument) -> Introduction | None:
     return intro
 
 
-async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str) -> Plan:
+def is_stale(doc: SourceDocument, stale: datetime | None) -> bool:
+    """An old document read on an agent's first run (``initial_lookback_days``): indexed,
+    its work not suggested; a project it introduced then is not news either."""
+    if stale is None or doc.date is None:
+        return False
+    when = doc.date if doc.date.tzinfo is not None else doc.date.astimezone()
+    return when < stale
+
+
+async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
+               stale: datetime | None = None) -> Plan:
     identity = source_identity(agent, doc)
     types = tuple(t for t in agent.data_types if t not in OWN_TABLES)
+    if is_stale(doc, stale):
+        return Plan(identity, types, agent.project_id)
     intro = new_project(agent, doc)
     project = None
     if intro is not None:

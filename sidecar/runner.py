@@ -255,7 +255,7 @@ class Runner:
                            source: Source, doc: SourceDocument, key: str, errors: list[str],
                            counters: dict[str, Any], stale: datetime | None = None) -> None:
         # projects and taskComments are the sidecar's own (a new project, a reply in a thread)
-        plan = await linking.plan(self.store, agent, doc, run_id)
+        plan = await linking.plan(self.store, agent, doc, run_id, stale)
         request = ExtractionRequest(
             text=doc.text, data_types=plan.types, prompt_template=agent.prompt_template,
             document_date=doc.date, date_origin=doc.meta.get("date_origin"),

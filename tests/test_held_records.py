@@ -470,3 +470,33 @@ async def test_a_second_document_introducing_the_project_waits_for_the_same_sugg
         [(run1, "p_5"), (run1, "p_5"), (run2, "p_5")]), events
     assert events.index(("record", (run2, "p_5"))) < events.index(("delivered2", 1)), \
         "run 2 was delivered while its record was still held"
+
+
+async def test_an_old_kickoff_on_a_first_run_suggests_no_project(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """initial_lookback_days: a document older than the window is indexed without its work
+    on an agent's first run; the project it introduced long ago is not suggested either."""
+    import os
+    import time
+
+    root = tmp_path / "docs"
+    old = write(root / "kickoff.md", KICKOFF.replace(MILESTONE, "Launch soon"))
+    then = time.time() - 90 * 86400
+    os.utime(old, (then, then))
+    write(root / "brief.md", "# Project brief: Orchard app\n\n## Action items\n"
+          "- [ ] Bea to list the screens\n")
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=[
+        "--model-dir", str(model_dir), "--initial-lookback-days", "30"])
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = (await make_agent(c, root, ["tasks", "projects"]))["agent"]["id"]
+        run_id = await run(c, agent)
+        got = await calls_until_quiet(c)
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        await c.close()
+    finally:
+        await d.stop()
+    assert [(g["table"], g["data"].get("name") or g["data"]["title"]) for g in got] == [
+        ("projects", "Orchard app"), ("tasks", "Bea to list the screens")], got
+    assert delivered["items_processed"] == 2

@@ -32,8 +32,9 @@ Dental kickoff call`, `Project brief: Summer menu`, `Summer menu — creative br
 client: Nova Dental`), or a `Project:` / `Client:` header field in its first lines
 together with a kickoff, brief, onboarding or "new client" word in its title or opening
 one of those lines. A `Project:` field alone, a reply (`Re:`), a name made only of
-generic words ("Weekly kickoff") or the name or alias of one of the app's projects
-suggests nothing. Its key is `k2:new-project:projects:<name>`: two documents introducing
+generic words ("Weekly kickoff"), the name or alias of one of the app's projects, or a
+document older than `--initial-lookback-days` read on an agent's first run suggests
+nothing. Its key is `k2:new-project:projects:<name>`: two documents introducing
 one name make one suggestion. The document's tasks, notes and timelines are **held** until
 the app's `tool_result` for the suggestion arrives, then sent with `projectId` =
 `result.id` (`source.project.id` too). A `tool_result` with a plain `error`, or one
