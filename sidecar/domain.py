@@ -82,6 +82,11 @@ class Agent:
         return out
 
 
+def record_title(data: Mapping[str, Any]) -> str:
+    """What a record is called: its title, a project's name, else a comment's content."""
+    return str(data.get("title") or data.get("name") or data.get("content") or "")
+
+
 def resolve_roots(roots: Iterable[str | Path]) -> list[Path]:
     """Each root with symlinks resolved; roots that do not exist (or loop) are left out."""
     out: list[Path] = []

@@ -16,10 +16,9 @@ from pathlib import Path, PurePath
 from typing import Any, TextIO
 
 from sidecar.commands.flags import add_setting_flags, config_from_args
-from sidecar.delivery import REVIEW_FLAGS
-from sidecar.domain import DEFAULT_EXCLUDES
+from sidecar.domain import DEFAULT_EXCLUDES, Agent, record_title
 from sidecar.errors import ConfigError
-from sidecar.extractors.base import ALLOWED_TABLES, ExtractionRequest, Extractor
+from sidecar.extractors.base import ALLOWED_TABLES, ExtractedItem, ExtractionRequest
 from sidecar.paths import Paths
 from sidecar.settings import Config
 
@@ -72,20 +71,32 @@ def _files(paths: list[Path]) -> list[Path]:
     return out
 
 
-def _extractor(args: argparse.Namespace, config: Config) -> Extractor:
-    paths = Paths.from_config(config)
-    if args.engine == "remote":
-        from sidecar.extractors.remote import RemoteExtractor
+def _agent(args: argparse.Namespace, types: tuple[str, ...]) -> Agent:
+    """The command line as an agent: the engine, instructions and project it would have."""
+    return Agent(id="extract", kind="local", name="sidecar extract", engine=args.engine,
+                 data_types=types, prompt_template=args.prompt,
+                 min_confidence=args.min_confidence, project_id=args.project_id)
 
-        return RemoteExtractor.from_config(config, base_url=config.remote_base_url,
-                                           model=config.remote_model)
-    from sidecar.extractors.local import LocalExtractor
 
-    return LocalExtractor.from_config(config, paths)
+def _frame(path: Path, n: int, item: ExtractedItem) -> dict[str, Any]:
+    """The insert frame Electron would receive for this record (the daemon's own function),
+    with the file it came from."""
+    from sidecar.delivery import tool_call_for
+    from sidecar.protocol import to_dict
+    from sidecar.store.outbox import Entry, stable_key
+
+    data = dict(item.data)
+    entry = Entry(seq=n, call_id=f"x{n}", idempotency_key=stable_key(f"file:{path}", item.table,
+                                                                      data),
+                  agent_id="extract", run_id=None, table=item.table, data=data,
+                  meta={"source": {**item.source.to_json(), "reference": item.reference},
+                        "confidence": round(item.confidence, 3)})
+    return {"file": str(path), **to_dict(tool_call_for(entry))}
 
 
 async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     from sidecar.readers import SkipFile, read_document
+    from sidecar.services import engines
 
     types = tuple(t.strip() for t in args.types.split(",") if t.strip())
     bad = [t for t in types if t not in ALLOWED_TABLES]
@@ -94,7 +105,10 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                           field="types")
     files = _files(args.paths)
     total = 0
-    async with _extractor(args, config) as extractor:
+    agent = _agent(args, types)
+    pool = engines(config, Paths.from_config(config))
+    try:
+        extractor = await pool.for_agent(agent)
         for path in files:
             started = time.perf_counter()
             try:
@@ -104,26 +118,23 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                                        "message": exc.message})
                 continue
             result = await extractor.extract(ExtractionRequest(
-                text=doc.text, data_types=types, prompt_template=args.prompt,
-                document_date=doc.date, date_origin=doc.meta.get("date_origin"),
-                label=str(path), min_confidence=args.min_confidence,
-                project_id=args.project_id))
+                text=doc.text, data_types=agent.data_types,
+                prompt_template=agent.prompt_template, document_date=doc.date,
+                date_origin=doc.meta.get("date_origin"), label=str(path),
+                min_confidence=agent.min_confidence, project_id=agent.project_id))
             took = time.perf_counter() - started
             if args.format == "text":
                 out.write(f"\n{path}  ({len(doc.text)} chars, {len(result.items)} records, "
                           f"{took:.1f} s)\n")
             for item in result.items:
                 total += 1
-                _emit(out, args.format == "jsonl", {
-                    "file": str(path), "type": "tool_call", "action": "insert",
-                    "table": item.table,
-                    "data": {**item.data, **REVIEW_FLAGS},
-                    "confidence": round(item.confidence, 3),
-                    "source": {**item.source.to_json(), "reference": item.reference}})
+                _emit(out, args.format == "jsonl", _frame(path, total, item))
             for problem in result.problems:
                 _emit(out, args.format == "jsonl", {"file": str(path), "problem": problem.message})
             for notice in result.stats.get("notices", ()):
                 _emit(out, args.format == "jsonl", {"file": str(path), "notice": notice})
+    finally:
+        await pool.aclose()
     if args.format == "text":
         out.write(f"\n{total} record(s) from {len(files)} file(s)\n")
     return 0
@@ -141,7 +152,7 @@ def _emit(out: TextIO, as_json: bool, obj: dict[str, Any]) -> None:
         out.write(f"  i {obj['notice']}\n")
     else:
         data = obj["data"]
-        title = data.get("title") or data.get("name") or data.get("content", "")
+        title = record_title(data)
         extra = [f"{k}={data[k]}" for k in ("status", "priority", "assignee", "dueDate", "date")
                  if k in data]
         out.write(f"  [{obj['table']:9}] {title}  ({obj['confidence']:.2f}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sidecar.commands.flags import add_setting_flags, config_from_args
-from sidecar.domain import validate_agent
+from sidecar.domain import record_title, validate_agent
 from sidecar.errors import ConfigError
 from sidecar.paths import Paths
 from sidecar.settings import Config, setting
@@ -98,9 +98,8 @@ def _print(out: TextIO, fmt: str, record: dict[str, Any], entries: list[Entry]) 
             continue
         data = entry.data
         path = (entry.meta.get("source") or {}).get("path") or ""
-        title = data.get("title") or data.get("name") or data.get("content", "")
         done = " (done)" if data.get("status") == "done" else ""
-        out.write(f"[{entry.table:9}] {title}{done}  ({Path(path).name})\n")
+        out.write(f"[{entry.table:9}] {record_title(data)}{done}  ({Path(path).name})\n")
     out.flush()
     summary = (f"run {record['id']}: {record['status']}, {record['items_processed']} "
                f"document(s) extracted, {len(entries)} record(s) queued for Electron")

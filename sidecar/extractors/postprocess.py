@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import PurePath
 
+from sidecar.domain import record_title
 from sidecar.extractors.base import (
     ExtractedItem,
     ExtractionProblem,
@@ -76,8 +77,7 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
         if (stale_ms is not None and it.table == "tasks"
                 and data.get("dueDate", stale_ms) < stale_ms):
             continue  # due long before the lookback window: stale, not a suggestion
-        title = str(data.get("title") or data.get("name") or data.get("content", ""))
-        key = (it.table, " ".join(title.lower().split()))
+        key = (it.table, " ".join(record_title(data).lower().split()))
         if key in seen:
             continue
         seen.add(key)
