@@ -42,7 +42,6 @@ class ScanResult:
 
     files: dict[str, tuple[int, int]] = field(default_factory=dict)
     refused: list[Refused] = field(default_factory=list)
-    dirs_scanned: int = 0
 
 
 def scan_tree(roots: Iterable[str | Path], accept: Accept) -> ScanResult:
@@ -95,7 +94,6 @@ def _list_dir(directory: str, visited: set[tuple[int, int]], result: ScanResult
                                       f"{directory}: folder reached twice (symlink loop)"))
         return []
     visited.add(ident)
-    result.dirs_scanned += 1
     try:
         with os.scandir(directory) as it:
             entries = list(it)

@@ -104,7 +104,6 @@ class FolderWatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rescan = False
-        self.runs_triggered = 0
         self.restarts = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -319,7 +318,6 @@ class FolderWatcher:
         while True:
             run_id, already = await self.start_run(self.agent.id, "watch", paths)
             if not already:
-                self.runs_triggered += 1
                 return
             # a run is going: it may have scanned before these changes; go again after it
             with contextlib.suppress(Exception):

@@ -120,11 +120,6 @@ def html_to_text(html: str) -> str:
     return _tidy("".join(_parse(html).chunks))
 
 
-def html_title(html: str) -> str | None:
-    title = _SPACES.sub(" ", "".join(_parse(html).title_parts)).strip()
-    return title or None
-
-
 def read_html(data: bytes, name: str) -> Document:
     source, encoding = decode(data, name)
     parser = _parse(source)

@@ -112,11 +112,6 @@ class FileStateStore:
         rows = await self.db.fetchall(f"{_SELECT} WHERE agent_id = ?", (agent_id,))
         return {r["path"]: _state(r) for r in rows}
 
-    async def get(self, agent_id: str, path: str) -> FileState | None:
-        row = await self.db.fetchone(f"{_SELECT} WHERE agent_id = ? AND path = ?",
-                                     (agent_id, path))
-        return None if row is None else _state(row)
-
     async def record(self, agent_id: str, path: str, *, size: int | None, mtime_ns: int | None,
                      content_hash: str | None, extraction_key: str | None, status: str,
                      last_result: dict[str, Any] | None = None, run_id: str | None = None,
