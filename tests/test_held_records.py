@@ -72,12 +72,14 @@ OTHERS: dict[int, list[dict[str, Any]]] = {}
 
 
 async def calls_until_quiet(c: SidecarClient, quiet: float = 1.5, *, ack: bool = True,
-                            until: int | None = None) -> list[dict[str, Any]]:
-    """tool_calls pushed until none came for ``quiet`` s (or ``until`` came), acked with
-    ``{"id": "x_<n>"}`` when ``ack``; other frames are dropped."""
+                            until: int | None = None, first: float | None = None
+                            ) -> list[dict[str, Any]]:
+    """tool_calls pushed until none came for ``quiet`` s (``first`` s for the first one) or
+    ``until`` came, acked with ``{"id": "x_<n>"}`` when ``ack``; other frames are kept in
+    ``OTHERS``."""
     out: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + quiet
+    deadline = loop.time() + (first or quiet)
     while until is None or len(out) < until:
         try:
             frame = await c.next_push(None, timeout=max(0.0, deadline - loop.time()))
@@ -500,3 +502,61 @@ async def test_an_old_kickoff_on_a_first_run_suggests_no_project(
     assert [(g["table"], g["data"].get("name") or g["data"]["title"]) for g in got] == [
         ("projects", "Orchard app"), ("tasks", "Bea to list the screens")], got
     assert delivered["items_processed"] == 2
+
+
+@pytest.fixture
+async def gmail() -> Any:
+    from tests.fakes.gmail_server import FakeGmail
+    from tests.test_cloud_agents import ACCOUNT
+
+    server = FakeGmail(email=ACCOUNT, page_size=5)
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def test_a_reply_in_the_same_gmail_thread_comments_on_its_task(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path, gmail: Any) -> None:
+    """Gmail gives no In-Reply-To here: the shared threadId finds the earlier message."""
+    from datetime import UTC, datetime
+
+    from tests.test_cloud_agents import ACCOUNT, connect_gmail, daemon_env
+
+    now = datetime.now(UTC)
+    first = gmail.add_message("m1", subject="Menu photos", when=now - timedelta(days=1),
+                              sender="Dana <dana@bakery.example>",
+                              text="Hi Priya,\nCould you please send the menu photos before "
+                                   "Friday?\nThanks, Dana")
+    reply = gmail.add_message("m2", subject="Re: Menu photos", when=now - timedelta(hours=1),
+                              sender="Priya Shah <priya@studio.example>",
+                              text="Done, they are in the shared folder.\n\nOn Mon, Dana "
+                                   "wrote:\n> Could you please send the menu photos")
+    reply["threadId"] = first["threadId"]
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=[
+        "--model-dir", str(model_dir)], env=daemon_env(
+            tmp_path, gmail, "keyrings.alt.file.PlaintextKeyring"))
+    try:
+        c = await d.connect()
+        await c.hello()
+        await connect_gmail(c, gmail)
+        agent = (await c.request({"type": "agent_upsert", "agent": {
+            "kind": "cloud", "provider": "gmail", "account": ACCOUNT, "name": "Inbox",
+            "data_types": ["tasks", "taskComments"], "schedule_cron": "0 3 * * *"}}))
+        assert any("only replies" in w for w in agent["warnings"]), agent
+        run_id = await run(c, agent["agent"]["id"])
+        got = await calls_until_quiet(c, quiet=3.0, first=60)
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        await c.close()
+    finally:
+        await d.stop()
+    # (the reply's quoted line gives the engine a task of its own: not this test's concern)
+    tasks = [g for g in got if g["table"] == "tasks" and g["source"]["key"] == "m1"]
+    comments = [g for g in got if g["table"] == "taskComments"]
+    assert len(tasks) == 1 and "menu photos" in tasks[0]["data"]["title"].lower(), got
+    task_id = f"x_{got.index(tasks[0]) + 1}"  # what calls_until_quiet answered
+    assert len(comments) == 1, got
+    assert comments[0]["data"]["taskId"] == task_id
+    assert comments[0]["data"]["content"] == "Done, they are in the shared folder."
+    assert comments[0]["data"]["author"] == "Priya Shah"
+    assert comments[0]["source"]["task"]["by"] == "thread"
+    assert delivered["status"] == "success"
