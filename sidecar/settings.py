@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,15 +181,43 @@ def _path_list(setting: Setting, raw: Any) -> tuple[Path, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Resolved settings for one process: explicit values > environment > defaults."""
+    """Resolved settings for one process: explicit values > environment > defaults.
 
-    values: Mapping[str, Any] = field(default_factory=dict)
+    One typed field per entry of :data:`SETTINGS` (the table holds defaults, help, flags and
+    environment names; ``tests/test_cli.py`` checks the two agree). Build it with
+    :meth:`load`.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return object.__getattribute__(self, "values")[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    port: int
+    data_dir: Path | None
+    log_dir: Path | None
+    model_dir: Path | None
+    log_level: str
+    max_frame_bytes: int
+    heartbeat_seconds: float
+    insert_timeout_seconds: float
+    delivery_window: int
+    handshake_timeout_seconds: float
+    max_unauthenticated_connections: int
+    reserved_descriptors: int
+    model: str
+    model_threads: int | None
+    model_context: int
+    model_idle_unload_seconds: float
+    extraction_strategy: str
+    judge_weight: float | None
+    remote_base_url: str
+    remote_model: str
+    remote_concurrency: int
+    remote_timeout_seconds: float
+    initial_lookback_days: int
+    watch_quiet_seconds: float
+    watch_poll_seconds: float
+    gmail_api_base: str
+    graph_api_base: str
+    defer_on_battery: bool
+    battery_threshold_percent: int
+    allowed_roots: tuple[Path, ...]
 
     @classmethod
     def load(
@@ -204,10 +233,18 @@ class Config:
                 out[s.name] = parse_value(s, env[s.env])
             else:
                 out[s.name] = s.resolve_default()
-        return cls(out)
+        missing = set(out) - set(cls.__dataclass_fields__)
+        if missing:  # a setting added to the table needs its typed field here too
+            raise TypeError(f"Config has no field for setting(s) {sorted(missing)}")
+        return cls(**out)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every setting by name, in the table's order (``sidecar settings``)."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS}
 
     def replace(self, **changes: Any) -> Config:
-        return Config({**self.values, **changes})
+        return dataclasses.replace(self, **changes)
 
 
 def setting(name: str) -> Setting:

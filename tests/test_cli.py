@@ -74,3 +74,30 @@ def test_settings_table_drives_flags_and_docs() -> None:
         assert f"`{s.name}`" in md
     docs = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
     assert md in docs.read_text(), "docs/settings.md is stale: run python scripts/gen_docs.py"
+
+
+def test_config_has_one_typed_field_per_setting() -> None:
+    """The typed Config and the settings table agree: every setting is a declared field (no
+    ``__getattr__`` lookup) holding the parsed type; an unknown name is refused."""
+    import dataclasses
+    import typing
+
+    import pytest
+
+    from sidecar.settings import Config
+
+    assert [f.name for f in dataclasses.fields(Config)] == [s.name for s in SETTINGS]
+    config = Config.load({"port": "8123", "allowed_roots": ["/srv/a", "/srv/b"]},
+                         env={"SIDECAR_DEFER_ON_BATTERY": "off"})
+    assert config.port == 8123 and config.defer_on_battery is False
+    assert config.allowed_roots == (Path("/srv/a"), Path("/srv/b"))
+    hints = typing.get_type_hints(Config)
+    for s in SETTINGS:
+        value = getattr(config, s.name)
+        if value is not None and s.type is not list:
+            assert isinstance(value, s.type), (s.name, value)
+            assert s.type in typing.get_args(hints[s.name]) or hints[s.name] is s.type, s.name
+    with pytest.raises(AttributeError):
+        config.no_such_setting  # noqa: B018
+    with pytest.raises(TypeError):
+        config.replace(no_such_setting=1)
