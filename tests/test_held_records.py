@@ -63,6 +63,14 @@ async def make_agent(c: SidecarClient, folder: Path, types: list[str],
     return reply
 
 
+async def connect_agent(d: DaemonProcess, folder: Path, types: list[str],
+                        extensions: tuple[str, ...] = (".md",)) -> tuple[SidecarClient, str]:
+    """A writer that said hello, and a local agent over ``folder``."""
+    c = await d.connect()
+    await c.hello()
+    return c, str((await make_agent(c, folder, types, extensions))["agent"]["id"])
+
+
 async def run(c: SidecarClient, agent_id: str) -> str:
     return str((await c.request({"type": "run_agent", "agent_id": agent_id}))["run_id"])
 
@@ -196,9 +204,7 @@ async def test_a_failed_project_insert_releases_tasks_without_it_and_says_why(
     write(root / "kickoff.md", KICKOFF)
     d = await start(data_dir, token, model_dir)
     try:
-        c = await d.connect()
-        await c.hello()
-        agent = (await make_agent(c, root, ["tasks", "timelines", "projects"]))["agent"]["id"]
+        c, agent = await connect_agent(d, root, ["tasks", "timelines", "projects"])
         run_id = await run(c, agent)
         project = (await calls_until_quiet(c, ack=False, until=1))[0]
         assert project["table"] == "projects"
@@ -255,10 +261,7 @@ async def test_a_reply_in_the_thread_comments_on_the_task_once_its_id_is_known(
           mid="other-1@nova.example")
     d = await start(data_dir, token, model_dir)
     try:
-        c = await d.connect()
-        await c.hello()
-        agent = (await make_agent(c, root, ["tasks", "taskComments"],
-                                  extensions=(".eml",)))["agent"]["id"]
+        c, agent = await connect_agent(d, root, ["tasks", "taskComments"], (".eml",))
         run_id = await run(c, agent)
         first = await calls_until_quiet(c, ack=False)
         assert [f["table"] for f in first] == ["tasks"], first
@@ -288,9 +291,7 @@ async def test_kill_9_around_the_project_ack_loses_nothing_and_sends_nothing_twi
     write(root / "kickoff.md", KICKOFF)
     d = await start(data_dir, token, model_dir)
     try:
-        c = await d.connect()
-        await c.hello()
-        agent = (await make_agent(c, root, ["tasks", "timelines", "projects"]))["agent"]["id"]
+        c, agent = await connect_agent(d, root, ["tasks", "timelines", "projects"])
         await run(c, agent)
         project = (await calls_until_quiet(c, ack=False, until=1))[0]
         assert project["table"] == "projects"
@@ -402,10 +403,7 @@ async def test_a_reply_never_comments_on_its_own_tasks_when_read_again(
           mid="budget-2@studio.example")
     d = await start(data_dir, token, model_dir)
     try:
-        c = await d.connect()
-        await c.hello()
-        agent = (await make_agent(c, root, ["tasks", "taskComments"],
-                                  extensions=(".eml",)))["agent"]["id"]
+        c, agent = await connect_agent(d, root, ["tasks", "taskComments"], (".eml",))
         first_run = await run(c, agent)
         first = await calls_until_quiet(c)
         await next_run_frame(c, "run_delivered", first_run)
@@ -429,9 +427,7 @@ async def test_a_second_document_introducing_the_project_waits_for_the_same_sugg
     write(root / "kickoff.md", KICKOFF)
     d = await start(data_dir, token, model_dir)
     try:
-        c = await d.connect()
-        await c.hello()
-        agent = (await make_agent(c, root, ["tasks", "projects"]))["agent"]["id"]
+        c, agent = await connect_agent(d, root, ["tasks", "projects"])
         run1 = await run(c, agent)
         events: list[tuple[str, Any]] = []  # what happened, in order
         project_id: str | None = None
@@ -490,9 +486,7 @@ async def test_an_old_kickoff_on_a_first_run_suggests_no_project(
     d = await DaemonProcess.start(data_dir, token=token, extra_args=[
         "--model-dir", str(model_dir), "--initial-lookback-days", "30"])
     try:
-        c = await d.connect()
-        await c.hello()
-        agent = (await make_agent(c, root, ["tasks", "projects"]))["agent"]["id"]
+        c, agent = await connect_agent(d, root, ["tasks", "projects"])
         run_id = await run(c, agent)
         got = await calls_until_quiet(c)
         delivered = await next_run_frame(c, "run_delivered", run_id)
