@@ -554,3 +554,13 @@ async def test_a_reply_in_the_same_gmail_thread_comments_on_its_task(
     assert comments[0]["data"]["author"] == "Priya Shah"
     assert comments[0]["source"]["task"]["by"] == "thread"
     assert delivered["status"] == "success"
+
+
+def test_only_a_string_or_integer_result_id_links() -> None:
+    from sidecar.store.held import id_of
+
+    assert id_of({"id": "p_1"}) == "p_1"
+    assert id_of({"id": 7}) == 7, "the app's integer ids are passed back as they came"
+    for bad in ({"id": ""}, {"id": "  "}, {"id": True}, {"id": None}, {"id": {"x": 1}},
+                {"id": [1]}, {"ok": True}, None, "p_1", 7):
+        assert id_of(bad) is None, bad
