@@ -1,7 +1,9 @@
-"""A Python client for the sidecar, as Electron uses it: spawn, read the ready line, talk on /ws.
+"""TEST AND TOOLING ONLY, never imported by the daemon: a Python client for the sidecar, as
+Electron uses it (spawn, read the ready line, talk on /ws).
 
 Used by the tests, the benchmarks and the bundle smoke test, so all of them exercise the
-same real process and wire protocol Electron does.
+same real process and wire protocol Electron does (``tests/test_import_cycles.py`` checks
+that no daemon module imports it).
 """
 
 from __future__ import annotations

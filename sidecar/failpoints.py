@@ -1,4 +1,5 @@
-"""Named crash points, so a test can SIGKILL the daemon at an exact place in its write path.
+"""TEST HOOKS: named crash points, so a test can SIGKILL the daemon at an exact place in its
+write path. Compiled into the daemon, inert unless a test sets the variables below.
 
 ``SIDECAR_FAILPOINT="delivery.sent:7"`` (comma-separated ``name:N`` pairs) makes the process
 SIGKILL itself on the 7th pass through ``hit("delivery.sent")``: no cleanup, no flush, as a

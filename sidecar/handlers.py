@@ -44,10 +44,8 @@ async def run_views(app: web.Application, runs: list[dict[str, Any]], *,
                     sharing: int | None = None) -> list[dict[str, Any]]:
     """Runs as frames carry them: errors capped with their total, skips counted apart.
     ``sharing``: how many runs share the reply's line budget (default: these)."""
-    from sidecar.store.files import RunSkipLog
-
     per_run = min(ERRORS_IN_FRAME, ERROR_LINES_PER_REPLY // max(1, sharing or len(runs)))
-    counts = await RunSkipLog(app[STORE].db).counts(r["id"] for r in runs)
+    counts = await app[STORE].skips.counts(r["id"] for r in runs)
     delivery = await app[STORE].outbox.run_counts(r["id"] for r in runs)
     return [{**capped(r, per_run), **delivery[r["id"]],
              "skipped": counts.get(r["id"], {"permanent": 0, "transient": 0})} for r in runs]
@@ -72,8 +70,8 @@ async def agent_status(app: web.Application, record: dict[str, Any], *, sharing:
     the reply, who share its error-line budget)."""
     runs = await run_views(app, await app[STORE].runs.list(agent_id=record["id"], limit=1),
                            sharing=sharing)
-    scheduler = app[SCHEDULER]  # set by scheduler_ctx before the first request
-    nxt, why = (scheduler.upcoming(record["id"]) if record.get("enabled") else (None, None))
+    # set by scheduler_ctx before the first request
+    schedule = app[SCHEDULER].status(record["id"], enabled=bool(record.get("enabled")))
     return {
         "id": record["id"],
         "name": record["name"],
@@ -82,13 +80,12 @@ async def agent_status(app: web.Application, record: dict[str, Any], *, sharing:
         "state": record["state"],
         "schedule_cron": record["schedule_cron"],
         "last_run_at": record.get("last_run_at"),
-        "next_run_at": nxt,
-        "deferred": scheduler.deferred.get(record["id"]) or scheduler.skipped.get(record["id"]),
-        "schedule_error": why,
+        "next_run_at": schedule["next_run_at"],
+        "deferred": schedule["deferred"],
+        "schedule_error": schedule["schedule_error"],
         "last_run": runs[0] if runs else None,
         "running_run_id": app[RUNNER].running_run(record["id"]),
-        # a job really exists: next_run_at alone is cron math and would not tell
-        "scheduled": scheduler.next_run_at(record["id"]) is not None,
+        "scheduled": schedule["scheduled"],
         **(app[WATCHERS].state(record["id"]) if WATCHERS in app
            else {"watch_mode": "off", "watch_reason": None}),
     }

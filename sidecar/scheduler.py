@@ -190,6 +190,15 @@ class Scheduler:
                     started.append(run_id)
         return started
 
+    def status(self, agent_id: str, *, enabled: bool) -> dict[str, Any]:
+        """The agent's schedule as ``status`` shows it: next run (or why none), whether a job
+        exists, and why its runs are held (low battery, an invalid schedule)."""
+        nxt, why = self.upcoming(agent_id) if enabled else (None, None)
+        return {"next_run_at": nxt, "schedule_error": why,
+                "deferred": self.deferred.get(agent_id) or self.skipped.get(agent_id),
+                # a job really exists: next_run_at alone is cron math and would not tell
+                "scheduled": self.next_run_at(agent_id) is not None}
+
     def upcoming(self, agent_id: str) -> tuple[str | None, str | None]:
         """(next run, why there is none) for status: only the job's own next slot counts.
 

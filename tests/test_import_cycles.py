@@ -182,6 +182,12 @@ def test_domain_is_below_store_and_extractors(graph: dict[str, set[str]]) -> Non
     assert "sidecar.domain" in graph["sidecar.extractors.base"]
 
 
+def test_the_test_client_is_kept_apart(graph: dict[str, set[str]]) -> None:
+    """``sidecar/client.py`` is for tests and tools: the daemon never imports it."""
+    users = sorted(m for m, edges in graph.items() if "sidecar.client" in edges)
+    assert users == [], f"daemon modules import the test client: {users}"
+
+
 # -- the checker itself: it must see a loop when there is one -------------------------------
 
 
