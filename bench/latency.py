@@ -114,7 +114,8 @@ async def main_async(saves: int, quiet: float, spacing: float, timeout: float) -
         data_dir = Path(tmp) / "data"
         d = await DaemonProcess.start(
             data_dir, token=secrets.token_urlsafe(24),
-            extra_args=["--watch-quiet-seconds", str(quiet), "--model-dir", str(model_dir)])
+            extra_args=["--watch-quiet-seconds", str(quiet), "--model-dir", str(model_dir),
+                        "--allowed-root", str(folder)])
         try:
             c = await d.connect()
             hello = await c.hello()
