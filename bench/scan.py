@@ -86,7 +86,8 @@ class Bench:
             return self.rules
 
         self.runner = Runner(store, hub, Delivery(hub, store.outbox),
-                             sources=source_factory(store, Config.load()),
+                             sources=source_factory(store, Config.load(
+                                 {"allowed_roots": agent.directories})),
                              extractors=extractors)
 
     async def pending(self) -> int:
