@@ -564,3 +564,36 @@ def test_only_a_string_or_integer_result_id_links() -> None:
     for bad in ({"id": ""}, {"id": "  "}, {"id": True}, {"id": None}, {"id": {"x": 1}},
                 {"id": [1]}, {"ok": True}, None, "p_1", 7):
         assert id_of(bad) is None, bad
+
+
+async def test_a_run_whose_record_waits_on_another_runs_project_is_not_delivered_after_a_kill(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """Start-up marks closed runs with nothing pending as delivered; a run whose only record
+    is held (waiting for the first run's project) is not one of them."""
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c, agent = await connect_agent(d, root, ["tasks", "projects"])
+        run1 = await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1, first=60))[0]
+        await c.ws.send_str(json.dumps({"type": "tool_result", "id": project["id"],
+                                        "error": "busy", "retryable": True}))
+        await next_run_frame(c, "run_finished", run1)
+        write(root / "brief.md", "# Project brief: Nova Dental rebrand\n\n"
+              "## Action items\n- [ ] Ana to draft the welcome letter\n")
+        run2 = await run(c, agent)
+        finished = await next_run_frame(c, "run_finished", run2)
+        assert (finished["extracted"], finished["pending"]) == (1, 1), finished
+        await c.close()
+    finally:
+        await d.kill()
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        hello = await c.hello()
+        await c.close()
+    finally:
+        await d.stop()
+    last = {r["id"]: r for r in hello["last_runs"]}
+    assert last[run2]["delivered_at"] is None and last[run2]["pending"] == 1, last[run2]
