@@ -597,3 +597,39 @@ async def test_a_run_whose_record_waits_on_another_runs_project_is_not_delivered
         await d.stop()
     last = {r["id"]: r for r in hello["last_runs"]}
     assert last[run2]["delivered_at"] is None and last[run2]["pending"] == 1, last[run2]
+
+
+async def test_the_engine_is_never_asked_for_projects_or_comments(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """projects and taskComments are the sidecar's own (evidence, threads): a model asked
+    for them would invent project names and task ids. A remote engine that answers them
+    anyway has them dropped like any table it was not asked for."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    answer = json.dumps({"items": [
+        {"table": "tasks", "data": {"title": "Send the quote"}},
+        {"table": "projects", "data": {"name": "Invented project"}},
+        {"table": "taskComments", "data": {"taskId": "999", "content": "made up"}}]})
+    fake = await FakeOpenAI(lambda body: answer).start()
+    root = tmp_path / "docs"
+    write(root / "notes.md", "# Notes\n\n- [ ] Send the quote\n")
+    d = await start(data_dir, token, model_dir)
+    try:
+        c = await d.connect()
+        await c.hello()
+        reply = await c.request({"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "Docs", "directories": [str(root)], "extensions": [".md"],
+            "data_types": ["tasks", "projects", "taskComments"], "schedule_cron": "0 3 * * *",
+            "watch": False, "engine": "remote",
+            "remote": {"base_url": fake.url, "model": "fake"}}})
+        run_id = await run(c, reply["agent"]["id"])
+        got = await calls_until_quiet(c, first=60)
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        await c.close()
+    finally:
+        await d.stop()
+        await fake.close()
+    assert [(g["table"], g["data"]["title"]) for g in got] == [("tasks", "Send the quote")]
+    assert delivered["status"] == "success", delivered
+    asked = json.dumps(fake.requests)
+    assert fake.requests and "taskComments" not in asked and "clientId" not in asked
