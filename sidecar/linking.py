@@ -193,12 +193,25 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
                 project, await _comment(store, agent, doc, run_id, identity))
 
 
+def message_meta(doc: SourceDocument) -> dict[str, Any]:
+    """A message's headers as :mod:`sidecar.threads` reads them: its source's meta, with
+    the sender and title the document carries beside its text when the meta lacks them."""
+    meta = dict(doc.meta)
+    sender, title = getattr(doc, "sender", None), getattr(doc, "title", None)
+    if sender and not meta.get("from"):
+        meta["from"] = sender
+    if title and not (meta.get("subject") or meta.get("title")):
+        meta["title"] = title
+    return meta
+
+
 async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
                    identity: str) -> NewItem | None:
     """A comment on the task of the thread this reply answers, if the sidecar queued one."""
     if "taskComments" not in agent.data_types:
         return None
-    keys = reply_keys(doc.meta, scope_of(agent))
+    meta = message_meta(doc)
+    keys = reply_keys(meta, scope_of(agent))
     if not keys:
         return None
     tasks, how = await ThreadStore(store.db).tasks_for(keys, identity)
@@ -208,7 +221,7 @@ async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
         return None
     call_id, title = task
     data: dict[str, Any] = {"taskId": PENDING_ID, "content": said}
-    if (who := author(doc.meta)) is not None:
+    if (who := author(meta)) is not None:
         data["author"] = who[:500]
     return NewItem(
         idempotency_key=stable_key(identity, "taskComments", {"title": call_id}),
@@ -244,7 +257,7 @@ async def remember(conn: Any, agent: Agent, doc: SourceDocument, plan: Plan,
     """An email's tasks, under its thread keys: a later reply comments on them."""
     tasks = [(call_id_for(i.idempotency_key), str(i.data.get("title", "")))
              for i in items if i.table == "tasks"]
-    keys = own_keys(doc.meta, scope_of(agent)) if tasks else []
+    keys = own_keys(message_meta(doc), scope_of(agent)) if tasks else []
     if keys:
         await ThreadStore.remember(conn, keys, tasks, plan.identity)
 
