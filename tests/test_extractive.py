@@ -142,3 +142,30 @@ async def test_the_judge_is_asked_about_dated_milestones_only_for_timelines() ->
     timeline_spans = asked.get("timelines", [])
     assert timeline_spans, "milestones are still judged"
     assert not any("invoice" in t for t in timeline_spans), timeline_spans
+
+
+async def test_the_sender_travels_beside_the_text_not_inside_it() -> None:
+    """An email's "I'll …" is its sender's: the name comes with the request (from the reader
+    or the source), not from a "From:" line read back out of the text."""
+    from sidecar.readers import read_bytes
+
+    body = "Hi team,\n\nI'll send the floor plan to the venue by Thursday.\n"
+    bare = ExtractionRequest(text="Subject: Venue\n\n" + body, data_types=("tasks",),
+                             document_date=REF)
+    told = ExtractionRequest(text=bare.text, data_types=("tasks",), document_date=REF,
+                             sender='"Victor Hale" <v@hale.example>')
+    (nobody,) = (await RulesExtractor().extract(bare)).items
+    (victor,) = (await RulesExtractor().extract(told)).items
+    assert "assignee" not in nobody.data  # the text names no one
+    assert victor.data["assignee"] == '["Victor"]'
+    assert victor.source.span == nobody.source.span  # the same text, the same span
+    # from a saved email: the reader's Document carries it, the request takes it as it is
+    eml = ("From: Victor Hale <v@hale.example>\nTo: team@x.example\nSubject: Venue\n"
+           "Date: Wed, 25 Nov 2026 08:00:00 +0100\n\n" + body).encode()
+    doc = read_bytes(eml, name="venue.eml", max_bytes=1 << 20)
+    assert (doc.sender, doc.title, doc.kind) == ("Victor Hale <v@hale.example>", "Venue", "eml")
+    request = ExtractionRequest.for_document(doc, data_types=("tasks",), label="venue.eml")
+    assert (request.sender, request.title, request.kind, request.document_date) == (
+        doc.sender, "Venue", "eml", doc.date)
+    (task,) = (await RulesExtractor().extract(request)).items
+    assert task.data["assignee"] == '["Victor"]'

@@ -268,8 +268,10 @@ async def test_new_documents_once_in_order_and_an_unchanged_source_makes_no_work
     for d in docs:
         assert isinstance(d, SourceDocument) and isinstance(d.item, WorkItem)
         assert re.fullmatch(r"[0-9a-f]{64}", d.content_hash)
-        assert d.kind and d.item.label
+        assert d.kind and d.item.label and d.title  # a heading, a subject, a chat's topic
         assert d.date is None or d.date.tzinfo is not None
+        # a message names who wrote it beside the text (the extractor takes it from there)
+        assert (d.sender is not None) == (world.name in ("gmail", "outlook")), d.sender
     assert await run(world, run_id="r2") == []
     assert await run(world, run_id="r3") == []
 

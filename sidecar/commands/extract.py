@@ -117,11 +117,10 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
                 _emit(out, args.format == "jsonl", {"file": str(path), "skipped": exc.reason,
                                        "message": exc.message})
                 continue
-            result = await extractor.extract(ExtractionRequest(
-                text=doc.text, data_types=agent.data_types,
-                prompt_template=agent.prompt_template, document_date=doc.date,
-                date_origin=doc.meta.get("date_origin"), label=str(path),
-                min_confidence=agent.min_confidence, project_id=agent.project_id))
+            result = await extractor.extract(ExtractionRequest.for_document(
+                doc, data_types=agent.data_types, prompt_template=agent.prompt_template,
+                label=str(path), min_confidence=agent.min_confidence,
+                project_id=agent.project_id))
             took = time.perf_counter() - started
             if args.format == "text":
                 out.write(f"\n{path}  ({len(doc.text)} chars, {len(result.items)} records, "

@@ -93,6 +93,23 @@ class ExtractionRequest:
     #: document whose reference is older gives no tasks or timelines, a task due before it
     #: is dropped. ``None``: everything counts.
     stale_before: datetime | None = None
+    #: The document's own title (subject, heading, chat topic), if it has one.
+    title: str | None = None
+    #: Who wrote the document, as the message names them ("Ana <ana@x.example>"): an email's
+    #: "I'll send it" is theirs. None: not a message, or not said.
+    sender: str | None = None
+    #: What the document is (md, pdf, eml, email, chat …), as its reader or source says.
+    kind: str | None = None
+
+    @classmethod
+    def for_document(cls, doc: Any, *, data_types: tuple[str, ...], **instructions: Any
+                     ) -> ExtractionRequest:
+        """The request for a reader's ``Document`` or a source's ``SourceDocument``: its text,
+        date, title, sender and kind as they are, the agent's ``instructions`` beside them."""
+        meta = getattr(doc, "meta", None) or {}
+        return cls(text=doc.text, data_types=data_types, document_date=doc.date,
+                   date_origin=meta.get("date_origin"), title=doc.title, sender=doc.sender,
+                   kind=doc.kind, **instructions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,7 @@ async def extract_extractive(
     resolve_date: Callable[..., int | None],
     find_dates: Callable[[str], list[tuple[int, int, str]]],
     project_id: str | None = None,
+    sender: str | None = None,
 ) -> list[ExtractedItem]:
     """Items for ``data_types`` chosen among the document's candidate spans.
 
@@ -153,7 +154,9 @@ async def extract_extractive(
                 return ms
         return None
 
-    sender = _sender(text)
+    # the message's own sender; text that merely looks like an email (a pasted or saved
+    # message read as plain text) still names its sender in a "From:" line
+    sender = _sender_name(sender) or _sender(text)
     claimed: set[int] = set()
     # only dated milestones can become timelines: the judge is not asked about the rest
     scored_tl = [(c, timeline_evidence(c, True)) for c in cands
@@ -344,12 +347,19 @@ _FROM = re.compile(r"^From:\s*\"?([^<\"\n@]+?)\"?\s*(?:<[^>]*>)?\s*$", re.M)
 
 
 def _sender(text: str) -> str | None:
-    """An email's sender's name (the reader's "From:" header line), for "I'll …" tasks."""
+    """The first name in a "From:" line near the top of a text that is not known to be a
+    message (a pasted email), for "I'll …" tasks."""
     m = _FROM.search(text[:2000])
     if not m:
         return None
     name = m.group(1).strip()
     return name.split()[0] if name else None
+
+
+def _sender_name(sender: str | None) -> str | None:
+    """A message's sender's first name ("Ana Lopez <ana@x.example>" → "Ana"); None for a
+    bare address."""
+    return _sender(f"From: {sender}") if sender else None
 
 
 def _first_person_owner(c: Candidate, sender: str | None) -> str | None:

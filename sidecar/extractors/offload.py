@@ -57,7 +57,7 @@ async def extractive_off_loop(request: ExtractionRequest, reference: datetime, t
             request.text, request.data_types, reference=reference,
             judge=on_loop if judge is not None else None, tuning=tuning,
             resolve_date=resolve_date, find_dates=find_date_expressions,
-            project_id=request.project_id))
+            project_id=request.project_id, sender=request.sender))
         return finalize(raw, request, reference, problems)
 
     try:

@@ -41,6 +41,18 @@ class Document:
     date: datetime | None = None
     #: JSON-serialisable facts: encoding, pages, from, subject, attachments …
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Who wrote it, as the message names them ("Ana Lopez <ana@x.example>"); None: not said.
+    sender: str | None = None
+
+
+def message_text(subject: str, sender: str, date: str | None, body: str) -> str:
+    """A message as the extractors read it: its header lines, then the body. The one place
+    the header is written; the fields travel beside the text (``Document.title``,
+    ``sender``, ``date``), so nothing needs to read them back out of it."""
+    head = [f"Subject: {subject}", f"From: {sender}"]
+    if date is not None:
+        head.append(f"Date: {date}")
+    return "\n".join(head) + "\n\n" + body
 
 
 def sha256_hex(data: bytes) -> str:

@@ -8,7 +8,13 @@ from email.message import EmailMessage, Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sidecar.readers.base import Document, SkipFile, normalise_newlines, sha256_hex
+from sidecar.readers.base import (
+    Document,
+    SkipFile,
+    message_text,
+    normalise_newlines,
+    sha256_hex,
+)
 from sidecar.readers.html import html_to_text
 from sidecar.readers.sniff import binary_reason
 
@@ -29,10 +35,7 @@ def read_eml(data: bytes, name: str) -> Document:
     body_part, body = _body(msg)
     if not (subject or body).strip():
         raise SkipFile(f"{name}: email has no subject and no text body", reason="empty")
-    head = [f"Subject: {subject}", f"From: {sender}"]
-    if date_raw:
-        head.append(f"Date: {date_raw}")
-    text = "\n".join(head) + "\n\n" + body.strip()
+    text = message_text(subject, sender, date_raw or None, body.strip())
     meta: dict[str, Any] = {"from": sender, "to": to, "subject": subject}
     for key in ("cc", "message-id", "in-reply-to", "references"):  # threads: sidecar.threads
         value = _header(msg, key)
@@ -40,7 +43,8 @@ def read_eml(data: bytes, name: str) -> Document:
             meta[key.replace("-", "_")] = value
     meta["attachments"] = _attachments(msg, body_part)
     return Document(text=text.strip(), content_hash=sha256_hex(data), kind="eml",
-                    title=subject or None, date=_date(msg, date_raw), meta=meta)
+                    title=subject or None, date=_date(msg, date_raw), meta=meta,
+                    sender=sender or None)
 
 
 def _header(msg: EmailMessage, name: str) -> str:

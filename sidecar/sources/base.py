@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sidecar.readers.base import Document
 from sidecar.store.files import Progress
 
 __all__ = ["TRANSIENT_REASONS", "Progress", "Skip", "Source", "SourceDocument", "WorkItem"]
@@ -50,6 +51,18 @@ class SourceDocument:
     date: datetime | None = None
     kind: str = "txt"
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: The document's own title (a subject, a heading, a chat's topic); None: not said.
+    title: str | None = None
+    #: Who wrote it, as the message names them ("Ana <ana@x.example>"); None: not a message.
+    sender: str | None = None
+
+    @classmethod
+    def of(cls, item: WorkItem, document: Document, **meta: Any) -> SourceDocument:
+        """A reader's document as the work item's: every field it has, plus ``meta``."""
+        return cls(item=item, text=document.text, content_hash=document.content_hash,
+                   date=document.date, kind=document.kind, title=document.title,
+                   sender=document.sender,
+                   meta={**meta, "title": document.title, **dict(document.meta)})
 
 
 #: Skip reasons that can heal without the item changing: permission denied (a chmod does

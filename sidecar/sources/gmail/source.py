@@ -23,6 +23,7 @@ import aiohttp
 from sidecar import clock
 from sidecar.domain import Agent
 from sidecar.errors import ConfigError, NotFound
+from sidecar.readers.base import message_text
 from sidecar.sources.base import Progress, Skip, Source, SourceDocument, WorkItem
 from sidecar.sources.gmail.signin import (
     DEFAULT_API_BASE,
@@ -275,14 +276,14 @@ class GmailSource(Source):
         internal = int(msg.get("internalDate") or item.version.get("internalDate") or 0)
         self._dates.setdefault(item.key, internal)
         subject = headers.get("subject", "")
-        text = (f"Subject: {subject}\nFrom: {headers.get('from', '')}\n"
-                f"Date: {headers.get('date', '')}\n\n{body}")
+        text = message_text(subject, headers.get("from", ""), headers.get("date", ""), body)
         for name, content in texts:
             text += f"\n\n--- Attachment: {name} ---\n{content}"
         digest = hashlib.sha256(f"{item.key}\n{body}".encode()).hexdigest()
         return SourceDocument(
             item=item, text=text, content_hash=digest, date=message_date(headers, internal),
-            kind="eml", meta={"title": subject or None, "message_id": item.key,
+            kind="eml", title=subject or None, sender=headers.get("from") or None,
+            meta={"title": subject or None, "message_id": item.key,
                               "thread_id": msg.get("threadId"), "from": headers.get("from"),
                               "attachments": [n for n, _ in texts],
                               "attachments_skipped": skipped})

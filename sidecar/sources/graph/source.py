@@ -24,6 +24,7 @@ from yarl import URL
 from sidecar.domain import Agent
 from sidecar.errors import NeedsReauth, PermanentError
 from sidecar.readers import SkipFile, html_to_text, read_bytes
+from sidecar.readers.base import message_text
 from sidecar.sources.base import Progress, Skip, Source, SourceDocument, WorkItem
 from sidecar.sources.http import ApiClient, TokenProvider
 from sidecar.store import Store
@@ -167,11 +168,10 @@ class OutlookSource(_GraphSource):
         msg = self._messages[item.key]
         text = _body_text(msg)
         sender = (msg.get("from") or {}).get("emailAddress") or {}
-        header = (f"Subject: {msg.get('subject') or ''}\n"
-                  f"From: {sender.get('name', '')} <{sender.get('address', '')}>\n"
-                  f"Date: {msg['receivedDateTime']}\n\n")
+        written_by = f"{sender.get('name', '')} <{sender.get('address', '')}>"
         notes: list[str] = []
-        parts = [header + text.strip()]
+        parts = [message_text(msg.get("subject") or "", written_by, msg["receivedDateTime"],
+                              text.strip())]
         if msg.get("hasAttachments"):
             try:
                 async with self.client.session() as session:
@@ -185,6 +185,7 @@ class OutlookSource(_GraphSource):
         return SourceDocument(
             item=item, text=text, content_hash=_content_hash(item.key, text),
             date=parse_time(msg["receivedDateTime"]), kind="email",
+            title=msg.get("subject") or None, sender=written_by,
             meta={"title": msg.get("subject"), "message_id": item.key,
                   "from": sender.get("address"), "web_link": msg.get("webLink"),
                   "attachment_notes": notes})
@@ -325,7 +326,7 @@ class TeamsSource(_GraphSource):
         last = group["messages"][-1]
         return SourceDocument(
             item=item, text=text, content_hash=_content_hash(item.key, text),
-            date=parse_time(last["createdDateTime"]), kind="chat",
+            date=parse_time(last["createdDateTime"]), kind="chat", title=group["topic"],
             meta={"title": group["topic"], "conversation": group["conv"],
                   "message_ids": [m["id"] for m in group["messages"]]})
 

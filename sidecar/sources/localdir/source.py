@@ -120,9 +120,7 @@ class LocalFolderSource(Source):
             doc = await asyncio.to_thread(self._read_inside, Path(item.key))
         except SkipFile as exc:
             return Skip(item, exc.reason, exc.message, transient=exc.reason in TRANSIENT_REASONS)
-        return SourceDocument(item=item, text=doc.text, content_hash=doc.content_hash,
-                              date=doc.date, kind=doc.kind,
-                              meta={"path": item.key, "title": doc.title, **dict(doc.meta)})
+        return SourceDocument.of(item, doc, path=item.key)
 
     def _read_inside(self, path: Path) -> Any:
         """Re-check containment right before reading: the file may be a symlink by now."""
