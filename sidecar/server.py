@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import WSMsgType, web
 
 from sidecar import PROTOCOL_VERSION, __version__
+from sidecar.access import origin_allowed, token_ok
 from sidecar.appkeys import (
     ACCOUNTS,
     AGENT_LISTENERS,
@@ -22,7 +23,6 @@ from sidecar.appkeys import (
     TOKEN,
     WATCHERS,
 )
-from sidecar.auth import origin_allowed, token_ok
 from sidecar.connlimits import CONN_GUARD, ConnectionGuard, http_logger
 from sidecar.handlers import register_account_handlers, register_handlers
 from sidecar.hub import Hub

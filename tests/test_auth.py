@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.auth import origin_allowed
+from sidecar.access import origin_allowed
 
 
 @pytest.mark.parametrize("origin", [

@@ -1,4 +1,7 @@
-"""Who may open the WebSocket: the holder of the launch token, from Electron or loopback only."""
+"""Who may open the WebSocket: the holder of the launch token, from Electron or loopback only.
+
+(Connection access, not account sign-in: that lives with each source, ``sources/*/signin.py``.)
+"""
 
 from __future__ import annotations
 
