@@ -633,3 +633,30 @@ async def test_the_engine_is_never_asked_for_projects_or_comments(
     assert delivered["status"] == "success", delivered
     asked = json.dumps(fake.requests)
     assert fake.requests and "taskComments" not in asked and "clientId" not in asked
+
+
+async def test_records_found_after_the_project_was_stored_carry_its_id_at_once(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """The kickoff is edited after the app stored its project: its new task goes out at once
+    with the project's id (kept with the ack), and nothing is sent twice."""
+    root = tmp_path / "docs"
+    kickoff = write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c, agent = await connect_agent(d, root, ["tasks", "projects"])
+        first_run = await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1, first=60))[0]
+        await c.ack(project, {"id": "p_31"})
+        first = await calls_until_quiet(c)
+        await next_run_frame(c, "run_delivered", first_run)
+        kickoff.write_text(KICKOFF + "- [ ] Omar to order the signage\n", encoding="utf-8")
+        second_run = await run(c, agent)
+        second = await calls_until_quiet(c, first=60)
+        delivered = await next_run_frame(c, "run_delivered", second_run)
+        await c.close()
+    finally:
+        await d.stop()
+    assert titles(first, "tasks") == TASKS
+    assert [(g["table"], g["data"]["title"], g["data"]["projectId"]) for g in second] == [
+        ("tasks", "Omar to order the signage", "p_31")], second
+    assert delivered["status"] == "success"
