@@ -660,3 +660,27 @@ async def test_records_found_after_the_project_was_stored_carry_its_id_at_once(
     assert [(g["table"], g["data"]["title"], g["data"]["projectId"]) for g in second] == [
         ("tasks", "Omar to order the signage", "p_31")], second
     assert delivered["status"] == "success"
+
+
+async def test_a_reply_to_a_task_the_app_refused_gives_no_comment_and_says_why(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    email(root / "1-ask.eml", "Logo files",
+          "Hi,\n\nAction items:\n- [ ] Priya to send the logo files\n\nThanks, Ana",
+          mid="ask-1@nova.example")
+    email(root / "2-reply.eml", "Re: Logo files", REPLY_BODY, mid="reply-1@studio.example",
+          reply_to="ask-1@nova.example", sender="Priya Shah <priya@studio.example>")
+    d = await start(data_dir, token, model_dir)
+    try:
+        c, agent = await connect_agent(d, root, ["tasks", "taskComments"], (".eml",))
+        run_id = await run(c, agent)
+        task = (await calls_until_quiet(c, ack=False, until=1, first=60))[0]
+        await c.ack(task, error="tasks.title: duplicate")
+        after = await calls_until_quiet(c)
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+        await c.close()
+    finally:
+        await d.stop()
+    assert after == [], "a comment on a task the app does not have"
+    assert ("1 comment(s) not suggested: the task 'Priya to send the logo files' has no id "
+            "(its insert failed: tasks.title: duplicate)") in delivered["errors"], delivered
