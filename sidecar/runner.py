@@ -84,7 +84,6 @@ class Runner:
         self.drain_timeout = drain_timeout
         self.initial_lookback_days = initial_lookback_days
         self.active: dict[str, ActiveRun] = {}  # agent_id → run
-        self.finished: list[dict[str, Any]] = []
 
     def running_run(self, agent_id: str) -> str | None:
         run = self.active.get(agent_id)
@@ -227,10 +226,8 @@ class Runner:
         counters = active.counters
         counters["files_total"] = len(work)
         last_progress = 0.0
-        from sidecar.store.files import RunSkipLog
-
         # every skip goes to the run log; errors (and every frame with the run) list the first
-        skips = RunSkipLog(self.store.db).tally(run_id, agent.id)
+        skips = self.store.skips.tally(run_id, agent.id)
         try:
             for item in work:
                 now = time.monotonic()
@@ -242,7 +239,7 @@ class Runner:
                     line = await skips.add(doc.item.key, doc.reason, doc.transient, doc.message)
                     errors.extend([line] if line else [])
                     await source.skipped(doc)
-                elif not (not full and await _is_current(source, doc, key)):
+                elif full or not await source.is_current(doc, key):
                     await self._extract_one(agent, run_id, extractor, source, doc, key, errors,
                                             counters, stale)
                 counters["files_done"] += 1
@@ -256,9 +253,8 @@ class Runner:
                            counters: dict[str, Any], stale: datetime | None = None) -> None:
         # projects and taskComments are the sidecar's own (a new project, a reply in a thread)
         plan = await linking.plan(self.store, agent, doc, run_id, stale)
-        request = ExtractionRequest(
-            text=doc.text, data_types=plan.types, prompt_template=agent.prompt_template,
-            document_date=doc.date, date_origin=doc.meta.get("date_origin"),
+        request = ExtractionRequest.for_document(
+            doc, data_types=plan.types, prompt_template=agent.prompt_template,
             label=doc.item.label, min_confidence=agent.min_confidence,
             project_id=plan.project_id, stale_before=stale)
         try:
@@ -317,7 +313,3 @@ class Runner:
             files_total=counters["files_total"], items_found=counters["items_found"],
             current=current))
 
-
-async def _is_current(source: Source, doc: SourceDocument, key: str) -> bool:
-    check = getattr(source, "is_current", None)
-    return bool(check and await check(doc, key))

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
-from sidecar.clock import now_iso
+from sidecar.clock import now_iso, parse_iso
 from sidecar.domain import Agent, agent_from_json
 from sidecar.store.db import Database
 
@@ -83,5 +83,10 @@ class AgentStore:
     async def set_last_run(self, agent_id: str, when: str | None = None) -> None:
         await self.db.execute("UPDATE agents SET last_run_at = ? WHERE id = ?",
                               (when or now_iso(), agent_id))
+
+    async def last_run_at(self, agent_id: str) -> Any:
+        """When the agent's last run ended (the runner's tests read it)."""
+        return parse_iso(await self.db.scalar(
+            "SELECT last_run_at FROM agents WHERE id = ?", (agent_id,)))
 
 
