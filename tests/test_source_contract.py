@@ -284,12 +284,18 @@ async def test_a_document_whose_progress_was_never_recorded_comes_back(world: Wo
     assert await run(world, run_id="r3") == []
 
 
-async def test_progress_commits_with_the_records_or_not_at_all(world: World) -> None:
-    world.add(1)
+async def read_one(world: World) -> tuple[Source, SourceDocument]:
+    """A fresh source's only pending document, read."""
     source = world.source()
     [item] = [w async for w in source.pending(KEY)]
     doc = await source.read(item)
     assert isinstance(doc, SourceDocument)
+    return source, doc
+
+
+async def test_progress_commits_with_the_records_or_not_at_all(world: World) -> None:
+    world.add(1)
+    source, doc = await read_one(world)
     with pytest.raises(RuntimeError):
         async with world.store.db.transaction() as conn:
             await world.store.record_progress(source.progress(doc, KEY, {"items": 1}), conn)
@@ -327,10 +333,7 @@ async def test_an_unreadable_document_is_a_skip_and_is_not_read_again(world: Wor
 
 async def test_a_document_never_extracted_is_not_current(world: World) -> None:
     world.add(1)
-    source = world.source()
-    [item] = [w async for w in source.pending(KEY)]
-    doc = await source.read(item)
-    assert isinstance(doc, SourceDocument)
+    source, doc = await read_one(world)
     assert await source.is_current(doc, KEY) is False
 
 
