@@ -499,3 +499,39 @@ def test_a_machine_that_hides_its_memory_still_gets_a_choice(
     best, _ = recommend(load_manifest(), Machine(machine.total_ram, machine.available_ram, 2,
                                                  ram_known=False))
     assert best.name == QWEN
+
+
+def _calibrated(**strategies: tuple[float, float, float]) -> ModelSpec:
+    """A catalogue entry with per-strategy figures (tasks F1, timelines F1, docs/min)."""
+    return ModelSpec(name="m", file="m.gguf", sha256="0" * 64, size=1, judge_weight=0.6,
+                     strategy="extractive", min_ram_bytes=1, min_cores=1,
+                     calibrated={k: {"tasks_f1": t, "timelines_f1": tl, "docs_per_min": r,
+                                     "set": "held-out"}
+                                 for k, (t, tl, r) in strategies.items()})
+
+
+@pytest.mark.parametrize(("strategies", "expected"), [
+    # the best mean of tasks and timelines F1 wins
+    ({"rules": (0.79, 0.81, 1300), "judge": (0.85, 0.70, 3.4), "hybrid": (0.84, 0.90, 2.5),
+      "generative": (0.55, 0.40, 0.9)}, ("hybrid", 0.6)),
+    # ... among the strategies fast enough to use (hybrid below 1 doc/min is not)
+    ({"rules": (0.79, 0.81, 1300), "judge": (0.80, 0.84, 3.4), "hybrid": (0.84, 0.90, 0.5)},
+     ("extractive", 0.6)),
+    # where the model adds nothing, the rules alone: the model is neither asked nor loaded
+    ({"rules": (0.79, 0.81, 1300), "judge": (0.70, 0.80, 3.4), "hybrid": (0.75, 0.80, 2.5)},
+     ("extractive", 0.0)),
+    # a tie goes to the faster
+    ({"hybrid": (0.80, 0.80, 2.5), "rules": (0.80, 0.80, 1300)}, ("extractive", 0.0)),
+])
+def test_auto_picks_the_best_calibrated_strategy(
+        strategies: dict[str, tuple[float, float, float]], expected: tuple[str, float]) -> None:
+    spec = _calibrated(**strategies)
+    choice = auto_strategy(ModelFile(Path("/nowhere/m.gguf"), "m", spec), BIG)
+    assert (choice.strategy, choice.judge_weight) == expected, choice.why
+    assert "best calibrated strategy" in choice.why
+
+
+def test_auto_without_calibration_keeps_the_entrys_strategy() -> None:
+    spec = _calibrated()
+    choice = auto_strategy(ModelFile(Path("/nowhere/m.gguf"), "m", spec), BIG)
+    assert (choice.strategy, choice.judge_weight) == ("extractive", 0.6)

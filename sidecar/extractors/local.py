@@ -2,8 +2,9 @@
 
 Small models (the 135M default) are used extractively: candidates come from the document and
 the model only judges them (see ``judge.py``). Larger models can write records themselves
-under a JSON-Schema grammar (``generative.py``); ``extraction_strategy=auto`` follows the model
-catalogue's measurements (``model_choice.py``): an unmeasured GGUF gets the rules alone.
+under a JSON-Schema grammar (``generative.py``), or read each document once beside the rules
+(``hybrid.py``); ``extraction_strategy=auto`` follows the model catalogue's calibrated
+measurements (``model_choice.py``): an unmeasured GGUF gets the rules alone.
 """
 
 from __future__ import annotations
