@@ -65,7 +65,7 @@ def writer(hub: Hub, delivery: Delivery, *, acks: bool = False) -> tuple[Client,
     return client, peer
 
 
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> bool:
+async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 3.0) -> bool:
     """Poll ``check`` until it holds (True) or ``timeout`` passes (False)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -101,15 +101,24 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield s
 
 
+Started = Callable[..., Awaitable[tuple[RecordingHub, Delivery]]]
+
+
 @pytest.fixture
-async def rig(store: Store) -> AsyncIterator[tuple[RecordingHub, Delivery]]:
-    """A started delivery (insert timeout 0.3 s) over ``store`` and a recording hub."""
-    hub = RecordingHub()
-    delivery = Delivery(hub, store.outbox, window=4, timeout=0.3)
-    await delivery.start()
-    try:
-        yield hub, delivery
-    finally:
+async def started(store: Store) -> AsyncIterator[Started]:
+    """Start a delivery over ``store`` with a recording hub (window 4, insert timeout 30 s
+    unless told): stopped at the end of the test."""
+    running: list[Delivery] = []
+
+    async def start(**kw: Any) -> tuple[RecordingHub, Delivery]:
+        hub = RecordingHub()
+        delivery = Delivery(hub, store.outbox, **{"window": 4, "timeout": 30.0, **kw})
+        await delivery.start()
+        running.append(delivery)
+        return hub, delivery
+
+    yield start
+    for delivery in running:
         await delivery.stop()
 
 
@@ -151,9 +160,8 @@ def test_a_record_is_linked_only_to_a_project_object_it_does_not_name_itself(
 # -- windows, order, acks --------------------------------------------------------------------
 
 async def test_calls_go_in_order_one_window_per_writer(store: Store,
-                                                        rig: tuple[RecordingHub, Delivery]
-                                                        ) -> None:
-    hub, delivery = rig
+                                                        started: Started) -> None:
+    hub, delivery = await started()
     await store.outbox.enqueue(items(10))
     client, peer = writer(hub, delivery)
     delivery.notify()
@@ -163,12 +171,17 @@ async def test_calls_go_in_order_one_window_per_writer(store: Store,
     assert await ack(delivery, client, peer.calls[0]) is True
     assert await until(lambda: len(peer.calls) == 5)
     assert keys(peer.calls)[4] == "a1:k4"
-    for call in peer.calls[1:5]:
+    for call in peer.calls[1:4]:  # one stays in flight
         await ack(delivery, client, call)
-    assert await until(lambda: len(peer.calls) == 9)
-    await asyncio.sleep(0.05)
-    assert len(peer.calls) == 9 and delivery.sent == 9 and delivery.resent == 0
-    assert await until(_states_are(store, {"acked": 5, "pending": 5}))
+    assert await until(lambda: len(peer.calls) == 8)
+    await asyncio.sleep(0.1)
+    assert len(peer.calls) == 8 and delivery.sent == 8 and delivery.resent == 0
+    assert keys(peer.calls)[5:] == ["a1:k5", "a1:k6", "a1:k7"]
+    assert await until(_states_are(store, {"acked": 4, "pending": 6}))
+    rows = await store.db.fetchall("SELECT idempotency_key, result_id FROM outbox "
+                                   "WHERE state = 'acked' ORDER BY seq")
+    assert [(r[0], r[1]) for r in rows] == [("a1:k0", "1"), ("a1:k1", "1"), ("a1:k2", "1"),
+                                            ("a1:k3", "1")]  # the app's id of each record
 
 
 def _states_are(store: Store, want: dict[str, int]) -> Callable[[], Awaitable[bool]]:
@@ -194,8 +207,8 @@ async def test_a_window_below_one_still_sends_one_at_a_time(store: Store) -> Non
 
 
 async def test_acks_errors_and_duplicates_settle_the_run_and_send_run_delivered_once(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     run = await store.runs.start("a1", "local", "manual")
     await store.runs.finish(run["id"], status="success", items_processed=1, items_created=0,
                             errors=[])
@@ -241,8 +254,8 @@ async def test_an_ack_for_a_queued_call_never_sent_is_taken_and_settled_on_stop(
 
 
 async def test_a_retryable_error_keeps_the_call_and_sends_the_same_id_again(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     await store.outbox.enqueue(items(2))
     client, peer = writer(hub, delivery)
     delivery.notify()
@@ -260,6 +273,27 @@ async def test_a_retryable_error_keeps_the_call_and_sends_the_same_id_again(
     assert await until(_states_are(store, {"acked": 2}))
 
 
+async def test_a_retry_due_sooner_is_sent_before_one_due_later(store: Store) -> None:
+    """x fails twice (2 s backoff), y once after it (1 s): y is sent again first."""
+    hub = RecordingHub()
+    delivery = Delivery(hub, store.outbox, timeout=30)
+    await store.outbox.enqueue(items(2))
+    client, peer = writer(hub, delivery)
+    await delivery.start()
+    try:
+        assert await until(lambda: len(peer.calls) == 2)
+        x, y = peer.calls
+        await ack(delivery, client, x, error="busy", retryable=True)
+        assert await until(lambda: len(peer.calls) == 3, timeout=3)
+        await ack(delivery, client, peer.calls[2], error="busy", retryable=True)
+        assert await until(lambda: store.outbox.count_waiting(time.time(), None))
+        await ack(delivery, client, y, error="busy", retryable=True)
+        assert await until(lambda: len(peer.calls) == 5, timeout=4)
+        assert keys(peer.calls) == ["a1:k0", "a1:k1", "a1:k0", "a1:k1", "a1:k0"]
+    finally:
+        await delivery.stop()
+
+
 async def test_calls_retried_before_a_restart_are_sent_when_due(store: Store) -> None:
     await store.outbox.enqueue(items(2))
     (first, _) = await store.outbox.pending_after(0)
@@ -275,6 +309,20 @@ async def test_calls_retried_before_a_restart_are_sent_when_due(store: Store) ->
         assert peer.calls[1]["id"] == first.call_id and delivery.retried == 1
     finally:
         await delivery.stop()
+
+
+async def test_retries_waiting_from_before_a_restart_are_each_sent_when_due(
+        store: Store, started: Started) -> None:
+    await store.outbox.enqueue(items(3))
+    now = time.time()
+    for key, due in (("a1:k0", now + 0.3), ("a1:k1", now + 0.9)):
+        await store.db.execute("UPDATE outbox SET next_at = ? WHERE idempotency_key = ?",
+                               (due, key))
+    hub, delivery = await started()
+    _, peer = writer(hub, delivery, acks=True)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 3, timeout=4)
+    assert keys(peer.calls) == ["a1:k2", "a1:k0", "a1:k1"] and delivery.retried == 2
 
 
 async def test_more_due_retries_than_one_page_are_all_sent(store: Store) -> None:
@@ -296,22 +344,23 @@ async def test_more_due_retries_than_one_page_are_all_sent(store: Store) -> None
 # -- timeouts, roles, disconnects, failed sends ------------------------------------------------
 
 async def test_with_one_writer_a_timed_out_call_is_sent_to_it_again(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
-    await store.outbox.enqueue(items(1))
+        store: Store, started: Started) -> None:
+    hub, delivery = await started(timeout=0.3)
+    await store.outbox.enqueue(items(2))
     client, peer = writer(hub, delivery)
     delivery.notify()
-    assert await until(lambda: len(peer.calls) == 2, timeout=3)
-    assert peer.calls[1] == peer.calls[0] and delivery.resent == 1 and delivery.sent == 2
-    await ack(delivery, client, peer.calls[1])
-    assert await until(_states_are(store, {"acked": 1}))
+    assert await until(lambda: len(peer.calls) == 4, timeout=3)
+    assert peer.calls[2:] == peer.calls[:2] and delivery.resent == 2 and delivery.sent == 4
+    for call in peer.calls[2:]:
+        await ack(delivery, client, call)
+    assert await until(_states_are(store, {"acked": 2}))
     await asyncio.sleep(0.5)  # acked: never sent again
-    assert len(peer.calls) == 2
+    assert len(peer.calls) == 4
 
 
 async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_silent_one(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started(timeout=0.3)
     await store.outbox.enqueue(items(1))
     older, a = writer(hub, delivery)
     newer, b = writer(hub, delivery)  # the newest writer gets new calls: it does not answer
@@ -337,8 +386,8 @@ async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_s
 
 
 async def test_a_timed_out_call_goes_to_a_healthy_writer_before_a_stalled_one(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started(timeout=0.3)
     _c1, w1 = writer(hub, delivery, acks=True)
     _c2, w2 = writer(hub, delivery)
     await store.outbox.enqueue(items(1))
@@ -356,8 +405,8 @@ async def test_a_timed_out_call_goes_to_a_healthy_writer_before_a_stalled_one(
 
 
 async def test_a_writer_saying_hello_as_observer_hands_its_calls_to_another(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     await store.outbox.enqueue(items(3))
     _other, a = writer(hub, delivery)
     client, b = writer(hub, delivery)
@@ -376,8 +425,8 @@ async def test_a_writer_saying_hello_as_observer_hands_its_calls_to_another(
 
 
 async def test_a_writer_that_leaves_hands_its_unacked_calls_to_the_next(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     await store.outbox.enqueue(items(3))
     _other, a = writer(hub, delivery)
     client, b = writer(hub, delivery)
@@ -393,8 +442,8 @@ async def test_a_writer_that_leaves_hands_its_unacked_calls_to_the_next(
 
 
 async def test_a_failed_send_keeps_the_call_for_the_next_try(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     await store.outbox.enqueue(items(2))
     _client, peer = writer(hub, delivery)
     peer.fail = True
@@ -402,14 +451,14 @@ async def test_a_failed_send_keeps_the_call_for_the_next_try(
     await asyncio.sleep(0.2)
     assert peer.calls == [] and delivery.sent == 0
     peer.fail = False
-    delivery.notify()
+    delivery.notify()  # at once, not after the 30 s insert timeout
     assert await until(lambda: len(peer.calls) == 2)
     assert keys(peer.calls) == ["a1:k0", "a1:k1"] and delivery.sent == 2
 
 
 async def test_no_writer_no_calls_and_drained_says_so(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     assert await delivery.drained(timeout=1) is True  # nothing queued at all
     await store.outbox.enqueue(items(1))
     delivery.notify()
@@ -422,8 +471,8 @@ async def test_no_writer_no_calls_and_drained_says_so(
 
 
 async def test_drained_waits_for_acks_of_its_run_only(
-        store: Store, rig: tuple[RecordingHub, Delivery]) -> None:
-    hub, delivery = rig
+        store: Store, started: Started) -> None:
+    hub, delivery = await started()
     await store.outbox.enqueue(items(1, "r1") + items(1, "r2", start=1))
     client, peer = writer(hub, delivery)
     delivery.notify()
@@ -438,6 +487,12 @@ async def test_drained_waits_for_acks_of_its_run_only(
     await ack(delivery, client, mine)
     assert await asyncio.wait_for(waiting, 5) is True
     assert await store.outbox.count("pending", "r2") == 1
+    # r2's call waits out a retry backoff: r2 counts as drained, r1 is not held by it
+    await ack(delivery, client, next(c for c in peer.calls if c["run_id"] == "r2"),
+              error="busy", retryable=True)
+    assert await until(lambda: store.outbox.count_waiting(time.time(), "r2"))
+    assert await delivery.drained("r1", timeout=1) is True
+    assert await delivery.drained("r2", timeout=1) is True
 
 
 # -- settles that fail, run_delivered ----------------------------------------------------------
@@ -445,9 +500,9 @@ async def test_drained_waits_for_acks_of_its_run_only(
 @pytest.mark.parametrize("error", [sqlite3.OperationalError("database or disk is full"),
                                    sqlite3.OperationalError("disk I/O error")])
 async def test_a_settle_that_fails_keeps_the_acks_and_retries(
-        store: Store, rig: tuple[RecordingHub, Delivery], monkeypatch: pytest.MonkeyPatch,
+        store: Store, started: Started, monkeypatch: pytest.MonkeyPatch,
         error: Exception) -> None:
-    hub, delivery = rig
+    hub, delivery = await started()
     run = await store.runs.start("a1", "local", "manual")
     await store.runs.finish(run["id"], status="success", items_processed=1, items_created=0,
                             errors=[])
@@ -515,3 +570,75 @@ async def test_start_marks_runs_a_crash_left_settled_as_delivered(store: Store) 
     await delivery.stop()
     assert (await store.runs.get(run["id"]))["delivered_at"] is not None
     assert hub.tool_result_sink == delivery.on_tool_result
+
+
+# -- an ack that arrives another way ----------------------------------------------------------
+
+@pytest.mark.parametrize("settles", [True, False])
+async def test_a_queued_call_acked_through_another_connection_is_not_sent_again(
+        store: Store, started: Started, monkeypatch: pytest.MonkeyPatch,
+        settles: bool) -> None:
+    """The app got k0 and k1, its socket dropped (both back in the queue), and a new
+    connection acks k0 before it says hello: only k1 goes out again, whether the ack is
+    committed by then or still held in memory (its settle failing)."""
+    hub, delivery = await started()
+    await store.outbox.enqueue(items(2))
+    client, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 2)
+    peer.closed = True
+    await hub.remove(client)
+    if not settles:
+        async def full(batch: Any) -> Any:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(store.outbox, "settle", full)
+    again = Client(Peer())  # type: ignore[arg-type]
+    assert await ack(delivery, again, peer.calls[0]) is True
+    if settles:
+        assert await until(_states_are(store, {"acked": 1, "pending": 1}))
+    else:
+        assert await until(lambda: delivery.settle_failures >= 1)
+    _, peer2 = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer2.calls) == 1)
+    await asyncio.sleep(0.1)
+    assert keys(peer2.calls) == ["a1:k1"]
+
+
+async def test_a_call_acked_before_it_was_ever_sent_is_not_sent(
+        store: Store, started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart the app acks k0 before anything was sent; the ack cannot be
+    committed yet (a full disk), so k0 is still pending in SQLite: it is not sent."""
+    await store.outbox.enqueue(items(2))
+    (first, _) = await store.outbox.pending_after(0)
+
+    async def full(batch: Any) -> Any:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store.outbox, "settle", full)
+    hub, delivery = await started()
+    early = Client(Peer())  # type: ignore[arg-type]
+    assert await delivery.on_tool_result(early, p.ToolResult(id=first.call_id)) is True
+    _, peer = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(peer.calls) == 1)
+    await asyncio.sleep(0.1)
+    assert keys(peer.calls) == ["a1:k1"]
+
+
+async def test_when_every_writer_sat_on_a_call_it_goes_to_one_it_did_not_time_out_on(
+        store: Store, started: Started) -> None:
+    """Both writers are stalled; k1 timed out on the newest, so it goes to the older one
+    (k0 timed out on the older one and goes to the newest)."""
+    hub, delivery = await started(timeout=0.3)
+    await store.outbox.enqueue(items(1))
+    _, a = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(a.calls) == 2, timeout=3)  # k0 timed out on a: again
+    _, b = writer(hub, delivery)
+    await store.outbox.enqueue(items(1, start=1))
+    delivery.notify()
+    assert await until(lambda: keys(b.calls)[:1] == ["a1:k1"])
+    assert await until(lambda: keys(a.calls).count("a1:k1") == 1, timeout=3)
+    assert keys(b.calls).count("a1:k1") == 1  # not sent to the writer it timed out on

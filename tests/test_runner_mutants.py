@@ -557,7 +557,8 @@ async def test_one_run_per_agent_and_runs_of_nobody(rig: Rig) -> None:
     assert rig.runner.running_run(rig.agent.id) == run_id
     with pytest.raises(SidecarError) as info:
         await rig.runner.start("a_nobody", "manual")
-    assert info.value.code == "not_found"
+    assert (info.value.code, info.value.message) == ("not_found",
+                                                     "no agent with id 'a_nobody'")
     assert await rig.runner.cancel("r_nobody") is False
     assert await rig.runner.wait("r_nobody") is None
     gate.set()
@@ -606,7 +607,7 @@ async def test_a_close_the_disk_has_no_room_for_goes_out_now_and_is_written_late
     assert rig.frames(p.RunDelivered) == []
     assert await until(lambda: bool(rig.frames(p.RunDelivered)), timeout=5)
     row = await rig.store.runs.get(record["id"])
-    assert (row["status"], row["errors"]) == ("error", [line])
+    assert (row["status"], row["errors"], row["items_processed"]) == ("error", [line], 1)
     assert await rig.store.agents.last_run_at(rig.agent.id) is not None
 
 
@@ -652,13 +653,16 @@ async def test_records_are_linked_to_the_one_project_they_or_their_document_name
     await rig.store.kv.set(PROJECTS_KEY, PROJECTS)
     (rig.root / "Acme Corp").mkdir()
     review = str(rig.root / "Acme Corp" / "Moonshot review.md")
+    moon = str(rig.root / "Acme Corp" / "Moonshot plan.md")  # named by its path only
     docs = [
         rig.doc("zephyr-notes.md"),
         SourceDocument(item=WorkItem(key=review, label=review), text="x", content_hash="h1",
                        meta={"path": review}),
         rig.doc("Acme Corp/minutes.md", label="minutes.md"),
         rig.doc("misc.md", "Kickoff for Apollo on Monday"),
-        rig.doc("w.md", meta={"title": "Zephyr weekly"}),
+        rig.doc("w.md", meta={"title": "Weekly Zephyr"}),
+        SourceDocument(item=WorkItem(key="msg-7", label=moon), text="x", content_hash="h2",
+                       meta={"path": moon}),
         rig.doc("plain.md", "nothing to see"),
     ]
     own = task("Ship it", data={"projectId": "mine"})
@@ -672,6 +676,7 @@ async def test_records_are_linked_to_the_one_project_they_or_their_document_name
         "minutes.md": found("Call Bob"),
         "misc.md": ExtractionResult(items=(task("Book a room"), named)),
         "w.md": found("Send notes"),
+        moon: found("Print it"),
         "plain.md": found("Water plants"),
     }
     await rig.setup(Script(docs), Engine(answers))
@@ -689,6 +694,7 @@ async def test_records_are_linked_to_the_one_project_they_or_their_document_name
         ("Book a room", {"id": "p_ap", "by": "name", "term": "Apollo", "in": "body"}),
         ("Apollo launch", {"id": "p_ap", "by": "name", "term": "Apollo", "in": "record"}),
         ("Send notes", {"id": "p_ze", "by": "name", "term": "Zephyr", "in": "title"}),
+        ("Print it", {"id": "p_ap", "by": "alias", "term": "Moonshot", "in": "title"}),
         ("Water plants", None),
     ]
 
@@ -704,11 +710,12 @@ async def test_records_are_not_linked_when_the_apps_projects_cannot_be_read(rig:
 
 async def test_a_record_carries_where_it_came_from_and_what_its_dates_meant(rig: Rig) -> None:
     docs = [rig.doc("a.eml", kind="eml"), rig.doc("b.txt", kind="chat"),
+            rig.doc("f.json", kind="email"),
             rig.doc("c.md"), rig.doc("d.eml", kind="eml", meta={"date_origin": "received"}),
             rig.doc("e.md", label="E notes")]
     ref = {"date": "2026-03-10", "origin": "document"}
     answers: dict[str, Any] = {d.item.label: ExtractionResult(items=(
-        task(f"From {d.item.label}", conf=0.876543, reference=ref),)) for d in docs[:4]}
+        task(f"From {d.item.label}", conf=0.876543, reference=ref),)) for d in docs[:5]}
     answers["E notes"] = ExtractionResult(items=(
         task("Undated"), task("Named", reference={"date": "2026-01-02", "origin": "text"})))
     await rig.setup(Script(docs), Engine(answers))
@@ -717,6 +724,7 @@ async def test_a_record_carries_where_it_came_from_and_what_its_dates_meant(rig:
     origins = [e.meta["source"].get("reference") for e in entries]
     assert origins == [{"date": "2026-03-10", "origin": "email"},
                        {"date": "2026-03-10", "origin": "message"},
+                       {"date": "2026-03-10", "origin": "email"},
                        {"date": "2026-03-10", "origin": "document"},
                        {"date": "2026-03-10", "origin": "received"},
                        None, {"date": "2026-01-02", "origin": "text"}]
@@ -725,4 +733,4 @@ async def test_a_record_carries_where_it_came_from_and_what_its_dates_meant(rig:
         "path": str(rig.root / "a.eml"), "key": str(rig.root / "a.eml"), "label": "a.eml",
         "span": [0, 5], "exact": True, "grounded": True,
         "reference": {"date": "2026-03-10", "origin": "email"}}}
-    assert entries[4].meta["source"]["label"] == "E notes"
+    assert entries[5].meta["source"]["label"] == "E notes"
