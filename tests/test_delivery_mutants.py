@@ -325,18 +325,35 @@ async def test_retries_waiting_from_before_a_restart_are_each_sent_when_due(
     assert keys(peer.calls) == ["a1:k2", "a1:k0", "a1:k1"] and delivery.retried == 2
 
 
-async def test_more_due_retries_than_one_page_are_all_sent(store: Store) -> None:
+async def test_more_due_retries_than_one_page_are_all_sent(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 calls due again: a page of 512 goes out; while the app sits on them the next
+    page is looked for once a second (no busy loop); once they are acked the rest goes."""
     await store.outbox.enqueue(items(600))
     await store.db.execute("UPDATE outbox SET next_at = ?", (time.time() - 5,))
+    looks: list[float] = []
+    real = store.outbox.due_retries
+
+    async def due_retries(now: float, limit: int = 512) -> list[Entry]:
+        looks.append(now)
+        return await real(now, limit)
+
+    monkeypatch.setattr(store.outbox, "due_retries", due_retries)
     hub = RecordingHub()
     delivery = Delivery(hub, store.outbox, window=1000, timeout=30)
-    _client, peer = writer(hub, delivery, acks=True)
+    client, peer = writer(hub, delivery)
     await delivery.start()
     try:
-        assert await until(_states_are(store, {"acked": 600}), timeout=20)
-        assert len(peer.calls) == 600 and delivery.retried == 600
-        assert keys(peer.calls)[:2] == ["a1:k0", "a1:k1"]
-        assert keys(peer.calls)[511:513] == ["a1:k511", "a1:k512"]
+        assert await until(lambda: len(peer.calls) == 512)
+        assert keys(peer.calls)[:2] == ["a1:k0", "a1:k1"] and keys(peer.calls)[511] == "a1:k511"
+        before = len(looks)
+        await asyncio.sleep(0.5)
+        assert len(looks) - before <= 1, "the next page is looked for in a busy loop"
+        assert len(peer.calls) == 512
+        for call in list(peer.calls):
+            await ack(delivery, client, call)
+        assert await until(lambda: len(peer.calls) == 600, timeout=5)
+        assert keys(peer.calls)[512] == "a1:k512" and delivery.retried == 600
     finally:
         await delivery.stop()
 
