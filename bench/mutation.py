@@ -16,6 +16,7 @@ mutmut switches mutants when a function is called, so code that only runs at imp
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -82,6 +83,8 @@ class Outcome:
     survivors: list[tuple[str, str]] = field(default_factory=list)  # (mutant, diff)
     seconds: float = 0.0
     timed_out: bool = False
+    #: source lines found only inside logging calls (for :func:`equivalence`)
+    log_only: frozenset[str] = frozenset()
 
     @property
     def counted(self) -> int:
@@ -145,6 +148,22 @@ def run_one(name: str, target: Target, *, minutes: float, children: int,
             proc.wait()
     out.seconds = time.monotonic() - t0
     log.close()
+    collect(out, copy, target, env)
+    if not out.statuses:
+        tail = (work / "mutmut.log").read_text(errors="replace")[-2000:]
+        print(f"{name}: mutmut gave no results; its log ends with:\n{tail}", file=sys.stderr)
+    if keep is not None:
+        dest = keep / name
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(work), dest)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def collect(out: Outcome, copy: Path, target: Target, env: dict[str, str]) -> None:
+    """Read mutmut's results (statuses, survivors' diffs) from the copy it ran in."""
+    out.log_only = log_only_lines(copy / target.source)
     results = subprocess.run(_mutmut("results", "--all", "true"), cwd=copy, env=env,
                              capture_output=True, text=True, timeout=300)
     alive: list[tuple[str, str]] = []
@@ -165,24 +184,41 @@ def run_one(name: str, target: Target, *, minutes: float, children: int,
             diff = [ln for ln in diffs.get(mutant, "").splitlines()
                     if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
             out.survivors.append((f"{mutant} ({status})", "\n".join(diff)))
-    if not out.statuses:
-        tail = (work / "mutmut.log").read_text(errors="replace")[-2000:]
-        print(f"{name}: mutmut gave no results; its log ends with:\n{tail}", file=sys.stderr)
-    if keep is not None:
-        dest = keep / name
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.move(str(work), dest)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
 
 
-def equivalence(diff: str) -> str | None:
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception"}
+
+
+def log_only_lines(source: Path) -> frozenset[str]:
+    """Lines (stripped) that occur in ``source`` only inside a logging call's statement
+    (``log.info(…)``, a rate-limited ``self._quiet.warning(…)``), never in other code: a
+    mutant changing only such lines changes only what is logged."""
+    text = source.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    in_log: set[int] = set()
+    for node in ast.walk(ast.parse(text)):
+        if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+            continue
+        func = node.value.func
+        if not (isinstance(func, ast.Attribute) and func.attr in _LOG_METHODS):
+            continue
+        owner = func.value
+        name = owner.id if isinstance(owner, ast.Name) else (
+            owner.attr if isinstance(owner, ast.Attribute) else "")
+        if name in ("log", "_quiet", "quiet", "logger"):
+            in_log.update(range(node.lineno - 1, (node.end_lineno or node.lineno)))
+    logged = {lines[i].strip() for i in in_log}
+    elsewhere = {ln.strip() for i, ln in enumerate(lines) if i not in in_log}
+    return frozenset(ln for ln in logged - elsewhere if ln)
+
+
+def equivalence(diff: str, log_only: frozenset[str] = frozenset()) -> str | None:
     """Why a survivor cannot change behaviour, when that shows in its diff alone (else None).
 
     Letter case only, in SQL text, ``sqlite3.Row`` keys or the codec name "utf-8": all three
-    ignore it. Log text and failpoint names: the daemon's suites check those (failpoints arm
-    only under the crash suite's SIDECAR_FAILPOINT), not the fast tests.
+    ignore it. Log text (a line of a logging call, ``log_only``) and failpoint names: the
+    daemon's suites check those (failpoints arm only under the crash suite's
+    SIDECAR_FAILPOINT), not the fast tests.
     """
     old = [ln[1:] for ln in diff.splitlines() if ln.startswith("-")]
     new = [ln[1:] for ln in diff.splitlines() if ln.startswith("+")]
@@ -190,10 +226,110 @@ def equivalence(diff: str) -> str | None:
     if old and len(old) == len(new) and all(
             a.lower() == b.lower() and caseless.search(a) for a, b in zip(old, new, strict=True)):
         return "letter case"
-    if old and all(re.search(r"\blog\.(debug|info|warning|exception|error)\(", a) for a in old):
+    if old and all(re.search(r"\blog\.(debug|info|warning|exception|error)\(", a)
+                   or a.strip() in log_only for a in old):
         return "log text"
     if old and all("failpoints.hit(" in a for a in old):
         return "failpoint name"
+    return None
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A survivor a person read and found harmless, matched by its function and by text
+    in its removed (``old``) and added (``new``) lines, so it survives renumbering."""
+
+    module: str
+    function: str
+    old: str
+    new: str
+    why: str
+
+    def matches(self, module: str, mutant: str, diff: str) -> bool:
+        old = "\n".join(ln[1:] for ln in diff.splitlines() if ln.startswith("-"))
+        new = "\n".join(ln[1:] for ln in diff.splitlines() if ln.startswith("+"))
+        where = (f"\u01c1{self.function}__mutmut", f"x_{self.function}__mutmut")
+        return (module == self.module and any(w in mutant for w in where)
+                and self.old in old and self.new in new)
+
+
+_EQ_CLOCK = "on a continuous clock equality never decides"
+_TIMING = "timing only (tests assert no wall-clock bounds): "
+
+#: Survivors judged harmless, each with why (what the README's survivor list says). Timing
+#: entries change when something happens, never whether or in what order.
+JUDGED: tuple[Judged, ...] = (
+    Judged("delivery", "_take", "self._load[f.client_id] <= 0", "self._load[f.client_id] < 0",
+           "a client's count left at 0 in the Counter reads as 0, like a deleted one"),
+    Judged("delivery", "_on_disconnect", "discard(client.id)", "discard(None)",
+           "a gone client's id is never reused (ids count up): left in the stalled set, it "
+           "changes nothing"),
+    Judged("delivery", "on_tool_result", "if f is None and frame.id not in self._settling",
+           "if f is None or frame.id not in self._settling",
+           "a call in flight is then also looked up in SQLite, where it is pending: same "
+           "outcome, one more query"),
+    Judged("delivery", "_next_entry", "self._tried.pop(entry.call_id, None)",
+           "self._tried.pop(None, None)",
+           "the settle of that call drops it from _tried as well"),
+    Judged("delivery", "_still_pending", "if entry.call_id in self._settling or entry.call_id",
+           "if entry.call_id in self._settling and entry.call_id",
+           "the same two checks follow the SQLite lookup: same answer, one query more"),
+    Judged("delivery", "_next_entry", "limit=512", "limit=513",
+           "page size of a read from SQLite: any size sends the same calls in the same order"),
+    Judged("delivery", "_next_entry", "limit=512", "pending_after(self._loaded_seq, )",
+           "page size of a read from SQLite (the default, 500): same calls, same order"),
+    Judged("delivery", "_load_due", "self._next_retry > now", "self._next_retry >= now",
+           "a retry due this instant is loaded on the next turn, which follows at once"),
+    Judged("delivery", "_load_due", "page = 512", "page = 513",
+           "page size: the page is read and compared with the same number"),
+    Judged("delivery", "_load_due", "limit=page", "due_retries(now, )",
+           "the default limit is the same 512"),
+    Judged("delivery", "_load_due", "now + 1.0", "now + 2.0",
+           _TIMING + "with a full page in flight the next is looked for after 2 s, not 1"),
+    Judged("delivery", "_load_due", "now if fresh else", "(fresh) and False",
+           _TIMING + "a second full page of due retries is looked for 1 s later, not at once"),
+    Judged("delivery", "_retry_due_in", "max(0.0,", "max(1.0,",
+           _TIMING + "a retry falling due waits up to 1 s more before it is sent"),
+    Judged("delivery", "_run", "self.timeout / 4 if self._inflight",
+           "(self._inflight) or True",
+           "the loop also wakes every timeout/4 with nothing in flight: idle wake-ups only"),
+    Judged("delivery", "_run", "self.timeout / 4", "self.timeout / 5",
+           _TIMING + "timed-out calls are looked for every timeout/5, not /4"),
+    Judged("delivery", "_run", "self.timeout / 4", "self.timeout * 4",
+           _TIMING + "a timed-out call is noticed up to 4x the timeout late, not 1/4 (still "
+           "moved)"),
+    Judged("delivery", "_pump", "target = self._target() or target",
+           "self._target() and target",
+           "differs only if the writers change during _next_entry's await; a send to a gone "
+           "client returns False and re-queues the call"),
+    Judged("delivery", "_expire", "now - f.sent_at >= self.timeout",
+           "now - f.sent_at > self.timeout", _EQ_CLOCK),
+    Judged("delivery", "_expire", "expired[f.client_id] += 1", "expired[f.client_id]",
+           "the count only feeds the log line; the client is stalled either way"),
+    Judged("delivery", "_expire", "others = len(", "others = None",
+           "``others`` only feeds the log line"),
+    Judged("delivery", "drained", "timeout: float = 30.0", "timeout: float = 31.0",
+           "the one caller (the runner) passes its own timeout"),
+    Judged("delivery", "drained", "while loop.time() < deadline",
+           "while loop.time() <= deadline", _EQ_CLOCK),
+    Judged("delivery", "drained", "min(0.25,", "min(1.25,",
+           _TIMING + "the wait between checks; a committed settle wakes it at once"),
+    Judged("delivery", "drained", "deadline - loop.time()", "deadline + loop.time()",
+           _TIMING + "min(0.25, …) differs only in the last 0.25 s; the loop's deadline check "
+           "ends it at most 0.25 s late"),
+)
+
+
+def harmless(module: str, mutant: str, diff: str) -> str | None:
+    return next((j.why for j in JUDGED if j.matches(module, mutant, diff)), None)
+
+
+def verdict(o: Outcome, mutant: str, diff: str) -> tuple[str, str] | None:
+    """("equivalent" | "harmless", why) for a survivor that is one, else None."""
+    if why := equivalence(diff, o.log_only):
+        return "equivalent", why
+    if why := harmless(o.name, mutant, diff):
+        return "harmless", why
     return None
 
 
@@ -209,19 +345,24 @@ def report(outcomes: list[Outcome], target_rate: float) -> str:
                      f"{o.seconds / 60:.1f} min{' (time bound hit)' if o.timed_out else ''}"
                      f"{flag}")
     lines.append("\nWith the survivors whose diff shows them equivalent (letter case, log text,"
-                 " failpoint name) left out:")
+                 " failpoint name) left out, then also those judged harmless (JUDGED):")
     for o in outcomes:
-        same = Counter(k for _, d in o.survivors if (k := equivalence(d)))
+        kinds = [v for m, d in o.survivors if (v := verdict(o, m, d))]
+        same = Counter(why for kind, why in kinds if kind == "equivalent")
+        judged = sum(1 for kind, _ in kinds if kind == "harmless")
+        killed = sum(o.statuses[s] for s in KILLED)
         counted = o.counted - sum(same.values())
         if counted:
-            killed = sum(o.statuses[s] for s in KILLED)
-            lines.append(f"{o.name:<12} {killed / counted * 100:5.1f} %  ({dict(same)})")
+            rest = counted - judged
+            lines.append(f"{o.name:<12} {killed / counted * 100:5.1f} %  ({dict(same)}); "
+                         f"{killed / rest * 100 if rest else 100:5.1f} % without the {judged} "
+                         "judged harmless")
     for o in outcomes:
         if o.survivors:
             lines.append(f"\n-- {o.name}: {len(o.survivors)} surviving mutant(s)")
             for mutant, diff in o.survivors:
-                why = equivalence(diff)
-                lines.append(f"{mutant}{f'  [equivalent: {why}]' if why else ''}\n{diff}")
+                v = verdict(o, mutant, diff)
+                lines.append(f"{mutant}{f'  [{v[0]}: {v[1]}]' if v else ''}\n{diff}")
     return "\n".join(lines)
 
 
@@ -238,12 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep each module's copy and mutmut state under this folder")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--from-kept", type=Path, default=None, metavar="DIR",
+                    help="no new run: report again on the copies a --keep run left in DIR")
     args = ap.parse_args(argv)
     unknown = sorted(set(args.modules) - set(TARGETS))
     if unknown:
         ap.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     outcomes = []
     for name in args.modules or list(TARGETS):
+        if args.from_kept is not None:
+            kept = Outcome(name)
+            collect(kept, args.from_kept / name / "repo", TARGETS[name],
+                    {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+            outcomes.append(kept)
+            continue
         print(f"mutating {name} ({TARGETS[name].source}) for at most {args.minutes:g} min …",
               file=sys.stderr, flush=True)
         outcomes.append(run_one(name, TARGETS[name], minutes=args.minutes,
@@ -254,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([
             {"module": o.name, "source": TARGETS[o.name].source, "statuses": dict(o.statuses),
              "kill_rate": o.rate, "seconds": round(o.seconds, 1), "time_bound_hit": o.timed_out,
-             "survivors": [{"mutant": m, "diff": d, "equivalent": equivalence(d)}
+             "survivors": [{"mutant": m, "diff": d, "verdict": verdict(o, m, d)}
                            for m, d in o.survivors]}
             for o in outcomes], indent=1), encoding="utf-8")
     return 0

@@ -734,3 +734,36 @@ async def test_a_record_carries_where_it_came_from_and_what_its_dates_meant(rig:
         "span": [0, 5], "exact": True, "grounded": True,
         "reference": {"date": "2026-03-10", "origin": "email"}}}
     assert entries[5].meta["source"]["label"] == "E notes"
+
+
+# -- the sidecar's own suggestions ---------------------------------------------------------------
+
+async def test_a_document_introducing_a_project_queues_its_suggestion_first(rig: Rig) -> None:
+    agent = validate_agent({"kind": "local", "name": "Docs", "directories": [str(rig.root)],
+                            "data_types": ["tasks", "projects"]})
+    kickoff = rig.doc("kickoff.md", "# Kickoff — Nova Dental rebrand\n\n- [ ] Send the brief",
+                      meta={"title": "Kickoff — Nova Dental rebrand"})
+    many = ExtractionResult(items=tuple(task(f"Task {i}") for i in range(300)))
+    source = Script([kickoff])
+    await rig.setup(source, Engine({"kickoff.md": many}), agent=agent)
+    record = await rig.run()
+    (request,) = rig.engine.requests
+    assert request.data_types == ("tasks",)  # projects are the sidecar's own suggestion
+    entries = await rig.store.outbox.for_run(record["id"])
+    assert (entries[0].table, entries[0].data) == ("projects", {"name": "Nova Dental rebrand"})
+    assert [d[2]["items"] for d in source.done_calls] == [301]
+    assert rig.frames(p.RunProgress)[-1].items_found == 301
+    assert record["status"] == "success" and record["errors"] == []
+
+
+async def test_an_agent_asking_only_for_projects_does_not_run_the_engine(rig: Rig) -> None:
+    agent = validate_agent({"kind": "local", "name": "Docs", "directories": [str(rig.root)],
+                            "data_types": ["projects"]})
+    kickoff = rig.doc("brief.md", "Project brief: Summer menu\n\nClient: Café Uno",
+                      meta={"title": "Project brief: Summer menu"})
+    await rig.setup(Script([kickoff]), Engine({"brief.md": found("Never asked")}), agent=agent)
+    record = await rig.run()
+    assert rig.engine.requests == []
+    entries = await rig.store.outbox.for_run(record["id"])
+    assert [(e.table, e.data) for e in entries] == [("projects", {"name": "Summer menu"})]
+    assert record["items_processed"] == 1 and rig.delivery.notified == 1
