@@ -13,6 +13,7 @@ from typing import Any
 
 from sidecar import failpoints
 from sidecar.clock import now_iso
+from sidecar.domain import record_title
 from sidecar.store.db import Database
 from sidecar.store.held import HeldStore, release_settled
 from sidecar.store.runs import final_status
@@ -47,14 +48,10 @@ def idempotency_key(agent_id: str, *parts: object) -> str:
 KEY_SCOPE = "k2"
 
 
-def _title_of(data: dict[str, Any]) -> str:
-    return str(data.get("title") or data.get("name") or data.get("content") or "")
-
-
 def normalised_title(data: dict[str, Any]) -> str:
     """The record's title as the de-duplication rule sees it: Unicode NFKC, case-folded,
     whitespace collapsed, surrounding punctuation dropped ("Send the logo." = "send the logo")."""
-    text = " ".join(unicodedata.normalize("NFKC", _title_of(data)).casefold().split())
+    text = " ".join(unicodedata.normalize("NFKC", record_title(data)).casefold().split())
     return text.strip(" .,;:!?-–—…\"'`()[]*_")
 
 
@@ -68,7 +65,7 @@ def stable_key(source_identity: str, table: str, data: dict[str, Any]) -> str:
 def legacy_key(agent_id: str, source_key: str, table: str, data: dict[str, Any]) -> str:
     """The key format before ``k2`` (agent id and absolute path in it): still honoured, so an
     upgrade does not re-suggest what the app already has."""
-    what = " ".join(_title_of(data).lower().split())
+    what = " ".join(record_title(data).lower().split())
     title = hashlib.sha256(what.encode("utf-8")).hexdigest()[:16]
     return idempotency_key(agent_id, source_key, table, title)
 
