@@ -188,6 +188,21 @@ def test_the_test_client_is_kept_apart(graph: dict[str, set[str]]) -> None:
     assert users == [], f"daemon modules import the test client: {users}"
 
 
+#: The run services: built in one place (sidecar/services.py) for the daemon, ``run``, ``extract``.
+SERVICES = {"Runner", "Delivery", "ExtractorPool", "Accounts"}
+
+
+def test_the_run_services_are_wired_in_one_place() -> None:
+    builders: dict[str, list[str]] = {}
+    for mod, path in _module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in SERVICES:
+                    builders.setdefault(mod, []).append(name)
+    assert set(builders) == {"sidecar.services"}, builders
+
+
 # -- the checker itself: it must see a loop when there is one -------------------------------
 
 
