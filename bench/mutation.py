@@ -317,6 +317,14 @@ JUDGED: tuple[Judged, ...] = (
     Judged("delivery", "drained", "deadline - loop.time()", "deadline + loop.time()",
            _TIMING + "min(0.25, …) differs only in the last 0.25 s; the loop's deadline check "
            "ends it at most 0.25 s late"),
+    Judged("runner", "start", "name=f\"run-{run['id']}\"", "",
+           "the run task's name shows only in debugging output"),
+    Judged("runner", "start", "agent_id=agent.id, agent=agent", "agent_id=None",
+           "ActiveRun.agent_id is never read (Runner.active is keyed by the agent's id)"),
+    *(Judged("runner", "_run", "files_total=0", new,
+             "_execute sets files_total before any frame carries it; nothing else reads "
+             "the counters") for new in ("files_total=None", "files_total=1",
+                                         "files_done=0, items_found=0")),
 )
 
 

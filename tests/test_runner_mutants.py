@@ -163,6 +163,7 @@ class Rig:
     agent: Agent | None = None
     source: Source | None = None
     engine: Engine | None = None
+    asked: list[tuple[str, str, set[str] | None]] = field(default_factory=list)
 
     def doc(self, name: str, text: str = "- [ ] something", *, kind: str = "md",
             meta: Mapping[str, Any] | None = None, label: str | None = None
@@ -191,13 +192,19 @@ class Rig:
                 raise engine
             return engine
 
+        def sources(a: Agent, run_id: str, only: set[str] | None) -> Source:
+            self.asked.append((a.id, run_id, only))
+            return source
+
         self.runner = Runner(self.store, self.hub, self.delivery, extractors=extractors,
-                             sources=lambda a, r, o: source, **kw)
+                             sources=sources, **kw)
         return self.runner
 
     async def run(self, *, full: bool = False) -> dict[str, Any]:
         assert self.runner is not None and self.agent is not None
-        run_id, already = await self.runner.start(self.agent.id, "manual", full=full)
+        # a plain run passes no ``full``: the default is what a scheduled run gets
+        run_id, already = await (self.runner.start(self.agent.id, "manual", full=True) if full
+                                 else self.runner.start(self.agent.id, "manual"))
         assert not already
         record = await self.runner.wait(run_id)
         assert record is not None
@@ -767,3 +774,27 @@ async def test_an_agent_asking_only_for_projects_does_not_run_the_engine(rig: Ri
     entries = await rig.store.outbox.for_run(record["id"])
     assert [(e.table, e.data) for e in entries] == [("projects", {"name": "Summer menu"})]
     assert record["items_processed"] == 1 and rig.delivery.notified == 1
+
+
+async def test_a_run_of_some_files_hands_them_to_the_source(rig: Rig) -> None:
+    await rig.setup(Script([rig.doc("a.md")]), Engine())
+    run_id, _ = await rig.runner.start(rig.agent.id, "watch", only={str(rig.root / "a.md")})
+    await rig.runner.wait(run_id)
+    assert rig.asked == [(rig.agent.id, run_id, {str(rig.root / "a.md")})]
+    await rig.run()
+    assert rig.asked[1][2] is None
+
+
+async def test_cancelling_a_run_whose_close_fails_still_returns(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = asyncio.Event()
+    await rig.setup(Script([rig.doc("a.md")]), Engine(gate=gate))
+
+    async def complete(*a: Any, **kw: Any) -> dict[str, Any]:
+        raise sqlite3.OperationalError("no such table: runs")
+
+    monkeypatch.setattr(rig.store.runs, "complete", complete)
+    run_id, _ = await rig.runner.start(rig.agent.id, "manual")
+    assert await until(lambda: len(rig.engine.requests) == 1)
+    assert await rig.runner.cancel(run_id) is True
+    assert rig.runner.running_run(rig.agent.id) is None
