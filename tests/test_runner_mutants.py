@@ -196,8 +196,9 @@ class Rig:
             self.asked.append((a.id, run_id, only))
             return source
 
+        # a run that waits for acks nobody sends gives up after 2 s here, not 30
         self.runner = Runner(self.store, self.hub, self.delivery, extractors=extractors,
-                             sources=sources, **kw)
+                             sources=sources, **{"drain_timeout": 2.0, **kw})
         return self.runner
 
     async def run(self, *, full: bool = False) -> dict[str, Any]:
