@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sidecar.domain import Agent
+from sidecar.extractors.postprocess import held_message
 from sidecar.project_intro import Introduction, introduction
 from sidecar.projects import Project, match_project, named
 from sidecar.scan import resolve_roots
@@ -34,6 +35,9 @@ from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
 OWN_TABLES = ("projects", "taskComments")
 #: How sure a rule-made suggestion is (its evidence is a header or a thread, not a guess).
 RULE_CONFIDENCE = 0.9
+#: The engine's ``project_id`` when the app's projects decide each record's (see
+#: :func:`enqueue`): its timelines come out of extraction instead of being held there.
+MATCH_ID = "\u0000match"
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,7 +110,8 @@ def _project_for(doc: SourceDocument, item: Any) -> dict[str, Any] | None:
     """The one app project the record's title, else its document's title or subject, folder
     names or body name (see sidecar.projects); None when the agent has its own."""
     projects = PROJECTS.get()
-    if not projects or item.data.get("projectId"):
+    own_id = item.data.get("projectId")
+    if not projects or (own_id and own_id != MATCH_ID):
         return None
     title = item.data.get("title") or item.data.get("name")
     own = match_project(projects, [("record", str(title))]) if title else None
@@ -179,8 +184,11 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
                stale: datetime | None = None) -> Plan:
     identity = source_identity(agent, doc)
     types = tuple(t for t in agent.data_types if t not in OWN_TABLES)
+    # with the app's projects known, each record's is decided from them (enqueue), so the
+    # engine does not hold timelines for want of one
+    matched = agent.project_id or (MATCH_ID if PROJECTS.get() else None)
     if is_stale(doc, stale):
-        return Plan(identity, types, agent.project_id)
+        return Plan(identity, types, matched)
     intro = new_project(agent, doc)
     project = None
     if intro is not None:
@@ -189,8 +197,8 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
             agent_id=agent.id, run_id=run_id, table="projects", data={"name": intro.name},
             meta={"source": {**base_source(doc), "introduces": intro.to_json()},
                   "confidence": RULE_CONFIDENCE})
-    return Plan(identity, types, agent.project_id or (PENDING_ID if intro else None), intro,
-                project, await _comment(store, agent, doc, run_id, identity))
+    return Plan(identity, types, (PENDING_ID if intro and not agent.project_id else matched),
+                intro, project, await _comment(store, agent, doc, run_id, identity))
 
 
 def message_meta(doc: SourceDocument) -> dict[str, Any]:
@@ -233,9 +241,20 @@ async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
 
 async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> list[str]:
     """Queue ``items`` in ``conn``'s transaction; hold those waiting for the new project's
-    or the task's id. Returns run-log lines (records released without their link)."""
-    direct, children = [], []
+    or the task's id. A record the engine gave :data:`MATCH_ID` goes to the app's project
+    its ``source.project`` names (the delivery fills ``projectId``), or without one; a
+    timeline then needs one, so without it it is held like the engine holds it (not queued,
+    said in the run log). Returns run-log lines."""
+    direct, children, lines = [], [], []
+    unlinked: dict[str, list[str]] = {}  # document label → timelines held: no project
     for it in items:
+        if it.data.get("projectId") == MATCH_ID:
+            it = replace(it, data={k: v for k, v in it.data.items() if k != "projectId"})
+            source = it.meta.get("source") or {}
+            if it.table == "timelines" and not isinstance(source.get("project"), dict):
+                unlinked.setdefault(str(source.get("label") or "?"), []).append(
+                    str(it.data.get("title", "")))
+                continue
         if it.table == "taskComments" and it.data.get("taskId") == PENDING_ID:
             task = it.meta["source"]["task"]
             children.append(Child(it, task["call_id"], "taskId"))
@@ -248,8 +267,9 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
                                   call_id_for(plan.project.idempotency_key), "projectId"))
         else:
             direct.append(it)
+    lines += [f"{label}: {held_message(held)}" for label, held in unlinked.items()]
     await store.outbox.enqueue(direct, conn)
-    return await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
+    return lines + await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
 
 
 async def remember(conn: Any, agent: Agent, doc: SourceDocument, plan: Plan,
@@ -280,8 +300,9 @@ def agent_warnings(agent: Agent) -> list[str]:
         out.append(f"projects: every record of this agent goes to project_id "
                    f"{agent.project_id!r}, so it suggests no new projects")
     if "timelines" in types and not agent.project_id:
-        out.append("timelines need a project: without project_id they are held (the run log "
-                   "lists them)" + ("" if "projects" in types else
+        out.append("timelines need a project: without project_id only those whose document "
+                   "names one of the app's projects (projects_sync) are sent, the others are "
+                   "held (the run log lists them)" + ("" if "projects" in types else
                                     "; add 'projects' to data_types to have a new project's "
                                     "timelines sent once the app stores the project"))
     return out

@@ -684,3 +684,125 @@ async def test_a_reply_to_a_task_the_app_refused_gives_no_comment_and_says_why(
     assert after == [], "a comment on a task the app does not have"
     assert ("1 comment(s) not suggested: the task 'Priya to send the logo files' has no id "
             "(its insert failed: tasks.title: duplicate)") in delivered["errors"], delivered
+
+
+# -- around the feature: status, the CLI, two windows, a doubled ack ------------------------
+
+async def test_status_counts_held_records_apart_from_the_outbox(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c, agent = await connect_agent(d, root, ["tasks", "timelines", "projects"])
+        await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1))[0]
+        assert project["table"] == "projects"
+        before = await c.request({"type": "status"})
+        await c.ack(project, {"id": "p_5"})
+        released = await calls_until_quiet(c, ack=False, until=3)
+        after = await c.request({"type": "status"})
+        for call in released:
+            await c.ack(call, {"id": "r"})
+        await calls_until_quiet(c, quiet=1.0)
+        done = await c.request({"type": "status"})
+        await c.close()
+    finally:
+        await d.stop()
+    # the project waits in the outbox; its two tasks and its timeline are held
+    assert (before["outbox_pending"], before["held"]) == (1, 3), before
+    assert len(released) == 3
+    assert (after["outbox_pending"], after["held"]) == (3, 0), after
+    assert (done["outbox_pending"], done["held"]) == (0, 0), done
+
+
+def test_the_cli_prints_the_agent_save_warnings(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+
+    def add(types: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sidecar", "agents", "add", "--name", "Docs", "--dir",
+             str(folder), "--ext", "md", "--types", types, "--allowed-root", str(tmp_path),
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60)
+
+    warned = add("tasks,timelines,taskComments")
+    assert warned.returncode == 0, warned.stderr
+    lines = [ln for ln in warned.stderr.splitlines() if ln.startswith("sidecar: warning: ")]
+    assert any("timelines need a project" in ln for ln in lines), warned.stderr
+    assert any("taskComments:" in ln and ".eml" in ln for ln in lines), warned.stderr
+    assert json.loads(warned.stdout)["data_types"] == ["tasks", "timelines", "taskComments"]
+    plain = add("tasks")
+    assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
+
+
+async def drain(c: SidecarClient, quiet: float = 1.0) -> list[dict[str, Any]]:
+    """Every frame pushed to ``c`` until none came for ``quiet`` s (nothing acked)."""
+    out = []
+    while True:
+        try:
+            out.append(await c.next_push(None, timeout=quiet))
+        except TimeoutError:
+            return out
+
+
+async def test_with_a_writer_and_an_observer_released_records_reach_the_writer_once(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        writer, agent = await connect_agent(d, root, ["tasks", "timelines", "projects"])
+        observer = await d.connect()
+        assert (await observer.hello(role="observer"))["type"] == "hello_result"
+        run_id = await run(writer, agent)
+        project = (await calls_until_quiet(writer, ack=False, until=1))[0]
+        await writer.ack(project, {"id": "p_w"})
+        released = await calls_until_quiet(writer, quiet=2.0)
+        delivered = await next_run_frame(writer, "run_delivered", run_id)
+        seen = await drain(observer)
+        await writer.close()
+        await observer.close()
+    finally:
+        await d.stop()
+    assert [c["table"] for c in released].count("tasks") == 2 and len(released) == 3
+    assert len({c["id"] for c in released}) == 3
+    assert {c["data"]["projectId"] for c in released} == {"p_w"}
+    assert delivered["delivered"] == 4 and delivered["pending"] == 0, delivered
+    assert not [f for f in seen if f["type"] == "tool_call"], "an observer got an insert"
+    assert any(f["type"] == "run_delivered" for f in seen), [f["type"] for f in seen]
+
+
+async def test_a_project_acked_twice_releases_its_records_once(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """The app answers the project's insert twice at once, then a third time later with
+    another id: its tasks and timeline come once, all with the id its answer gave."""
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c, agent = await connect_agent(d, root, ["tasks", "timelines", "projects"])
+        await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1))[0]
+        await c.ack(project, {"id": "p_dup"})
+        await c.ack(project, {"id": "p_dup"})
+        released = await calls_until_quiet(c, until=3)
+        await c.ack(project, {"id": "p_other"})
+        later = await calls_until_quiet(c, quiet=2.0)
+        await c.close()
+    finally:
+        await d.stop()
+    db = data_dir / "sidecar.sqlite3"
+    assert titles(released, "tasks") == TASKS and titles(released, "timelines") == {MILESTONE}
+    assert len(released) == 3 and later == [], later
+    assert {r["data"]["projectId"] for r in released} == {"p_dup"}
+    counts = rows(db, "SELECT table_name, state, count(*) AS n FROM outbox GROUP BY 1, 2")
+    assert sorted((r["table_name"], r["state"], r["n"]) for r in counts) == [
+        ("projects", "acked", 1), ("tasks", "acked", 2), ("timelines", "acked", 1)]
+    assert [json.loads(r["result_id"]) for r in rows(
+        db, "SELECT result_id FROM outbox WHERE table_name = 'projects'")] == ["p_dup"]
+    assert rows(db, "SELECT count(*) AS n FROM held") == [{"n": 0}]

@@ -174,6 +174,7 @@ export interface StatusResult {
   version: string;
   agents: unknown[];
   outbox_pending: number;
+  held: number;
   clients: number;
   /** Fields added by a newer sidecar (new fields are additive). */
   [extra: string]: unknown;

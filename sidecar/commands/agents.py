@@ -93,12 +93,16 @@ def _add(args: argparse.Namespace) -> int:
         created = await store.agents.upsert(agent)
         record = await store.agents.record(agent.id)
         assert record is not None
-        return {"created": created, "agent": record}
+        from sidecar.linking import agent_warnings
+
+        return {"created": created, "agent": record, "warnings": agent_warnings(agent)}
 
     result = with_store(args, go)
     print_json(result["agent"])
     print(f"agent {result['agent']['id']} {'added' if result['created'] else 'updated'}",
           file=sys.stderr)
+    for warning in result["warnings"]:  # what agent_upsert_result.warnings says
+        print(f"sidecar: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -222,10 +222,13 @@ class StatusResult(Reply):
             "scheduled": True, "running_run_id": None, "watch_mode": "polling",
             "watch_reason": "the inotify instance limit is used up",
             "last_run": RUN_VIEW}],
-        "outbox_pending": 0, "clients": 1}
+        "outbox_pending": 0, "held": 0, "clients": 1}
     version: str
     agents: list[Any]
     outbox_pending: int
+    #: Records not in the outbox yet: they wait for another insert's ``result.id`` (a new
+    #: project's tasks and timelines, a task's comments); not counted in ``outbox_pending``.
+    held: int
     clients: int
 
 

@@ -21,8 +21,13 @@ decides; if it names two, the record gets no `projectId`. `source.project` says 
 **`agent.project_id`** (in `agent_upsert`, optional, at most 200 characters): the app's
 project every record of that agent belongs to. It fills `projectId` of its tasks, notes
 and timelines, wins over any match, and such an agent suggests no new project. Timelines
-need a project: without one (no `project_id`, no new project, see below) they are not
-sent, and the run log lists them (`N timelines held: no project …`).
+need a project: the agent's `project_id`, else the one app project named as above (its
+`source.project` says why), else a new project (see below). Without one they are not
+sent, and the run log lists them (`N timelines held: no project …`). Such a timeline is
+not kept for later: a `projects_sync` naming its project, or a `project_id` given to the
+agent afterwards, sends nothing by itself, since an unchanged document is not read again.
+It comes when its document is read again (edited, or `run_agent` with `"full": true`);
+the stable keys mean that run sends only what the app does not have yet.
 
 **New projects** (`"projects"` in the agent's `data_types`, no `project_id`): a document
 that introduces a project the app does not know gives a `projects` suggestion (`data`:

@@ -124,6 +124,7 @@ exports.FRAMES = {
       "version",
       "agents",
       "outbox_pending",
+      "held",
       "clients"
     ]
   },

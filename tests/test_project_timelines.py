@@ -1,0 +1,142 @@
+"""Timelines and the app's own projects, through the real daemon: a timeline in a document
+that clearly belongs to one of the app's projects (``projects_sync``) goes to it with the
+reason in ``source.project``, while one with no project is held and said in the run log;
+what a later project (a sync naming it, the agent's ``project_id``) does for those held."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from sidecar.client import DaemonProcess, SidecarClient
+
+DUE = date.today() + timedelta(days=45)
+WHEN = f"{DUE.day} {DUE:%B %Y}"
+PROJECTS = [
+    {"id": "p_12", "name": "Harbor Bakery website", "client": "Harbor Bakery",
+     "aliases": ["HB site"]},
+    {"id": "p_13", "name": "Spring campaign", "aliases": []},
+]
+
+
+def doc(path: Path, heading: str, body: str, milestone: str, task: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {heading}\n\n{body}\n\n## Milestones\n- {milestone}: {WHEN}\n\n"
+                    f"## Action items\n- [ ] {task}\n", encoding="utf-8")
+
+
+async def save_agent(c: SidecarClient, folder: Path, **extra: Any) -> dict[str, Any]:
+    reply = await c.request({"type": "agent_upsert", "agent": {
+        "kind": "local", "name": folder.name, "directories": [str(folder)],
+        "extensions": [".md"], "data_types": ["tasks", "timelines"],
+        "schedule_cron": "0 3 * * *", "watch": False, **extra}})
+    assert reply["type"] == "agent_upsert_result", reply
+    return dict(reply["agent"])
+
+
+async def run_all(c: SidecarClient, agent_id: str, *, full: bool = False
+                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run (``full``: every document again), ack each insert with an id; (the run as
+    ``run_delivered`` gives it, the tool_calls); run_finished's errors are in the run."""
+    frame: dict[str, Any] = {"type": "run_agent", "agent_id": agent_id}
+    if full:
+        frame["full"] = True
+    run_id = (await c.request(frame))["run_id"]
+    calls: list[dict[str, Any]] = []
+    finished: dict[str, Any] | None = None
+    while True:
+        push = await c.next_push(None, timeout=120)
+        if push["type"] == "tool_call":
+            calls.append(push)
+            await c.ack(push, {"id": f"row_{push['id'][-8:]}"})
+        elif push["type"] == "run_finished" and push["run"]["id"] == run_id:
+            finished = push["run"]
+        elif push["type"] == "run_delivered" and push["run"]["id"] == run_id:
+            assert finished is not None
+            return finished, calls
+
+
+def timelines(calls: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return sorted((str(c["data"]["title"]), c["data"].get("projectId"))
+                  for c in calls if c["table"] == "timelines")
+
+
+def held_lines(run: dict[str, Any]) -> list[str]:
+    return [e for e in run["errors"] if "held: no project" in e]
+
+
+async def test_a_timeline_goes_to_the_known_project_its_document_names(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    doc(root / "Harbor Bakery" / "plan.md", "Weekly sync", "We met on Monday.",
+        "Site launch", "Priya to order new flour sacks")
+    doc(root / "misc" / "admin.md", "Admin", "Orchard Lane wants a quote.",
+        "Audit deadline", "Luis to pay the invoice")
+    doc(root / "misc" / "call.md", "Call notes",
+        "Talked about the HB site and the Spring campaign together.",
+        "Poster proofs", "Ana to send the banner drafts")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        assert (await c.request({"type": "projects_sync", "projects": PROJECTS}))["count"] == 2
+        agent = await save_agent(c, root)
+        run, calls = await run_all(c, agent["id"])
+        await c.close()
+    finally:
+        await d.stop()
+    got = [x for x in calls if x["table"] == "timelines"]
+    assert timelines(calls) == [(f"Site launch: {WHEN}", "p_12")], calls
+    assert got[0]["source"]["project"] == {
+        "id": "p_12", "by": "client", "term": "Harbor Bakery", "in": "folder"}
+    held = held_lines(run)
+    # no project (admin) and two projects (call): held, each said once with its document
+    assert len(held) == 2, run["errors"]
+    assert any("admin.md" in h and "1 timeline held" in h and "Audit deadline" in h
+               for h in held), held
+    assert any("call.md" in h and "Poster proofs" in h for h in held), held
+    assert not any("plan.md" in e for e in run["errors"]), run["errors"]
+    assert run["pending"] == 0 and run["delivered"] == len(calls) == 4, run
+    assert not any("\u0000" in str(x["data"]) for x in calls), "the sentinel never leaves"
+
+
+async def test_held_timelines_come_once_a_project_is_known_and_the_documents_are_read_again(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """An unchanged document is not read again, so a later sync or project_id alone sends
+    nothing; a full run sends exactly the timelines that were held, each once, and nothing
+    the app has already."""
+    root = tmp_path / "docs"
+    doc(root / "misc" / "admin.md", "Admin", "Orchard Lane wants a quote.",
+        "Audit deadline", "Luis to pay the invoice")
+    doc(root / "misc" / "call.md", "Call notes", "Nothing about clients.",
+        "Poster proofs", "Ana to send the banner drafts")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        await c.request({"type": "projects_sync", "projects": PROJECTS})
+        agent = await save_agent(c, root)
+        first, sent = await run_all(c, agent["id"])
+        assert len(held_lines(first)) == 2 and timelines(sent) == [], first["errors"]
+        # the app now has the client's project: an unchanged document is not read again
+        await c.request({"type": "projects_sync", "projects": [*PROJECTS, {
+            "id": "p_14", "name": "Orchard Lane shop", "client": "Orchard Lane"}]})
+        _, again = await run_all(c, agent["id"])
+        assert again == []
+        _, full = await run_all(c, agent["id"], full=True)
+        # the agent gets a project of its own: the other held timeline goes to it
+        await save_agent(c, root, id=agent["id"], project_id="p_own")
+        _, owned = await run_all(c, agent["id"], full=True)
+        _, last = await run_all(c, agent["id"], full=True)
+        await c.close()
+    finally:
+        await d.stop()
+    assert [(x["table"], x["data"].get("projectId")) for x in full] == [("timelines", "p_14")]
+    assert full[0]["data"]["title"] == f"Audit deadline: {WHEN}"
+    assert full[0]["source"]["project"]["term"] == "Orchard Lane"
+    assert [(x["table"], x["data"]["title"], x["data"].get("projectId")) for x in owned] == [
+        ("timelines", f"Poster proofs: {WHEN}", "p_own")]
+    assert last == [], "nothing twice"
