@@ -177,3 +177,85 @@ async def test_a_kickoff_of_a_known_project_links_to_it_and_suggests_none(
     # run_and_ack acks with {"ok": true}: no result.id, so the task goes without a project
     assert "projectId" not in unknown[1]["data"]
     assert "no result.id" in unknown[1]["source"]["unlinked"]
+
+
+async def test_a_sync_while_a_run_is_in_flight_answers_at_once_and_counts_from_the_next_run(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """A run links with the list it read at its start (all its records alike); a sync sent
+    meanwhile is answered without waiting for it and kept for the next run."""
+    root = tmp_path / "docs"
+    doc(root / "Harbor Bakery" / "weekly.md", "Weekly sync", "x", "Priya to order new flour sacks")
+    doc(root / "misc" / "Spring campaign brief.md", "Brief", "y", "Tom to print the menus")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        await c.request({"type": "projects_sync", "projects": [PROJECTS[0]]})
+        agent = await make_agent(c, root)
+        run_id = (await c.request({"type": "run_agent", "agent_id": agent}))["run_id"]
+        first = await c.next_push("tool_call", timeout=60)  # not acked: the run waits for it
+        synced = await c.request({"type": "projects_sync", "projects": [PROJECTS[1]]})
+        status = await c.request({"type": "status"})
+        calls = [first]
+        await c.ack(first)
+        while True:
+            frame = await c.next_push(None, timeout=60)
+            if frame["type"] == "tool_call":
+                calls.append(frame)
+                await c.ack(frame)
+            elif frame["type"] == "run_delivered" and frame["run"]["id"] == run_id:
+                break
+        doc(root / "Harbor Bakery" / "b.md", "B", "z", "Omar to return the keys")
+        doc(root / "misc" / "Spring campaign plan.md", "Plan", "w", "Rosa to stack the chairs")
+        _, after = await run_and_ack(c, agent)
+        await c.close()
+    finally:
+        await d.stop()
+    assert synced["count"] == 1
+    running = [a["running_run_id"] for a in status["agents"] if a["id"] == agent]
+    assert running == [run_id], "the sync was answered while the run was in flight"
+    during = by_task(calls)
+    assert set(during) == {"flour", "menus"} and len(calls) == 2
+    assert during["flour"]["data"]["projectId"] == "p_12"
+    assert "projectId" not in during["menus"]["data"], "the run's own list had no Spring"
+    later = by_task(after)
+    assert set(later) == {"keys", "chairs"} and len(after) == 2, "nothing re-sent"
+    assert "projectId" not in later["keys"]["data"]
+    assert later["chairs"]["data"]["projectId"] == "p_13"
+
+
+async def test_a_project_renamed_in_the_app_between_runs(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """Same id, new name and client: documents naming the new name link to it, what was
+    sent is not sent again, and the old name alone no longer names a project."""
+    root = tmp_path / "docs"
+    doc(root / "Harbor Bakery" / "a.md", "A", "x", "Priya to order new flour sacks")
+    renamed = {"id": "p_12", "name": "Harbor Bakehouse website", "client": "Harbor Bakehouse",
+               "aliases": []}
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        await c.request({"type": "projects_sync", "projects": PROJECTS})
+        agent = await make_agent(c, root, data_types=["tasks", "projects"])
+        first = by_task((await run_and_ack(c, agent))[1])
+        await c.request({"type": "projects_sync", "projects": [renamed, PROJECTS[1]]})
+        doc(root / "Harbor Bakehouse" / "b.md", "B", "y", "Omar to return the keys")
+        doc(root / "misc" / "c.md", "Call with Harbor Bakery", "z", "Rosa to stack the chairs")
+        # a kickoff under the new name is the app's project, not a new one
+        doc(root / "misc" / "kickoff.md", "Kickoff — Harbor Bakehouse website", "New client.",
+            "Ana to send the banner drafts")
+        raw = (await run_and_ack(c, agent))[1]
+        await c.close()
+    finally:
+        await d.stop()
+    assert first["flour"]["data"]["projectId"] == "p_12"
+    assert [r["table"] for r in raw] == ["tasks"] * 3, [r["table"] for r in raw]
+    second = by_task(raw)
+    assert set(second) == {"keys", "chairs", "banner"}, "a.md is not sent again"
+    assert second["keys"]["data"]["projectId"] == "p_12"
+    assert second["keys"]["source"]["project"]["term"] == "Harbor Bakehouse"
+    assert second["banner"]["data"]["projectId"] == "p_12"
+    assert "projectId" not in second["chairs"]["data"], "the old name names no project"
