@@ -799,3 +799,32 @@ async def test_cancelling_a_run_whose_close_fails_still_returns(
     assert await until(lambda: len(rig.engine.requests) == 1)
     assert await rig.runner.cancel(run_id) is True
     assert rig.runner.running_run(rig.agent.id) is None
+
+
+async def test_a_cancel_before_the_first_step_processed_nothing(rig: Rig) -> None:
+    await rig.setup(Script([rig.doc("a.md")]), Engine())
+    run_id, _ = await rig.runner.start(rig.agent.id, "manual")
+    assert await rig.runner.cancel(run_id) is True  # no await between: no step taken
+    run = rig.finished()
+    assert (run["status"], run["items_processed"], run["errors"]) == ("cancelled", 0, [])
+
+
+async def test_a_cancelled_run_whose_close_finds_the_disk_full_stays_cancelled(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = asyncio.Event()
+    await rig.setup(Script([rig.doc("a.md")]), Engine(gate=gate))
+    real, fails = rig.store.runs.complete, [1]
+
+    async def complete(*a: Any, **kw: Any) -> dict[str, Any]:
+        if fails[0]:
+            fails[0] -= 1
+            raise DISK
+        return await real(*a, **kw)
+
+    monkeypatch.setattr(rig.store.runs, "complete", complete)
+    run_id, _ = await rig.runner.start(rig.agent.id, "manual")
+    assert await until(lambda: len(rig.engine.requests) == 1)
+    assert await rig.runner.cancel(run_id) is True
+    assert rig.finished()["status"] == "cancelled"
+    assert await until(lambda: bool(rig.frames(p.RunDelivered)), timeout=5)
+    assert (await rig.store.runs.get(run_id))["status"] == "cancelled"
