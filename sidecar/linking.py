@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -35,9 +36,15 @@ from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
 OWN_TABLES = ("projects", "taskComments")
 #: How sure a rule-made suggestion is (its evidence is a header or a thread, not a guess).
 RULE_CONFIDENCE = 0.9
-#: The engine's ``project_id`` when the app's projects decide each record's (see
-#: :func:`enqueue`): its timelines come out of extraction instead of being held there.
+#: The engine's ``project_id`` when the agent has none: the app's projects decide each
+#: record's (see :func:`enqueue`), so timelines come out of extraction instead of being
+#: dropped there for want of a project.
 MATCH_ID = "\u0000match"
+#: The parent of a timeline held for want of a project (its document's identity follows):
+#: released at a run's start once its project is known (:func:`release_unlinked`).
+NO_PROJECT = "no-project:"
+#: How much of a document's body is kept with its held timelines, to match projects later.
+BODY_KEPT = 20_000
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,19 +89,22 @@ _DOC_MATCH: contextvars.ContextVar[tuple[object, dict[str, Any] | None] | None] 
     contextvars.ContextVar("doc_match", default=None)
 
 
+def doc_places(doc: SourceDocument) -> list[tuple[str, str]]:
+    """Where a document may name a project, most trusted first: its title (subject, file
+    name), the folder names from the agent's folder down (not /home/me above it), its body."""
+    path = Path(doc.meta.get("path") or doc.item.key)
+    root = next((r for r in _roots(DIRS.get()) if path.is_relative_to(r)), None)
+    folders = [root.name, *path.relative_to(root).parts[:-1]] if root else []
+    titles = (doc.meta.get("title"), doc.meta.get("subject"), _label(doc))
+    return [("title", " | ".join(str(t) for t in titles if t)),
+            ("folder", " / ".join(folders)), ("body", doc.text)]
+
+
 def _doc_project(doc: SourceDocument, projects: tuple[Project, ...]) -> dict[str, Any] | None:
     cached = _DOC_MATCH.get()
     if cached is not None and cached[0] is doc:
         return cached[1]
-    path = Path(doc.meta.get("path") or doc.item.key)
-    # folder names from the agent's folder down (not /home/me above it)
-    root = next((r for r in _roots(DIRS.get()) if path.is_relative_to(r)), None)
-    folders = [root.name, *path.relative_to(root).parts[:-1]] if root else []
-    titles = (doc.meta.get("title"), doc.meta.get("subject"), _label(doc))
-    found = match_project(projects, [
-        ("title", " | ".join(str(t) for t in titles if t)),
-        ("folder", " / ".join(folders)),
-        ("body", doc.text)])
+    found = match_project(projects, doc_places(doc))
     _DOC_MATCH.set((doc, found))
     return found
 
@@ -113,13 +123,19 @@ def _project_for(doc: SourceDocument, item: Any) -> dict[str, Any] | None:
     own_id = item.data.get("projectId")
     if not projects or (own_id and own_id != MATCH_ID):
         return None
-    title = item.data.get("title") or item.data.get("name")
+    return _record_project(projects, item.data, lambda: _doc_project(doc, projects))
+
+
+def _record_project(projects: tuple[Project, ...], data: dict[str, Any],
+                    by_doc: Any) -> dict[str, Any] | None:
+    """The project a record's own title names, else ``by_doc()`` (its document's)."""
+    title = data.get("title") or data.get("name")
     own = match_project(projects, [("record", str(title))]) if title else None
     if own is not None:
         return own
     if title and len(named(projects, str(title))) > 1:
         return None  # the record's own title names two projects: the document cannot decide
-    return _doc_project(doc, projects)
+    return by_doc()
 
 
 def base_source(doc: SourceDocument) -> dict[str, Any]:
@@ -151,6 +167,9 @@ class Plan:
     intro: Introduction | None = None
     project: NewItem | None = None
     comment: NewItem | None = None
+    #: Where the document may name a project (:func:`doc_places`, the body cut to
+    #: :data:`BODY_KEPT`): kept with its timelines held for want of one.
+    places: tuple[tuple[str, str], ...] = ()
 
     def extra(self) -> list[NewItem]:
         """The sidecar's own suggestions, queued before the document's records."""
@@ -184,11 +203,17 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
                stale: datetime | None = None) -> Plan:
     identity = source_identity(agent, doc)
     types = tuple(t for t in agent.data_types if t not in OWN_TABLES)
-    # with the app's projects known, each record's is decided from them (enqueue), so the
-    # engine does not hold timelines for want of one
-    matched = agent.project_id or (MATCH_ID if PROJECTS.get() else None)
+    # without the agent's own project, each record's is decided from the app's (enqueue):
+    # the engine does not drop timelines for want of one
+    matched = agent.project_id or MATCH_ID
+    # read again: the timelines it held for want of a project are what it gives now
+    parent = NO_PROJECT + identity
+    if await store.db.scalar("SELECT 1 FROM held WHERE parent_call_id = ? LIMIT 1",
+                             (parent,)):
+        await store.db.execute("DELETE FROM held WHERE parent_call_id = ?", (parent,))
+    places = tuple((w, t[:BODY_KEPT]) for w, t in doc_places(doc))
     if is_stale(doc, stale):
-        return Plan(identity, types, matched)
+        return Plan(identity, types, matched, places=places)
     intro = new_project(agent, doc)
     project = None
     if intro is not None:
@@ -198,7 +223,7 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
             meta={"source": {**base_source(doc), "introduces": intro.to_json()},
                   "confidence": RULE_CONFIDENCE})
     return Plan(identity, types, (PENDING_ID if intro and not agent.project_id else matched),
-                intro, project, await _comment(store, agent, doc, run_id, identity))
+                intro, project, await _comment(store, agent, doc, run_id, identity), places)
 
 
 def message_meta(doc: SourceDocument) -> dict[str, Any]:
@@ -243,8 +268,8 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
     """Queue ``items`` in ``conn``'s transaction; hold those waiting for the new project's
     or the task's id. A record the engine gave :data:`MATCH_ID` goes to the app's project
     its ``source.project`` names (the delivery fills ``projectId``), or without one; a
-    timeline then needs one, so without it it is held like the engine holds it (not queued,
-    said in the run log). Returns run-log lines."""
+    timeline then needs one, so without it it is held (said in the run log) until a run
+    finds its project (:func:`release_unlinked`). Returns run-log lines."""
     direct, children, lines = [], [], []
     unlinked: dict[str, list[str]] = {}  # document label → timelines held: no project
     for it in items:
@@ -254,6 +279,9 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
             if it.table == "timelines" and not isinstance(source.get("project"), dict):
                 unlinked.setdefault(str(source.get("label") or "?"), []).append(
                     str(it.data.get("title", "")))
+                # no run waits for it: run_id None
+                kept = replace(it, run_id=None, meta={**it.meta, "match": plan.places})
+                children.append(Child(kept, NO_PROJECT + plan.identity, "projectId"))
                 continue
         if it.table == "taskComments" and it.data.get("taskId") == PENDING_ID:
             task = it.meta["source"]["task"]
@@ -270,6 +298,37 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
     lines += [f"{label}: {held_message(held)}" for label, held in unlinked.items()]
     await store.outbox.enqueue(direct, conn)
     return lines + await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
+
+
+async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
+    """At a run's start: the agent's timelines held for want of a project whose project is
+    known now (the agent's ``project_id``, else the one app project their title or their
+    document names, as when it was read) are queued with it under this run, each once (its
+    key leaves ``held`` in the transaction that queues it). Returns how many."""
+    rows = await store.db.fetchall(
+        "SELECT * FROM held WHERE agent_id = ? AND parent_call_id LIKE ? ORDER BY seq",
+        (agent.id, NO_PROJECT + "%"))
+    projects = PROJECTS.get()
+    out: list[NewItem] = []
+    for row in rows:
+        data, meta = json.loads(row["data"]), json.loads(row["meta"])
+        places = [(str(w), str(t)) for w, t in meta.pop("match", None) or []]
+        source = dict(meta.get("source") or {})
+        if agent.project_id:
+            data["projectId"] = agent.project_id
+        else:
+            found = _record_project(projects, data, lambda p=places: match_project(projects, p))
+            if found is None:
+                continue
+            source["project"] = found
+        out.append(NewItem(row["idempotency_key"], agent.id, run_id, row["table_name"], data,
+                           {**meta, "source": source}))
+    if out:
+        async with store.db.transaction() as conn:
+            await conn.executemany("DELETE FROM held WHERE idempotency_key = ?",
+                                   [(i.idempotency_key,) for i in out])
+            await store.outbox.enqueue(out, conn)
+    return len(out)
 
 
 async def remember(conn: Any, agent: Agent, doc: SourceDocument, plan: Plan,
@@ -302,7 +361,8 @@ def agent_warnings(agent: Agent) -> list[str]:
     if "timelines" in types and not agent.project_id:
         out.append("timelines need a project: without project_id only those whose document "
                    "names one of the app's projects (projects_sync) are sent, the others are "
-                   "held (the run log lists them)" + ("" if "projects" in types else
+                   "held (the run log lists them) until a run finds their project"
+                   + ("" if "projects" in types else
                                     "; add 'projects' to data_types to have a new project's "
                                     "timelines sent once the app stores the project"))
     return out

@@ -138,6 +138,8 @@ class Runner:
             await self.hub.broadcast(p.RunStarted(run=run))
             PROJECTS.set(await self._projects())  # this run's task only
             DIRS.set(tuple(agent.directories))
+            if await linking.release_unlinked(self.store, agent, run["id"]):
+                self.delivery.notify()  # timelines held for want of a project that has come
             await self._execute(agent, run["id"], active, errors, only, full)
         except asyncio.CancelledError:
             active.cancelled = True

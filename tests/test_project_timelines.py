@@ -102,16 +102,17 @@ async def test_a_timeline_goes_to_the_known_project_its_document_names(
     assert not any("\u0000" in str(x["data"]) for x in calls), "the sentinel never leaves"
 
 
-async def test_held_timelines_come_once_a_project_is_known_and_the_documents_are_read_again(
+async def test_held_timelines_go_out_once_a_run_finds_their_project(
         data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
-    """An unchanged document is not read again, so a later sync or project_id alone sends
-    nothing; a full run sends exactly the timelines that were held, each once, and nothing
-    the app has already."""
+    """A timeline held for want of a project is kept: the first run after a sync naming its
+    project, or after the agent got a project_id, sends it with it (each once; a full run
+    then sends nothing again). One whose document dropped it meanwhile never goes."""
     root = tmp_path / "docs"
     doc(root / "misc" / "admin.md", "Admin", "Orchard Lane wants a quote.",
         "Audit deadline", "Luis to pay the invoice")
     doc(root / "misc" / "call.md", "Call notes", "Nothing about clients.",
         "Poster proofs", "Ana to send the banner drafts")
+    doc(root / "misc" / "old.md", "Old", "Nothing either.", "Old date", "Bea to file it")
     d = await DaemonProcess.start(data_dir, token=token,
                                   extra_args=["--model-dir", str(model_dir)])
     try:
@@ -120,23 +121,35 @@ async def test_held_timelines_come_once_a_project_is_known_and_the_documents_are
         await c.request({"type": "projects_sync", "projects": PROJECTS})
         agent = await save_agent(c, root)
         first, sent = await run_all(c, agent["id"])
-        assert len(held_lines(first)) == 2 and timelines(sent) == [], first["errors"]
-        # the app now has the client's project: an unchanged document is not read again
+        assert len(held_lines(first)) == 3 and timelines(sent) == [], first["errors"]
+        assert (first["pending"], first["delivered"]) == (0, 3), "held timelines hold no run"
+        kept = (await c.request({"type": "status"}))["held"]
+        # the document drops its milestone: what it held goes with it
+        (root / "misc" / "old.md").write_text("# Old\n\n## Action items\n- [ ] Bea to file it\n",
+                                              encoding="utf-8")
+        edited, _ = await run_all(c, agent["id"])
+        # the app now has the client's project: the next run sends the timeline naming it
         await c.request({"type": "projects_sync", "projects": [*PROJECTS, {
             "id": "p_14", "name": "Orchard Lane shop", "client": "Orchard Lane"}]})
-        _, again = await run_all(c, agent["id"])
-        assert again == []
+        synced_run, synced = await run_all(c, agent["id"])
         _, full = await run_all(c, agent["id"], full=True)
         # the agent gets a project of its own: the other held timeline goes to it
         await save_agent(c, root, id=agent["id"], project_id="p_own")
-        _, owned = await run_all(c, agent["id"], full=True)
+        _, owned = await run_all(c, agent["id"])
         _, last = await run_all(c, agent["id"], full=True)
+        left = (await c.request({"type": "status"}))["held"]
         await c.close()
     finally:
         await d.stop()
-    assert [(x["table"], x["data"].get("projectId")) for x in full] == [("timelines", "p_14")]
-    assert full[0]["data"]["title"] == f"Audit deadline: {WHEN}"
-    assert full[0]["source"]["project"]["term"] == "Orchard Lane"
+    assert kept == 3 and left == 0
+    assert edited["errors"] == [], edited["errors"]
+    assert [(x["table"], x["data"].get("projectId")) for x in synced] == [
+        ("timelines", "p_14")]
+    assert synced[0]["data"]["title"] == f"Audit deadline: {WHEN}"
+    assert synced[0]["source"]["project"] == {
+        "id": "p_14", "by": "client", "term": "Orchard Lane", "in": "body"}
+    assert synced[0]["run_id"] == synced_run["id"] and synced_run["delivered"] == 1
+    assert full == [], "nothing twice"
     assert [(x["table"], x["data"]["title"], x["data"].get("projectId")) for x in owned] == [
         ("timelines", f"Poster proofs: {WHEN}", "p_own")]
     assert last == [], "nothing twice"

@@ -226,8 +226,9 @@ class StatusResult(Reply):
     version: str
     agents: list[Any]
     outbox_pending: int
-    #: Records not in the outbox yet: they wait for another insert's ``result.id`` (a new
-    #: project's tasks and timelines, a task's comments); not counted in ``outbox_pending``.
+    #: Records not in the outbox yet (not counted in ``outbox_pending``): waiting for another
+    #: insert's ``result.id`` (a new project's tasks and timelines, a task's comments), or
+    #: timelines waiting for a project (see "The app's projects").
     held: int
     clients: int
 

@@ -23,11 +23,12 @@ project every record of that agent belongs to. It fills `projectId` of its tasks
 and timelines, wins over any match, and such an agent suggests no new project. Timelines
 need a project: the agent's `project_id`, else the one app project named as above (its
 `source.project` says why), else a new project (see below). Without one they are not
-sent, and the run log lists them (`N timelines held: no project …`). Such a timeline is
-not kept for later: a `projects_sync` naming its project, or a `project_id` given to the
-agent afterwards, sends nothing by itself, since an unchanged document is not read again.
-It comes when its document is read again (edited, or `run_agent` with `"full": true`);
-the stable keys mean that run sends only what the app does not have yet.
+sent, and the run log lists them (`N timelines held: no project …`). They are kept (with
+their document's title, folder names and first 20,000 characters) and counted in
+`status.held`: the first run of their agent after a `projects_sync` names their project,
+or after the agent got a `project_id`, sends them with it (in that run, each once by its
+key). A document read again replaces what it held (a milestone removed from it never
+goes); a full run (`run_agent` with `"full": true`) sends only what the app lacks.
 
 **New projects** (`"projects"` in the agent's `data_types`, no `project_id`): a document
 that introduces a project the app does not know gives a `projects` suggestion (`data`:
