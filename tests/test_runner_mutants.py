@@ -91,8 +91,10 @@ class Remembering(Script):
     def __init__(self, docs: list[SourceDocument | Skip], current: set[str]) -> None:
         super().__init__(docs)
         self.current = current
+        self.checked: list[tuple[str, str]] = []
 
     async def is_current(self, doc: SourceDocument, key: str) -> bool:
+        self.checked.append((doc.item.label, key))
         return doc.item.label in self.current
 
 
@@ -164,6 +166,7 @@ class Rig:
     source: Source | None = None
     engine: Engine | None = None
     asked: list[tuple[str, str, set[str] | None]] = field(default_factory=list)
+    built: list[str] = field(default_factory=list)  # agents an engine was built for
 
     def doc(self, name: str, text: str = "- [ ] something", *, kind: str = "md",
             meta: Mapping[str, Any] | None = None, label: str | None = None
@@ -187,7 +190,8 @@ class Rig:
         self.engine = engine if isinstance(engine, Engine) else None
         self.delivery = SpyDelivery(self.hub, self.store.outbox, timeout=5)
 
-        async def extractors(_agent: Agent) -> Extractor:
+        async def extractors(for_agent: Agent) -> Extractor:
+            self.built.append(for_agent.id)
             if isinstance(engine, BaseException):
                 raise engine
             return engine
@@ -313,6 +317,7 @@ async def test_a_clean_run_succeeds_and_says_what_it_queued(rig: Rig,
                                  ("c.md", key, {"items": 1, "chunks": 1, "problems": []})]
     assert rig.delivery.notified == 2  # b.md queued nothing
     assert rig.delivery.drains == []  # no writer connected: nothing to wait for
+    assert rig.built == [rig.agent.id] and rig.asked == [(rig.agent.id, record["id"], None)]
     row = await rig.store.runs.get(record["id"])
     assert (row["status"], row["items_processed"], row["completed_at"] is not None) == (
         "success", 3, True)
@@ -496,6 +501,8 @@ async def test_current_documents_are_left_alone_unless_the_run_is_full(rig: Rig)
     await rig.run()
     assert [r.label for r in rig.engine.requests] == ["b.md"]
     assert rig.frames(p.RunProgress)[-1].files_done == 2
+    key = extraction_key(rig.agent, "scripted-1")
+    assert source.checked == [("a.md", key), ("b.md", key)]
     await rig.run(full=True)
     assert [r.label for r in rig.engine.requests] == ["b.md", "a.md", "b.md"]
     assert [full for _, full in source.asked] == [False, True]
@@ -828,3 +835,18 @@ async def test_a_cancelled_run_whose_close_finds_the_disk_full_stays_cancelled(
     assert rig.finished()["status"] == "cancelled"
     assert await until(lambda: bool(rig.frames(p.RunDelivered)), timeout=5)
     assert (await rig.store.runs.get(run_id))["status"] == "cancelled"
+
+
+async def test_an_old_document_on_a_first_run_introduces_no_project(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar.clock.now", lambda: datetime(2026, 3, 31, tzinfo=UTC))
+    agent = validate_agent({"kind": "local", "name": "Docs", "directories": [str(rig.root)],
+                            "data_types": ["tasks", "projects"]})
+    old = SourceDocument(item=WorkItem(key=str(rig.root / "k.md"), label="k.md"),
+                         text="# Kickoff — Nova Dental rebrand", content_hash="h",
+                         date=datetime(2026, 1, 5, tzinfo=UTC),  # before the 30-day window
+                         meta={"title": "Kickoff — Nova Dental rebrand"})
+    await rig.setup(Script([old]), Engine(), agent=agent)
+    record = await rig.run()
+    assert await rig.store.outbox.for_run(record["id"]) == []
+    assert rig.engine.requests[0].stale_before == datetime(2026, 3, 1, tzinfo=UTC)
