@@ -319,6 +319,9 @@ JUDGED: tuple[Judged, ...] = (
            "ends it at most 0.25 s late"),
     Judged("runner", "start", "name=f\"run-{run['id']}\"", "",
            "the run task's name shows only in debugging output"),
+    Judged("runner", "_execute", "last_progress = 0.0", "last_progress = 1.0",
+           "time.monotonic() is far above 1.25 s on a running machine: the first document "
+           "still gets its progress frame"),
     Judged("runner", "start", "agent_id=agent.id, agent=agent", "agent_id=None",
            "ActiveRun.agent_id is never read (Runner.active is keyed by the agent's id)"),
     *(Judged("runner", "_run", "files_total=0", new,
