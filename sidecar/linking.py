@@ -24,10 +24,11 @@ from sidecar.domain import Agent
 from sidecar.extractors.postprocess import held_message
 from sidecar.project_intro import Introduction, introduction
 from sidecar.projects import Project, match_project, named
+from sidecar.redaction import redact
 from sidecar.scan import resolve_roots
 from sidecar.sources.base import SourceDocument
 from sidecar.store import Store
-from sidecar.store.held import PENDING_ID, Child, HeldStore
+from sidecar.store.held import NO_PROJECT, PENDING_ID, Child, HeldStore
 from sidecar.store.outbox import NewItem, call_id_for, stable_key
 from sidecar.store.threads import ThreadStore
 from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
@@ -40,11 +41,9 @@ RULE_CONFIDENCE = 0.9
 #: record's (see :func:`enqueue`), so timelines come out of extraction instead of being
 #: dropped there for want of a project.
 MATCH_ID = "\u0000match"
-#: The parent of a timeline held for want of a project (its document's identity follows):
-#: released at a run's start once its project is known (:func:`release_unlinked`).
-NO_PROJECT = "no-project:"
-#: How much of a document's body is kept with its held timelines, to match projects later.
-BODY_KEPT = 20_000
+#: How much of a document's body is kept with each of its held timelines, to match projects
+#: later (a plan of hundreds of milestones keeps that many copies).
+BODY_KEPT = 8_000
 
 
 @functools.lru_cache(maxsize=64)
@@ -211,7 +210,7 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
     if await store.db.scalar("SELECT 1 FROM held WHERE parent_call_id = ? LIMIT 1",
                              (parent,)):
         await store.db.execute("DELETE FROM held WHERE parent_call_id = ?", (parent,))
-    places = tuple((w, t[:BODY_KEPT]) for w, t in doc_places(doc))
+    places = tuple((w, redact(t[:BODY_KEPT])) for w, t in doc_places(doc))  # kept in SQLite
     if is_stale(doc, stale):
         return Plan(identity, types, matched, places=places)
     intro = new_project(agent, doc)

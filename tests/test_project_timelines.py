@@ -5,6 +5,8 @@ what a later project (a sync naming it, the agent's ``project_id``) does for tho
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -153,3 +155,65 @@ async def test_held_timelines_go_out_once_a_run_finds_their_project(
     assert [(x["table"], x["data"]["title"], x["data"].get("projectId")) for x in owned] == [
         ("timelines", f"Poster proofs: {WHEN}", "p_own")]
     assert last == [], "nothing twice"
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return list(con.execute(sql))
+    finally:
+        con.close()
+
+
+async def test_a_kill_9_while_held_timelines_go_out_loses_none_and_sends_none_twice(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """The daemon dies inside the transaction that queues the timelines a sync made
+    linkable: they stay held, the next run sends each once; a removed agent's timelines
+    that wait for a project leave status.held (no run of theirs will come)."""
+    root = tmp_path / "docs"
+    doc(root / "misc" / "admin.md", "Admin", "Orchard Lane wants a quote.",
+        "Audit deadline", "Luis to pay the invoice")
+    doc(root / "misc" / "call.md", "Call notes", "Nothing about clients.",
+        "Poster proofs", "Ana to send the banner drafts")
+    db = data_dir / "sidecar.sqlite3"
+    args = ["--model-dir", str(model_dir)]
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=args)
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = await save_agent(c, root)
+        first, _ = await run_all(c, agent["id"])
+        assert len(held_lines(first)) == 2, first["errors"]
+        await c.request({"type": "projects_sync", "projects": [{
+            "id": "p_14", "name": "Orchard Lane shop", "client": "Orchard Lane"}]})
+        await c.close()
+    finally:
+        await d.stop()
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=args,
+                                  env={"SIDECAR_FAILPOINT": "outbox.enqueue:1"})
+    try:
+        c = await d.connect()
+        await c.hello()
+        await c.request({"type": "run_agent", "agent_id": agent["id"]})
+        assert await asyncio.wait_for(d.proc.wait(), 30) != 0  # killed itself at the point
+    finally:
+        await d.kill()
+    assert rows(db, "SELECT count(*) FROM held") == [(2,)], "the release was rolled back"
+    assert rows(db, "SELECT count(*) FROM outbox WHERE table_name = 'timelines'") == [(0,)]
+    d = await DaemonProcess.start(data_dir, token=token, extra_args=args)
+    try:
+        c = await d.connect()
+        await c.hello()
+        _, sent = await run_all(c, agent["id"])
+        _, again = await run_all(c, agent["id"])
+        before = (await c.request({"type": "status"}))["held"]
+        removed = await c.request({"type": "agent_delete", "agent_id": agent["id"]})
+        after = (await c.request({"type": "status"}))["held"]
+        await c.close()
+    finally:
+        await d.stop()
+    assert timelines(sent) == [(f"Audit deadline: {WHEN}", "p_14")] and len(sent) == 1, sent
+    assert again == []
+    assert rows(db, "SELECT count(*) FROM outbox WHERE table_name = 'timelines'") == [(1,)]
+    assert removed["type"] == "agent_delete_result", removed
+    assert (before, after) == (1, 0)

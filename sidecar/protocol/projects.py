@@ -24,7 +24,7 @@ and timelines, wins over any match, and such an agent suggests no new project. T
 need a project: the agent's `project_id`, else the one app project named as above (its
 `source.project` says why), else a new project (see below). Without one they are not
 sent, and the run log lists them (`N timelines held: no project …`). They are kept (with
-their document's title, folder names and first 20,000 characters) and counted in
+their document's title, folder names and first 8,000 characters) and counted in
 `status.held`: the first run of their agent after a `projects_sync` names their project,
 or after the agent got a `project_id`, sends them with it (in that run, each once by its
 key). A document read again replaces what it held (a milestone removed from it never

@@ -22,6 +22,9 @@ from sidecar.store.db import Database
 
 #: What a held record carries in its ``field`` until the parent's id is known; never sent.
 PENDING_ID = "\u0000pending"
+#: The parent of a timeline held for want of a project (its document's identity follows;
+#: :func:`sidecar.linking.release_unlinked` queues it once its project is known).
+NO_PROJECT = "no-project:"
 
 Enqueue = Callable[[Sequence[Any], Any], Awaitable[int]]
 
@@ -197,8 +200,12 @@ class HeldStore:
         return [line for run_lines in lines.values() for line in run_lines]
 
     async def count(self, run_id: str | None = None) -> int:
+        """Records held (of a run); a removed agent's timelines waiting for a project, which
+        only its own runs would send, are not counted."""
         if run_id is None:
-            return int(await self.db.scalar("SELECT count(*) FROM held") or 0)
+            return int(await self.db.scalar(
+                "SELECT count(*) FROM held WHERE parent_call_id NOT LIKE ? OR agent_id IN "
+                "(SELECT id FROM agents)", (NO_PROJECT + "%",)) or 0)
         return int(await self.db.scalar("SELECT count(*) FROM held WHERE run_id = ?",
                                         (run_id,)) or 0)
 
