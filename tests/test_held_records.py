@@ -723,11 +723,11 @@ def test_the_cli_prints_the_agent_save_warnings(tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
 
-    def add(types: str) -> subprocess.CompletedProcess[str]:
+    def add(types: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "sidecar", "agents", "add", "--name", "Docs", "--dir",
              str(folder), "--ext", "md", "--types", types, "--allowed-root", str(tmp_path),
-             "--data-dir", str(tmp_path / "data")],
+             "--data-dir", str(tmp_path / "data"), *extra],
             capture_output=True, text=True, timeout=60)
 
     warned = add("tasks,timelines,taskComments")
@@ -738,6 +738,9 @@ def test_the_cli_prints_the_agent_save_warnings(tmp_path: Path) -> None:
     assert json.loads(warned.stdout)["data_types"] == ["tasks", "timelines", "taskComments"]
     plain = add("tasks")
     assert plain.returncode == 0 and "warning" not in plain.stderr, plain.stderr
+    own = add("tasks,timelines", "--project-id", "p_9")
+    assert own.returncode == 0 and "warning" not in own.stderr, own.stderr
+    assert json.loads(own.stdout)["project_id"] == "p_9"
 
 
 async def drain(c: SidecarClient, quiet: float = 1.0) -> list[dict[str, Any]]:

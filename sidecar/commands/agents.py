@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--provider", choices=["gmail", "outlook", "teams"],
                      help="cloud agent provider")
     add.add_argument("--engine", choices=["local", "remote"])
+    add.add_argument("--project-id", dest="project_id",
+                     help="the app's project every record of this agent belongs to")
     add.add_argument("--disabled", action="store_true", help="add it disabled")
     add.add_argument("--no-watch", action="store_true", help="do not watch folders for changes")
     add_setting_flags(add, ["allowed_roots"])
@@ -69,7 +71,7 @@ def _agent_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SystemExit("sidecar: --json must be a JSON object")
     for key in ("id", "name", "directories", "extensions", "prompt_template", "schedule_cron",
-                "provider", "engine"):
+                "provider", "engine", "project_id"):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
