@@ -12,8 +12,10 @@ wait for another insert's id (:mod:`sidecar.store.held`).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -303,12 +305,33 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
     """At a run's start: the agent's timelines held for want of a project whose project is
     known now (the agent's ``project_id``, else the one app project their title or their
     document names, as when it was read) are queued with it under this run, each once (its
-    key leaves ``held`` in the transaction that queues it). Returns how many."""
-    rows = await store.db.fetchall(
-        "SELECT * FROM held WHERE agent_id = ? AND parent_call_id LIKE ? ORDER BY seq",
-        (agent.id, NO_PROJECT + "%"))
+    key leaves ``held`` in the transaction that queues it). Looked at only when the app's
+    projects or the agent's ``project_id`` changed since the last look (they were held under
+    those); matched off the event loop. Returns how many."""
     projects = PROJECTS.get()
+    seen_key = f"held_scan:{agent.id}"
+    basis = json.dumps([agent.project_id, [p.to_json() for p in projects]], sort_keys=True)
+    now = hashlib.sha256(basis.encode()).hexdigest()[:16]
+    if await store.kv.get(seen_key) == now:
+        return 0
+    rows = [dict(r) for r in await store.db.fetchall(
+        "SELECT * FROM held WHERE agent_id = ? AND parent_call_id LIKE ? ORDER BY seq",
+        (agent.id, NO_PROJECT + "%"))]
+    out = await asyncio.to_thread(_linkable, rows, agent, projects, run_id) if rows else []
+    if out:
+        async with store.db.transaction() as conn:
+            await conn.executemany("DELETE FROM held WHERE idempotency_key = ?",
+                                   [(i.idempotency_key,) for i in out])
+            await store.outbox.enqueue(out, conn)
+    await store.kv.set(seen_key, now)  # a crash before it: the next run looks again
+    return len(out)
+
+
+def _linkable(rows: list[dict[str, Any]], agent: Agent, projects: tuple[Project, ...],
+              run_id: str) -> list[NewItem]:
+    """The held timelines (``rows``) that now have a project, linked to it."""
     out: list[NewItem] = []
+    by_doc: dict[str, dict[str, Any] | None] = {}  # parent → its document's match
     for row in rows:
         data, meta = json.loads(row["data"]), json.loads(row["meta"])
         places = [(str(w), str(t)) for w, t in meta.pop("match", None) or []]
@@ -316,18 +339,21 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
         if agent.project_id:
             data["projectId"] = agent.project_id
         else:
-            found = _record_project(projects, data, lambda p=places: match_project(projects, p))
+            parent = row["parent_call_id"]
+
+            def doc_match(parent: str = parent, places: list[tuple[str, str]] = places
+                          ) -> dict[str, Any] | None:
+                if parent not in by_doc:
+                    by_doc[parent] = match_project(projects, places)
+                return by_doc[parent]
+
+            found = _record_project(projects, data, doc_match)
             if found is None:
                 continue
             source["project"] = found
         out.append(NewItem(row["idempotency_key"], agent.id, run_id, row["table_name"], data,
                            {**meta, "source": source}))
-    if out:
-        async with store.db.transaction() as conn:
-            await conn.executemany("DELETE FROM held WHERE idempotency_key = ?",
-                                   [(i.idempotency_key,) for i in out])
-            await store.outbox.enqueue(out, conn)
-    return len(out)
+    return out
 
 
 async def remember(conn: Any, agent: Agent, doc: SourceDocument, plan: Plan,
