@@ -322,6 +322,13 @@ JUDGED: tuple[Judged, ...] = (
     Judged("runner", "_execute", "last_progress = 0.0", "last_progress = 1.0",
            "time.monotonic() is far above 1.25 s on a running machine: the first document "
            "still gets its progress frame"),
+    Judged("runner", "_extract_one", "max(len(found), 1)", "max(len(found), 2)",
+           "range(0, max(n, 2), 256) has the same slice starts as range(0, max(n, 1), 256)"),
+    Judged("runner", "_extract_one", "extra if start == 0 else", "(start == 0) or True",
+           "the new project's suggestion is queued again with each later slice and ignored "
+           "(same idempotency key): still one row"),
+    Judged("runner", "_finish", "self.active.pop(agent.id, None)", "self.active.pop(agent.id, )",
+           "a run is closed once (``closing`` guards cancel's close): its key is always there"),
     Judged("runner", "start", "agent_id=agent.id, agent=agent", "agent_id=None",
            "ActiveRun.agent_id is never read (Runner.active is keyed by the agent's id)"),
     *(Judged("runner", "_run", "files_total=0", new,

@@ -766,6 +766,7 @@ async def test_a_document_introducing_a_project_queues_its_suggestion_first(rig:
     assert request.data_types == ("tasks",)  # projects are the sidecar's own suggestion
     entries = await rig.store.outbox.for_run(record["id"])
     assert (entries[0].table, entries[0].data) == ("projects", {"name": "Nova Dental rebrand"})
+    assert [e.table for e in entries].count("projects") == 1
     assert [d[2]["items"] for d in source.done_calls] == [301]
     assert rig.frames(p.RunProgress)[-1].items_found == 301
     assert record["status"] == "success" and record["errors"] == []
