@@ -30,7 +30,7 @@ from sidecar.redaction import redact
 from sidecar.scan import resolve_roots
 from sidecar.sources.base import SourceDocument
 from sidecar.store import Store
-from sidecar.store.held import NO_PROJECT, PENDING_ID, Child, HeldStore
+from sidecar.store.held import NO_PROJECT, PENDING_ID, Child, HeldStore, keep_places
 from sidecar.store.outbox import NewItem, call_id_for, stable_key
 from sidecar.store.threads import ThreadStore
 from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
@@ -43,8 +43,8 @@ RULE_CONFIDENCE = 0.9
 #: record's (see :func:`enqueue`), so timelines come out of extraction instead of being
 #: dropped there for want of a project.
 MATCH_ID = "\u0000match"
-#: How much of a document's body is kept with each of its held timelines, to match projects
-#: later (a plan of hundreds of milestones keeps that many copies).
+#: How much of a document's body is kept (once) with its held timelines, to match projects
+#: later.
 BODY_KEPT = 8_000
 
 
@@ -281,8 +281,8 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
                 unlinked.setdefault(str(source.get("label") or "?"), []).append(
                     str(it.data.get("title", "")))
                 # no run waits for it: run_id None
-                kept = replace(it, run_id=None, meta={**it.meta, "match": plan.places})
-                children.append(Child(kept, NO_PROJECT + plan.identity, "projectId"))
+                children.append(Child(replace(it, run_id=None), NO_PROJECT + plan.identity,
+                                      "projectId"))
                 continue
         if it.table == "taskComments" and it.data.get("taskId") == PENDING_ID:
             task = it.meta["source"]["task"]
@@ -297,6 +297,8 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
         else:
             direct.append(it)
     lines += [f"{label}: {held_message(held)}" for label, held in unlinked.items()]
+    if unlinked:
+        await keep_places(conn, NO_PROJECT + plan.identity, items[0].agent_id, plan.places)
     await store.outbox.enqueue(direct, conn)
     return lines + await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
 
@@ -323,6 +325,11 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
             await conn.executemany("DELETE FROM held WHERE idempotency_key = ?",
                                    [(i.idempotency_key,) for i in out])
             await store.outbox.enqueue(out, conn)
+            # a document none of whose timelines waits any more: its places go too
+            await conn.execute(
+                "DELETE FROM held WHERE table_name = '' AND agent_id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM held AS h WHERE h.parent_call_id = held.parent_call_id "
+                "AND h.table_name != '')", (agent.id,))
     await store.kv.set(seen_key, now)  # a crash before it: the next run looks again
     return len(out)
 
@@ -332,9 +339,13 @@ def _linkable(rows: list[dict[str, Any]], agent: Agent, projects: tuple[Project,
     """The held timelines (``rows``) that now have a project, linked to it."""
     out: list[NewItem] = []
     by_doc: dict[str, dict[str, Any] | None] = {}  # parent → its document's match
+    kept = {r["parent_call_id"]: json.loads(r["meta"]).get("match") or []
+            for r in rows if not r["table_name"]}
     for row in rows:
+        if not row["table_name"]:
+            continue  # a document's places (keep_places)
         data, meta = json.loads(row["data"]), json.loads(row["meta"])
-        places = [(str(w), str(t)) for w, t in meta.pop("match", None) or []]
+        places = [(str(w), str(t)) for w, t in kept.get(row["parent_call_id"], [])]
         source = dict(meta.get("source") or {})
         if agent.project_id:
             data["projectId"] = agent.project_id

@@ -198,7 +198,8 @@ async def test_a_kill_9_while_held_timelines_go_out_loses_none_and_sends_none_tw
         assert await asyncio.wait_for(d.proc.wait(), 30) != 0  # killed itself at the point
     finally:
         await d.kill()
-    assert rows(db, "SELECT count(*) FROM held") == [(2,)], "the release was rolled back"
+    assert rows(db, "SELECT count(*) FROM held WHERE table_name = 'timelines'") == [(2,)], \
+        "the release was rolled back"
     assert rows(db, "SELECT count(*) FROM outbox WHERE table_name = 'timelines'") == [(0,)]
     d = await DaemonProcess.start(data_dir, token=token, extra_args=args)
     try:
@@ -216,4 +217,42 @@ async def test_a_kill_9_while_held_timelines_go_out_loses_none_and_sends_none_tw
     assert again == []
     assert rows(db, "SELECT count(*) FROM outbox WHERE table_name = 'timelines'") == [(1,)]
     assert removed["type"] == "agent_delete_result", removed
+    # what waits: call.md's timeline, and its document's places kept once beside it
+    assert sorted(rows(db, "SELECT table_name FROM held")) == [("",), ("timelines",)]
     assert (before, after) == (1, 0)
+
+
+async def test_a_documents_places_stay_while_any_of_its_timelines_waits(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """Held with no projects known; a sync of two projects the body both names sends only
+    the timeline whose own title names one; when the app drops the other project, the
+    document names one and its last timeline goes to it."""
+    root = tmp_path / "docs"
+    doc(root / "misc" / "joint.md", "Joint plan", "Zephyr Labs and Orchard Lane share a stand.",
+        "Orchard Lane opening", "Luis to pay the invoice")
+    (root / "misc" / "joint.md").write_text(
+        (root / "misc" / "joint.md").read_text(encoding="utf-8").replace(
+            "## Action items", f"- Stand booked: {WHEN}\n\n## Action items"), encoding="utf-8")
+    both = [{"id": "p_ol", "name": "Orchard Lane"}, {"id": "p_zl", "name": "Zephyr Labs"}]
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = await save_agent(c, root)
+        first, _ = await run_all(c, agent["id"])
+        await c.request({"type": "projects_sync", "projects": both})
+        _, one = await run_all(c, agent["id"])
+        await c.request({"type": "projects_sync", "projects": both[:1]})
+        _, other = await run_all(c, agent["id"])
+        left = (await c.request({"type": "status"}))["held"]
+        await c.close()
+    finally:
+        await d.stop()
+    assert any("2 timelines held" in e for e in held_lines(first)), first["errors"]
+    assert timelines(one) == [(f"Orchard Lane opening: {WHEN}", "p_ol")]
+    assert one[0]["source"]["project"]["in"] == "record"
+    assert timelines(other) == [(f"Stand booked: {WHEN}", "p_ol")]
+    assert other[0]["source"]["project"]["in"] == "body"
+    assert left == 0
+    assert rows(data_dir / "sidecar.sqlite3", "SELECT count(*) FROM held") == [(0,)]

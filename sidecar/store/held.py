@@ -25,6 +25,19 @@ PENDING_ID = "\u0000pending"
 #: The parent of a timeline held for want of a project (its document's identity follows;
 #: :func:`sidecar.linking.release_unlinked` queues it once its project is known).
 NO_PROJECT = "no-project:"
+#: The key of the one row (``table_name`` '') that keeps, for all of a document's timelines
+#: held for want of a project, where that document may name one (its ``parent_call_id``
+#: follows).
+PLACES = "places:"
+
+
+async def keep_places(conn: Any, parent: str, agent_id: str, places: Any) -> None:
+    """In ``conn``'s transaction: a document's places, once for all its held timelines."""
+    await conn.execute(
+        "INSERT OR REPLACE INTO held (idempotency_key, parent_call_id, field, agent_id, "
+        "run_id, table_name, data, meta, created_at) VALUES (?, ?, 'projectId', ?, NULL, '', "
+        "'{}', ?, ?)", (PLACES + parent, parent, agent_id,
+                        json.dumps({"match": places}, ensure_ascii=False), now_iso()))
 
 Enqueue = Callable[[Sequence[Any], Any], Awaitable[int]]
 
@@ -204,8 +217,8 @@ class HeldStore:
         only its own runs would send, are not counted."""
         if run_id is None:
             return int(await self.db.scalar(
-                "SELECT count(*) FROM held WHERE parent_call_id NOT LIKE ? OR agent_id IN "
-                "(SELECT id FROM agents)", (NO_PROJECT + "%",)) or 0)
+                "SELECT count(*) FROM held WHERE table_name != '' AND (parent_call_id NOT "
+                "LIKE ? OR agent_id IN (SELECT id FROM agents))", (NO_PROJECT + "%",)) or 0)
         return int(await self.db.scalar("SELECT count(*) FROM held WHERE run_id = ?",
                                         (run_id,)) or 0)
 
