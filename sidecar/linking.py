@@ -208,10 +208,7 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
     # the engine does not drop timelines for want of one
     matched = agent.project_id or MATCH_ID
     # read again: the timelines it held for want of a project are what it gives now
-    parent = NO_PROJECT + identity
-    if await store.db.scalar("SELECT 1 FROM held WHERE parent_call_id = ? LIMIT 1",
-                             (parent,)):
-        await store.db.execute("DELETE FROM held WHERE parent_call_id = ?", (parent,))
+    await HeldStore(store.db).forget(NO_PROJECT + identity)
     places = tuple((w, redact(t[:BODY_KEPT])) for w, t in doc_places(doc))  # kept in SQLite
     if is_stale(doc, stale):
         return Plan(identity, types, matched, places=places)
@@ -316,20 +313,12 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
     now = hashlib.sha256(basis.encode()).hexdigest()[:16]
     if await store.kv.get(seen_key) == now:
         return 0
-    rows = [dict(r) for r in await store.db.fetchall(
-        "SELECT * FROM held WHERE agent_id = ? AND parent_call_id LIKE ? ORDER BY seq",
-        (agent.id, NO_PROJECT + "%"))]
+    held = HeldStore(store.db)
+    rows = await held.unlinked(agent.id)
     out = await asyncio.to_thread(_linkable, rows, agent, projects, run_id) if rows else []
     if out:
         async with store.db.transaction() as conn:
-            await conn.executemany("DELETE FROM held WHERE idempotency_key = ?",
-                                   [(i.idempotency_key,) for i in out])
-            await store.outbox.enqueue(out, conn)
-            # a document none of whose timelines waits any more: its places go too
-            await conn.execute(
-                "DELETE FROM held WHERE table_name = '' AND agent_id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM held AS h WHERE h.parent_call_id = held.parent_call_id "
-                "AND h.table_name != '')", (agent.id,))
+            await held.linked(conn, out, agent.id, store.outbox.enqueue)
     await store.kv.set(seen_key, now)  # a crash before it: the next run looks again
     return len(out)
 
@@ -399,6 +388,6 @@ def agent_warnings(agent: Agent) -> list[str]:
                    "names one of the app's projects (projects_sync) are sent, the others are "
                    "held (the run log lists them) until a run finds their project"
                    + ("" if "projects" in types else
-                                    "; add 'projects' to data_types to have a new project's "
-                                    "timelines sent once the app stores the project"))
+                      "; add 'projects' to data_types to have a new project's timelines "
+                      "sent once the app stores the project"))
     return out

@@ -8,6 +8,10 @@ is unique in both tables). A parent that failed for good, or was acked without a
 releases its records without the link (a timeline, which needs a project, is then held for
 good and the run log says so, as for any timeline without a project; a comment, which needs
 its task, is dropped and the run log says so). A retryable error keeps them waiting.
+
+A timeline with no project at all waits under :data:`NO_PROJECT` (no run waits for it), its
+document's places kept once beside it (:func:`keep_places`), until a run of its agent finds
+its project (:func:`sidecar.linking.release_unlinked`).
 """
 
 from __future__ import annotations
@@ -211,6 +215,32 @@ class HeldStore:
         outcome = {k: v for k, v in states.items() if v is not None}
         lines = await _release(conn, settled, outcome, enqueue)
         return [line for run_lines in lines.values() for line in run_lines]
+
+    async def forget(self, parent: str) -> None:
+        """Drop what waits for ``parent`` (a document read again holds what it gives now)."""
+        if await self.db.scalar("SELECT 1 FROM held WHERE parent_call_id = ? LIMIT 1",
+                                (parent,)):
+            await self.db.execute("DELETE FROM held WHERE parent_call_id = ?", (parent,))
+
+    async def unlinked(self, agent_id: str) -> list[dict[str, Any]]:
+        """The agent's timelines held for want of a project, with their documents' places."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM held WHERE agent_id = ? AND parent_call_id LIKE ? ORDER BY seq",
+            (agent_id, NO_PROJECT + "%"))
+        return [dict(r) for r in rows]
+
+    @staticmethod
+    async def linked(conn: Any, items: Sequence[Any], agent_id: str, enqueue: Enqueue
+                     ) -> None:
+        """In ``conn``'s transaction: held ``items`` (now with their project) leave ``held``
+        for the outbox; a document none of whose timelines waits any more loses its places."""
+        await conn.executemany("DELETE FROM held WHERE idempotency_key = ?",
+                               [(i.idempotency_key,) for i in items])
+        await enqueue(items, conn)
+        await conn.execute(
+            "DELETE FROM held WHERE table_name = '' AND agent_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM held AS h WHERE h.parent_call_id = held.parent_call_id "
+            "AND h.table_name != '')", (agent_id,))
 
     async def count(self, run_id: str | None = None) -> int:
         """Records held (of a run); a removed agent's timelines waiting for a project, which
