@@ -307,6 +307,8 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
     key leaves ``held`` in the transaction that queues it). Looked at only when the app's
     projects or the agent's ``project_id`` changed since the last look (they were held under
     those); matched off the event loop. Returns how many."""
+    if "timelines" not in agent.data_types:
+        return 0  # no longer asked for: its documents, read again, forget them
     projects = PROJECTS.get()
     seen_key = f"held_scan:{agent.id}"
     basis = json.dumps([agent.project_id, [p.to_json() for p in projects]], sort_keys=True)

@@ -256,3 +256,27 @@ async def test_a_documents_places_stay_while_any_of_its_timelines_waits(
     assert other[0]["source"]["project"]["in"] == "body"
     assert left == 0
     assert rows(data_dir / "sidecar.sqlite3", "SELECT count(*) FROM held") == [(0,)]
+
+
+async def test_held_timelines_do_not_go_to_an_agent_that_no_longer_asks_for_timelines(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    doc(root / "misc" / "admin.md", "Admin", "Orchard Lane wants a quote.",
+        "Audit deadline", "Luis to pay the invoice")
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        agent = await save_agent(c, root)
+        first, _ = await run_all(c, agent["id"])
+        assert len(held_lines(first)) == 1, first["errors"]
+        await save_agent(c, root, id=agent["id"], data_types=["tasks"])
+        await c.request({"type": "projects_sync", "projects": [{
+            "id": "p_14", "name": "Orchard Lane shop", "client": "Orchard Lane"}]})
+        _, after = await run_all(c, agent["id"])
+        left = (await c.request({"type": "status"}))["held"]
+        await c.close()
+    finally:
+        await d.stop()
+    assert timelines(after) == [] and left == 0, after
