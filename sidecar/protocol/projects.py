@@ -60,7 +60,8 @@ with the reply is chosen (a tie: no comment). A task whose insert failed gets no
 Held records are kept in SQLite: a restart, a kill or a disconnect loses none, and they
 are queued in the same transaction that records the suggestion's `tool_result`, so none
 is sent twice. `run_finished` and `run_delivered` count them as `pending` until they are
-sent and acked. `agent_upsert_result.warnings` says what an agent's `data_types` cannot
+sent and acked (timelines waiting for a project are not: no run waits for them; the run
+that sends them counts them). `agent_upsert_result.warnings` says what an agent's `data_types` cannot
 give as configured (e.g. `taskComments` for an agent that reads no email).
 """
 
