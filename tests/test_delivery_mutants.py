@@ -659,3 +659,35 @@ async def test_when_every_writer_sat_on_a_call_it_goes_to_one_it_did_not_time_ou
     assert await until(lambda: keys(b.calls)[:1] == ["a1:k1"])
     assert await until(lambda: keys(a.calls).count("a1:k1") == 1, timeout=3)
     assert keys(b.calls).count("a1:k1") == 1  # not sent to the writer it timed out on
+
+
+@pytest.mark.parametrize("room", [False, True])
+async def test_a_call_moving_off_a_writer_prefers_a_healthy_one_with_room(
+        store: Store, started: Started, room: bool) -> None:
+    """h, o, t (newest last), window 2. o sits on k2, k3 and t on k4, k5: both stall, h
+    (which acked its own) takes k2, k3. t acks k5 late, so it is healthy again and the
+    target, but k4 timed out on it: k4 goes to another writer with room, a healthy one
+    first. With h full, that is o (stalled); with room on h (it acks k2), it is h."""
+    hub, delivery = await started(timeout=0.3, window=2)
+    h_client, h = writer(hub, delivery)
+    await store.outbox.enqueue(items(2))
+    delivery.notify()
+    assert await until(lambda: len(h.calls) == 2)
+    _, o = writer(hub, delivery)
+    await store.outbox.enqueue(items(2, start=2))
+    delivery.notify()
+    assert await until(lambda: len(o.calls) == 2)
+    t_client, t = writer(hub, delivery)
+    await store.outbox.enqueue(items(2, start=4))
+    delivery.notify()
+    assert await until(lambda: len(t.calls) == 2)
+    for call in h.calls:
+        await ack(delivery, h_client, call)
+    assert await until(lambda: len(h.calls) == 4, timeout=3)  # o and t timed out
+    assert keys(h.calls)[2:] == ["a1:k2", "a1:k3"] and keys(t.calls) == ["a1:k4", "a1:k5"]
+    assert await ack(delivery, t_client, t.calls[1]) is True  # late: t takes calls again
+    if room:
+        await ack(delivery, h_client, h.calls[2])  # no await in between: same turn
+    assert await until(lambda: "a1:k4" in keys(h.calls) + keys(o.calls)[2:])
+    assert ("a1:k4" in keys(h.calls)) is room and ("a1:k4" in keys(o.calls)) is not room
+    assert keys(t.calls) == ["a1:k4", "a1:k5"]
