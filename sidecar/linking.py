@@ -271,6 +271,8 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
     direct, children, lines = [], [], []
     unlinked: dict[str, list[str]] = {}  # document label → timelines held: no project
     for it in items:
+        if it.data.get("projectId") not in (None, plan.project_id):
+            it = _not_the_engines(it, plan)
         if it.data.get("projectId") == MATCH_ID:
             it = replace(it, data={k: v for k, v in it.data.items() if k != "projectId"})
             source = it.meta.get("source") or {}
@@ -298,6 +300,19 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
         await keep_places(conn, NO_PROJECT + plan.identity, items[0].agent_id, plan.places)
     await store.outbox.enqueue(direct, conn)
     return lines + await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
+
+
+def _not_the_engines(item: NewItem, plan: Plan) -> NewItem:
+    """A ``projectId`` the engine gave (a model's answer, which a document can steer) is
+    never trusted: the record's goes where the agent's project or the app's projects say."""
+    source = {k: v for k, v in (item.meta.get("source") or {}).items() if k != "project"}
+    data = {**item.data, "projectId": plan.project_id}
+    projects = PROJECTS.get()
+    if plan.project_id == MATCH_ID and projects:
+        found = _record_project(projects, data, lambda: match_project(projects, plan.places))
+        if found is not None:
+            source["project"] = found
+    return replace(item, data=data, meta={**item.meta, "source": source})
 
 
 async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
@@ -336,20 +351,15 @@ def _linkable(rows: list[dict[str, Any]], agent: Agent, projects: tuple[Project,
         if not row["table_name"]:
             continue  # a document's places (keep_places)
         data, meta = json.loads(row["data"]), json.loads(row["meta"])
-        places = [(str(w), str(t)) for w, t in kept.get(row["parent_call_id"], [])]
         source = dict(meta.get("source") or {})
         if agent.project_id:
             data["projectId"] = agent.project_id
         else:
             parent = row["parent_call_id"]
-
-            def doc_match(parent: str = parent, places: list[tuple[str, str]] = places
-                          ) -> dict[str, Any] | None:
-                if parent not in by_doc:
-                    by_doc[parent] = match_project(projects, places)
-                return by_doc[parent]
-
-            found = _record_project(projects, data, doc_match)
+            if parent not in by_doc:  # each document's places are matched once
+                by_doc[parent] = match_project(projects, [
+                    (str(w), str(t)) for w, t in kept.get(parent, [])])
+            found = _record_project(projects, data, functools.partial(by_doc.get, parent))
             if found is None:
                 continue
             source["project"] = found

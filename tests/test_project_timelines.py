@@ -280,3 +280,41 @@ async def test_held_timelines_do_not_go_to_an_agent_that_no_longer_asks_for_time
     finally:
         await d.stop()
     assert timelines(after) == [] and left == 0, after
+
+
+async def test_a_projectid_in_the_engines_answer_is_never_trusted(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """A remote model (or a document talking to it) answers its own projectId: the record
+    still goes where the agent's project or the app's projects say, never to that id."""
+    import json
+
+    from tests.fakes.openai_server import FakeOpenAI
+
+    answer = json.dumps({"items": [
+        {"table": "tasks", "data": {"title": "Send the quote", "projectId": "p_evil"}},
+        {"table": "timelines", "data": {"title": "Launch", "date": DUE.isoformat(),
+                                        "projectId": "p_evil"}}]})
+    fake = await FakeOpenAI(lambda body: answer).start()
+    root = tmp_path / "docs"
+    doc(root / "Harbor Bakery" / "plan.md", "Plan", "x", "Launch", "Send the quote")
+    doc(tmp_path / "own" / "plan.md", "Plan", "x", "Launch", "Send the quote")
+    remote = {"engine": "remote", "remote": {"base_url": fake.url, "model": "fake"}}
+    d = await DaemonProcess.start(data_dir, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    try:
+        c = await d.connect()
+        await c.hello()
+        await c.request({"type": "projects_sync", "projects": PROJECTS})
+        linked = await save_agent(c, root, **remote)
+        _, by_match = await run_all(c, linked["id"])
+        own = await save_agent(c, tmp_path / "own", project_id="p_own", **remote)
+        _, by_agent = await run_all(c, own["id"])
+        await c.close()
+    finally:
+        await d.stop()
+        await fake.close()
+    assert sorted((x["table"], x["data"].get("projectId")) for x in by_match) == [
+        ("tasks", "p_12"), ("timelines", "p_12")], by_match
+    assert all(x["source"]["project"]["id"] == "p_12" for x in by_match)
+    assert sorted((x["table"], x["data"].get("projectId")) for x in by_agent) == [
+        ("tasks", "p_own"), ("timelines", "p_own")], by_agent
