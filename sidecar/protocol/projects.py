@@ -20,7 +20,8 @@ decides; if it names two, the record gets no `projectId`. `source.project` says 
 
 **`agent.project_id`** (in `agent_upsert`, optional, at most 200 characters): the app's
 project every record of that agent belongs to. It fills `projectId` of its tasks, notes
-and timelines, wins over any match, and such an agent suggests no new project. Timelines
+and timelines, wins over any match, and such an agent suggests no new project. A
+`projectId` in a model's answer is never used (a document could steer it). Timelines
 need a project: the agent's `project_id`, else the one app project named as above (its
 `source.project` says why), else a new project (see below). Without one they are not
 sent, and the run log lists them (`N timelines held: no project …`). They are kept (with
