@@ -696,14 +696,17 @@ async def test_records_are_linked_to_the_one_project_they_or_their_document_name
     }
     await rig.setup(Script(docs), Engine(answers))
     record = await rig.run()
+    entries = await rig.store.outbox.for_run(record["id"])
     links = [(e.data.get("title") or e.data.get("name"), e.meta["source"].get("project"))
-             for e in await rig.store.outbox.for_run(record["id"])]
+             for e in entries]
+    assert [e.data.get("projectId") for e in entries if e.data.get("projectId")] == []
     assert links == [
         ("Ship the Apollo build", {"id": "p_ap", "by": "name", "term": "Apollo",
                                    "in": "record"}),
         ("Compare Apollo and Zephyr", None),  # the record names two: its document cannot say
         ("Call the printer", {"id": "p_ze", "by": "name", "term": "Zephyr", "in": "title"}),
-        ("Ship it", None),  # it has its own
+        # the engine's own projectId is never trusted: its document decides
+        ("Ship it", {"id": "p_ze", "by": "name", "term": "Zephyr", "in": "title"}),
         ("Book a room", {"id": "p_ap", "by": "alias", "term": "Moonshot", "in": "title"}),
         ("Call Bob", {"id": "p_ze", "by": "client", "term": "Acme Corp", "in": "folder"}),
         ("Book a room", {"id": "p_ap", "by": "name", "term": "Apollo", "in": "body"}),
