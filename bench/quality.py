@@ -102,7 +102,7 @@ def make_engine(name: str, model: str | None = None) -> Extractor:
         from sidecar.settings import Config
 
         overrides: dict[str, Any] = {
-            "local-judge": {"judge_weight": 0.6},
+            "local-judge": {"judge_weight": 0.6, "extraction_strategy": "extractive"},
             "local-generative": {"extraction_strategy": "generative"},
             "local-hybrid": {"extraction_strategy": "hybrid"},
         }.get(name, {})
@@ -154,6 +154,7 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
     """Extract every document with one engine and score it."""
     t0 = time.perf_counter()
     scores = []
+    budget: dict[str, float] = {}
     engine = make_engine(name, model)
     try:
         for d in docs:
@@ -176,6 +177,10 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
                 progress(f"{name}: {d.gold.name}: {s.error}")
                 continue
             elapsed = time.perf_counter() - start
+            for key in ("document_tokens", "answer_tokens", "llama_prompt_ms", "llama_answer_ms",
+                        "llama_prompt_tokens", "llama_answer_tokens"):
+                budget[key] = budget.get(key, 0.0) + float(result.stats.get(key, 0) or 0)
+            budget["seconds"] = budget.get("seconds", 0.0) + elapsed
             items = [(it.table, dict(it.data)) for it in result.items]
             invalid = [msg for t, data in items for msg in schema_problems(t, data, DATA_TYPES)]
             s = score_doc(d.gold, [to_pred(t, data) for t, data in items], d.text, invalid)
@@ -194,7 +199,26 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
     out["model"] = runtime.model.name if runtime is not None and runtime.loads else None
     out["load_seconds"] = round(runtime.load_seconds, 2) if out["model"] else None
     out["peak_rss_mb"] = round(_peak_rss() / 1e6)
+    out["speed"] = ceiling(budget, len(docs))
     return out
+
+
+def ceiling(b: dict[str, float], docs: int) -> dict[str, float] | None:
+    """The model's token budget at this machine's rates, measured by llama.cpp during the run:
+    prompt tokens/s and generated tokens/s; the docs/min a pipeline doing nothing but the
+    budget (each document's own tokens and its answer; the shared prefix free) would reach;
+    and the share of it reached."""
+    if not b.get("llama_prompt_ms") or not b.get("llama_answer_ms"):
+        return None
+    pe = b["llama_prompt_tokens"] / b["llama_prompt_ms"] * 1000
+    gen = b["llama_answer_tokens"] / b["llama_answer_ms"] * 1000
+    ideal = b["document_tokens"] / pe + b["answer_tokens"] / gen
+    return {"prompt_tok_s": round(pe, 1), "gen_tok_s": round(gen, 1),
+            "document_tokens_per_doc": round(b["document_tokens"] / docs),
+            "answer_tokens_per_doc": round(b["answer_tokens"] / docs),
+            "ceiling_docs_per_min": round(60 * docs / ideal, 2),
+            "docs_per_min": round(60 * docs / b["seconds"], 2),
+            "of_ceiling": round(ideal / b["seconds"], 3)}
 
 
 def _peak_rss() -> int:
@@ -247,6 +271,9 @@ def print_report(title: str, results: Sequence[dict[str, Any]], verbose: bool) -
               + f"{r['schema_invalid']:>8}{r['injected_records']:>7}{rate:>10}"
               + f"  {r.get('model') or '-'} load {r.get('load_seconds') or 0:.1f}s "
               f"peak RSS {r.get('peak_rss_mb', 0)} MB")
+        if r.get("speed"):
+            print(f"  {r['engine']} speed: " + ", ".join(f"{k} {v}" for k, v in
+                                                        r["speed"].items()))
     print("(percentages; assg: assignee right on matched tasks; due*/prio*: on matched tasks "
           "whose gold states a date/priority; date: timeline date right; invalid: records "
           "failing the seed's schema; inject: records repeating an injected instruction)")

@@ -227,4 +227,9 @@ async def extract_hybrid(runtime: LlamaRuntime, request: ExtractionRequest, refe
                                           transient=True))
     return items, {"model_calls": reading.calls, "prompt_tokens": reading.prompt_tokens,
                    "answer_tokens": reading.answer_tokens,
+                   "document_tokens": reading.prompt_tokens - reading.calls
+                   * reading.prefix_tokens,
+                   "llama_prompt_ms": reading.prompt_ms, "llama_answer_ms": reading.answer_ms,
+                   "llama_prompt_tokens": reading.prompt_evaluated,
+                   "llama_answer_tokens": reading.generated,
                    "listed": {t: len(v) for t, v in reading.lists.items()}}

@@ -71,6 +71,13 @@ class Reading:
     reused_tokens: int = 0
     answer_tokens: int = 0
     truncated: int = 0
+    #: The shared prefix's tokens (system prompt and worked example): not the document's.
+    prefix_tokens: int = 0
+    #: llama.cpp's own counters: milliseconds and tokens of prompt evaluation and generation.
+    prompt_ms: float = 0.0
+    answer_ms: float = 0.0
+    prompt_evaluated: int = 0
+    generated: int = 0
 
 
 def parse_reading(answer: str, reading: Reading) -> None:
@@ -113,8 +120,14 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
         if a != b:
             break
         common += 1
+    if not reading.prefix_tokens:
+        head = chat_prompt(llm).render(messages("", reference, instructions)[:3])
+        reading.prefix_tokens = len(llm.tokenize(head.encode("utf-8"), add_bos=False,
+                                                 special=True))
+    _perf_reset(llm)
     out = llm.create_completion(prompt=tokens, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
                                 seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"])
+    _perf_add(llm, reading)
     choice = out["choices"][0]
     usage = out.get("usage", {})
     reading.calls += 1
@@ -125,6 +138,29 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
     runtime.tokens_reused += min(common, len(tokens) - 1)
     runtime.tokens_evaluated += len(tokens) - min(common, len(tokens) - 1)
     parse_reading(choice["text"], reading)
+
+
+def _perf_reset(llm: Any) -> None:
+    try:
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+    except Exception:  # an older binding without perf counters: rates unknown
+        pass
+
+
+def _perf_add(llm: Any, reading: Reading) -> None:
+    """This pass's prompt-evaluation and generation time as llama.cpp counted them."""
+    try:
+        import llama_cpp
+
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+    except Exception:
+        return
+    reading.prompt_ms += perf.t_p_eval_ms
+    reading.answer_ms += perf.t_eval_ms
+    reading.prompt_evaluated += perf.n_p_eval
+    reading.generated += perf.n_eval
 
 
 def chunk_chars(n_ctx: int) -> int:
