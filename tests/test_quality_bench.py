@@ -83,3 +83,19 @@ def test_a_summary_note_is_scored_by_its_bullets_and_reference_dates_by_origin()
     assert total["reference_by_origin"] == {"mtime": {"docs": 1, "ok": 0},
                                             "title": {"docs": 1, "ok": 1}}
     assert total["notes_per_document"] == 0.5
+
+
+def test_speed_ceiling_is_the_token_budget_at_the_measured_rates() -> None:
+    """Worked by hand: 1,500 prompt tokens in 30 s (50/s), 200 generated in 20 s (10/s); four
+    documents whose own tokens are 1,000 and answers 200 need 20 + 20 s at those rates: a
+    ceiling of 6 docs/min; done in 50 s, 4.8 docs/min, 0.8 of it."""
+    from bench.quality import ceiling
+
+    got = ceiling({"document_tokens": 1000, "answer_tokens": 200, "llama_prompt_ms": 30000,
+                   "llama_answer_ms": 20000, "llama_prompt_tokens": 1500,
+                   "llama_answer_tokens": 200, "seconds": 50}, 4)
+    assert got is not None
+    assert (got["prompt_tok_s"], got["gen_tok_s"]) == (50.0, 10.0)
+    assert (got["ceiling_docs_per_min"], got["docs_per_min"], got["of_ceiling"]) == (6.0, 4.8,
+                                                                                     0.8)
+    assert ceiling({"seconds": 3}, 2) is None  # the rules: no model, no ceiling
