@@ -317,11 +317,32 @@ JUDGED: tuple[Judged, ...] = (
     Judged("delivery", "drained", "deadline - loop.time()", "deadline + loop.time()",
            _TIMING + "min(0.25, …) differs only in the last 0.25 s; the loop's deadline check "
            "ends it at most 0.25 s late"),
-    Judged("runner", "start", "name=f\"run-{run['id']}\"", "",
-           "the run task's name shows only in debugging output"),
+    *(Judged("runner", "start", "name=f\"run-{run['id']}\"", new,
+             "the run task's name shows only in debugging output")
+      for new in ("name=None", "      )", "name=f\"XXrun-")),
     Judged("runner", "_execute", "last_progress = 0.0", "last_progress = 1.0",
            "time.monotonic() is far above 1.25 s on a running machine: the first document "
            "still gets its progress frame"),
+    Judged("delivery", "__init__", "window: int = 64", "window: int = 65",
+           "every caller passes its window (the server and `sidecar run`, from the settings)"),
+    Judged("delivery", "__init__", "timeout: float = 30.0", "timeout: float = 31.0",
+           "every caller passes its insert timeout (from the settings)"),
+    Judged("delivery", "__init__", "self._buffer: list[Entry] = []",
+           "self._buffer: list[Entry] = None",
+           "None and [] are both empty to `if not self._buffer`, which refills it first"),
+    *(Judged("delivery", "__init__", "RateLimitedLog(log, interval=60.0)", new,
+             "how often a repeated warning is logged")
+      for new in ("RateLimitedLog(log, )", "interval=61.0")),
+    Judged("delivery", "start", "next_retry_at(0.0)", "next_retry_at(1.0)",
+           "retry times are epoch seconds, far above 1.0"),
+    *(Judged("delivery", "start", 'name="delivery', new,
+             "an asyncio task's name shows only in debugging output")
+      for new in ("name=None", "loop(), )", "_run(), )", 'name="XXdelivery', 'name="DELIVERY')),
+    Judged("delivery", "_flush", "        return True", "        return False",
+           "an empty flush's result is read nowhere (the flush loop flushes only with acks "
+           "waiting; stop ignores it)"),
+    Judged("delivery", "_flush", "if is_disk_full(exc):", "if is_disk_full(None):",
+           "it only picks which of two warnings is logged"),
     Judged("runner", "_extract_one", "max(len(found), 1)", "max(len(found), 2)",
            "range(0, max(n, 2), 256) has the same slice starts as range(0, max(n, 1), 256)"),
     Judged("runner", "_extract_one", "extra if start == 0 else", "(start == 0) or True",
