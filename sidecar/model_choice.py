@@ -94,11 +94,19 @@ def recommend(manifest: Manifest, machine: Machine) -> tuple[ModelSpec, list[str
         best = min(manifest.models, key=lambda s: s.size)
         lines.append(f"nothing fits as measured; {best.name} is the smallest")
         return best, lines
-    best = max(fitting, key=lambda s: (float(s.measured.get("tasks_f1", 0)),
-                                       float(s.measured.get("docs_per_min", 0))))
-    lines.append(f"recommended: {best.name} (the highest measured tasks F1 of the "
-                 f"{len(fitting)} that fit {machine.describe()})")
+    best = max(fitting, key=lambda s: (usable_f1(s), -s.size))
+    lines.append(f"recommended: {best.name} (the highest tasks F1 as auto would use it, "
+                 f"the smaller on a tie, of the {len(fitting)} that fit "
+                 f"{machine.describe()})")
     return best, lines
+
+
+def usable_f1(spec: ModelSpec) -> float:
+    """Tasks F1 of the strategy ``auto`` would run with this model (its calibration, else
+    its measured figure): a model whose best calibrated strategy is the rules adds nothing."""
+    best = calibrated_best(spec)
+    m = best[1] if best is not None else spec.measured
+    return round(float(m.get("tasks_f1", 0)), 3)
 
 
 def catalogued(model: ModelFile, manifest: Manifest | None = None) -> ModelSpec | None:
