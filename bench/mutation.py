@@ -341,6 +341,9 @@ JUDGED: tuple[Judged, ...] = (
     Judged("delivery", "_flush", "        return True", "        return False",
            "an empty flush's result is read nowhere (the flush loop flushes only with acks "
            "waiting; stop ignores it)"),
+    Judged("delivery", "_flush", "self._tried.pop(s.call_id, None)", "self._tried.pop(None, None)",
+           "memory only: a settled call's timeout record stays, never read again (a settled "
+           "call is never sent again)"),
     Judged("delivery", "_flush", "if is_disk_full(exc):", "if is_disk_full(None):",
            "it only picks which of two warnings is logged"),
     Judged("runner", "_extract_one", "max(len(found), 1)", "max(len(found), 2)",

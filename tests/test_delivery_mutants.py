@@ -225,6 +225,7 @@ async def test_acks_errors_and_duplicates_settle_the_run_and_send_run_delivered_
     assert await ack(delivery, client, peer.calls[0]) is True
     assert await ack(delivery, client, {"id": "c_never_queued"}) is False
     await asyncio.sleep(0.1)
+    assert delivery.settle_blocked is False  # every settle went through
     (delivered,) = [f.run for f in hub.sent if isinstance(f, p.RunDelivered)]
     assert (delivered["id"], delivered["status"], delivered["items_created"]) == (
         run["id"], "partial", 1)
@@ -274,7 +275,8 @@ async def test_a_retryable_error_keeps_the_call_and_sends_the_same_id_again(
 
 
 async def test_a_retry_due_sooner_is_sent_before_one_due_later(store: Store) -> None:
-    """x fails twice (2 s backoff), y once after it (1 s): y is sent again first."""
+    """y fails once (1 s backoff), then x a second time (2 s): y is sent again first,
+    though x's later time was set after y's."""
     hub = RecordingHub()
     delivery = Delivery(hub, store.outbox, timeout=30)
     await store.outbox.enqueue(items(2))
@@ -285,9 +287,9 @@ async def test_a_retry_due_sooner_is_sent_before_one_due_later(store: Store) -> 
         x, y = peer.calls
         await ack(delivery, client, x, error="busy", retryable=True)
         assert await until(lambda: len(peer.calls) == 3, timeout=3)
-        await ack(delivery, client, peer.calls[2], error="busy", retryable=True)
-        assert await until(lambda: store.outbox.count_waiting(time.time(), None))
         await ack(delivery, client, y, error="busy", retryable=True)
+        assert await until(lambda: store.outbox.count_waiting(time.time(), None))
+        await ack(delivery, client, peer.calls[2], error="busy", retryable=True)
         assert await until(lambda: len(peer.calls) == 5, timeout=4)
         assert keys(peer.calls) == ["a1:k0", "a1:k1", "a1:k0", "a1:k1", "a1:k0"]
     finally:
