@@ -45,6 +45,11 @@ SEED = 5_150_515
 AGENTS = 3
 FILES = 14  # per agent, at the start
 ROUNDS = 6
+#: The storm goes on with more rounds until it has dropped the client this often: how many
+#: tool_calls arrive while runs are still going depends on the machine's load, and a quiet
+#: storm proves little (it once ended with 28 on a loaded machine).
+MIN_DISCONNECTS = 40
+MAX_ROUNDS = 30
 WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "hazel", "indigo",
          "juniper", "kelp", "lotus", "maple", "nectar", "onyx", "pepper", "quartz", "rowan"]
 #: Per tool_call: how the client reacts (cumulative probabilities, the rest is a plain ack).
@@ -250,22 +255,25 @@ async def test_disconnect_storm_loses_and_duplicates_nothing(
         agents.append(reply["agent"]["id"])
 
     t0 = time.monotonic()
-    for rnd in range(ROUNDS):
+    rnd = 0
+    while rnd < ROUNDS or (sum(storm.disconnects.values()) < MIN_DISCONNECTS
+                           and rnd < MAX_ROUNDS):
         if rnd:
             folders.edit_round()
         running = {(await storm.request({"type": "run_agent", "agent_id": a}))["run_id"]
                    for a in agents}
         polled = 0.0
         while running:  # the storm goes on while the runs extract, queue and drain
-            assert time.monotonic() - t0 < 60, "the storm did not settle in time"
+            assert time.monotonic() - t0 < 300, "the storm did not settle in time"
             await storm.step(stormy=True)
             if time.monotonic() - polled > 0.2:
                 running = await still_running(storm, agents, running)
                 polled = time.monotonic()
+        rnd += 1
 
     # calm: the last client stays and acks everything until the outbox is empty
     while True:
-        assert time.monotonic() - t0 < 75, "the outbox did not empty in time"
+        assert time.monotonic() - t0 < 360, "the outbox did not empty in time"
         while await storm.step(stormy=False):
             pass
         if (await storm.request({"type": "status"}))["outbox_pending"] == 0:
@@ -287,7 +295,7 @@ async def test_disconnect_storm_loses_and_duplicates_nothing(
            f"{disconnects} ({sum(n for k, n in storm.disconnects.items() if 'reset' in k)} / "
            f"{sum(n for k, n in storm.disconnects.items() if k.startswith('close'))} / "
            f"{storm.disconnects['hand over']})")
-    figure("disconnect storm", "records (3 agents, 6 runs each)", len(queued))
+    figure("disconnect storm", f"records ({AGENTS} agents, {rnd} runs each)", len(queued))
     figure("disconnect storm", "records lost", len(lost))
     figure("disconnect storm", "records duplicated (after a committed ack)",
            len(storm.duplicated))
@@ -303,4 +311,4 @@ async def test_disconnect_storm_loses_and_duplicates_nothing(
     assert not missing, f"written task lines never arrived: {missing[:5]}"
     assert len(queued) == len(folders.tags), "one record per task line written"
     assert storm.unclean_closes == 0, "a clean close did not complete its handshake"
-    assert disconnects >= 40 and storm.resent_unacked > 0, storm.disconnects
+    assert disconnects >= MIN_DISCONNECTS and storm.resent_unacked > 0, storm.disconnects
