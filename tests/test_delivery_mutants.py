@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,6 +126,11 @@ async def started(store: Store) -> AsyncIterator[Started]:
 
 def keys(calls: list[dict[str, Any]]) -> list[str]:
     return [c["idempotency_key"] for c in calls]
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """(level, message) of what the delivery logged: an operator's account of each fault."""
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "sidecar.delivery"]
 
 
 # -- the frame -----------------------------------------------------------------------------
@@ -255,7 +262,8 @@ async def test_an_ack_for_a_queued_call_never_sent_is_taken_and_settled_on_stop(
 
 
 async def test_a_retryable_error_keeps_the_call_and_sends_the_same_id_again(
-        store: Store, started: Started) -> None:
+        store: Store, started: Started, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sidecar.delivery")
     hub, delivery = await started()
     await store.outbox.enqueue(items(2))
     client, peer = writer(hub, delivery)
@@ -265,6 +273,8 @@ async def test_a_retryable_error_keeps_the_call_and_sends_the_same_id_again(
     await ack(delivery, client, first, error="SQLITE_BUSY", retryable=True)
     await ack(delivery, client, peer.calls[1], retryable=True)  # no error: a plain ack
     assert await until(_states_are(store, {"acked": 1, "pending": 1}))
+    assert any(re.fullmatch(r"1 insert\(s\) the app could not store yet: retrying from "
+                            r"(0\.9|1\.0)s", m) for _, m in logged(caplog)), logged(caplog)
     assert await delivery.drained(timeout=2) is True  # a call waiting out its backoff
     await asyncio.sleep(0.5)
     assert len(peer.calls) == 2, "sent again before its 1 s backoff"
@@ -378,7 +388,8 @@ async def test_with_one_writer_a_timed_out_call_is_sent_to_it_again(
 
 
 async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_silent_one(
-        store: Store, started: Started) -> None:
+        store: Store, started: Started, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sidecar.delivery")
     hub, delivery = await started(timeout=0.3)
     await store.outbox.enqueue(items(1))
     older, a = writer(hub, delivery)
@@ -386,6 +397,8 @@ async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_s
     delivery.notify()
     assert await until(lambda: len(a.calls) == 1, timeout=3)
     assert keys(b.calls) == ["a1:k0"] and a.calls == b.calls and delivery.resent == 1
+    assert (logging.INFO, f"client {newer.id} acked none of 1 tool_call(s) within 0s; moving "
+            "them to another writer (1 healthy)") in logged(caplog)
     # the silent writer is stalled: the next record goes to the other one
     await store.outbox.enqueue(items(1, start=1))
     delivery.notify()
@@ -394,6 +407,8 @@ async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_s
     await ack(delivery, older, a.calls[1])
     # a late ack of the moved call settles it, and makes its writer healthy again
     assert await ack(delivery, newer, b.calls[0]) is True
+    assert (logging.INFO, f"client {newer.id} acks again; it takes new inserts") in logged(
+        caplog)
     assert await until(_states_are(store, {"acked": 2}))
     await store.outbox.enqueue(items(1, start=2))
     delivery.notify()
@@ -520,7 +535,8 @@ async def test_drained_waits_for_acks_of_its_run_only(
                                    sqlite3.OperationalError("disk I/O error")])
 async def test_a_settle_that_fails_keeps_the_acks_and_retries(
         store: Store, started: Started, monkeypatch: pytest.MonkeyPatch,
-        error: Exception) -> None:
+        caplog: pytest.LogCaptureFixture, error: Exception) -> None:
+    caplog.set_level(logging.INFO, logger="sidecar.delivery")
     hub, delivery = await started()
     run = await store.runs.start("a1", "local", "manual")
     await store.runs.finish(run["id"], status="success", items_processed=1, items_created=0,
@@ -545,13 +561,22 @@ async def test_a_settle_that_fails_keeps_the_acks_and_retries(
     assert delivery.settle_blocked is True
     assert await until(_states_are(store, {"acked": 2}))
     assert delivery.settle_failures == 3 and delivery.settle_blocked is False
+    said = logged(caplog)
+    if "full" in str(error):  # said once (rate-limited), then once more when it heals
+        assert (logging.WARNING, "could not record 2 tool_result(s): disk full; keeping them "
+                "and retrying with backoff") in said
+    else:
+        assert (logging.ERROR, "could not record 2 tool_result(s); will retry") in said
+        assert [r.exc_info[1] for r in caplog.records if r.levelno == logging.ERROR] == [error]
+    assert (logging.INFO, "recorded 2 tool_result(s) held back by 3 failed settle(s)") in said
     assert await until(lambda: any(isinstance(f, p.RunDelivered) for f in hub.sent))
     await asyncio.sleep(0.5)  # the acked calls are not sent again
     assert len(peer.calls) == 2
 
 
 async def test_run_settled_sends_run_delivered_once_a_closed_run_has_nothing_pending(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     hub = RecordingHub()
     delivery = Delivery(hub, store.outbox)
     run = await store.runs.start("a1", "local", "manual")
@@ -569,7 +594,9 @@ async def test_run_settled_sends_run_delivered_once_a_closed_run_has_nothing_pen
     with monkeypatch.context() as m:
         m.setattr(store.outbox, "mark_delivered", broken)
         assert await delivery.run_settled(run["id"]) is False
-    assert hub.sent == []
+    assert hub.sent == [] and logged(caplog) == [(logging.WARNING, f"run {run['id']}: could "
+                                                  "not record its delivery: database or disk "
+                                                  "is full")]
     assert await delivery.run_settled(run["id"]) is True
     assert await delivery.run_settled(run["id"]) is False  # exactly once
     (frame,) = hub.sent
@@ -647,14 +674,17 @@ async def test_a_call_acked_before_it_was_ever_sent_is_not_sent(
 
 
 async def test_when_every_writer_sat_on_a_call_it_goes_to_one_it_did_not_time_out_on(
-        store: Store, started: Started) -> None:
+        store: Store, started: Started, caplog: pytest.LogCaptureFixture) -> None:
     """Both writers are stalled; k1 timed out on the newest, so it goes to the older one
     (k0 timed out on the older one and goes to the newest)."""
+    caplog.set_level(logging.INFO, logger="sidecar.delivery")
     hub, delivery = await started(timeout=0.3)
     await store.outbox.enqueue(items(1))
-    _, a = writer(hub, delivery)
+    older, a = writer(hub, delivery)
     delivery.notify()
     assert await until(lambda: len(a.calls) == 2, timeout=3)  # k0 timed out on a: again
+    assert (logging.INFO, f"client {older.id} acked none of 1 tool_call(s) within 0s; "
+            "re-sending them (no other healthy writer)") in logged(caplog)
     _, b = writer(hub, delivery)
     await store.outbox.enqueue(items(1, start=1))
     delivery.notify()
