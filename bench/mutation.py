@@ -6,6 +6,11 @@ rate per module and every surviving mutant with its diff, for a person to judge.
 
     .venv/bin/python bench/mutation.py                      # every module, 15 min each
     .venv/bin/python bench/mutation.py codec readers --minutes 5 --children 1
+    .venv/bin/python bench/mutation.py delivery --from-kept DIR  # report a --keep DIR again
+
+Survivors are marked "equivalent" when their diff alone shows it (letter case, a line of a
+logging call, a failpoint name) and "harmless" when a person judged them so (``JUDGED``,
+each with why); both are listed, and rates are printed with and without them.
 
 Kill rate = (killed + timed out) / (killed + timed out + survived + no tests); mutants not
 reached within the time bound are reported apart ("not checked"), never counted as killed.
@@ -42,8 +47,9 @@ class Target:
 
 
 #: The core modules and their fast tests. mutmut attributes tests to functions by tracing the
-#: test process, so what only a daemon subprocess runs counts as "no tests" (most of delivery
-#: and runner: their suites drive the real daemon); the in-process tests are what is measured.
+#: test process, so what only a daemon subprocess runs counts as "no tests": delivery and
+#: runner are measured by their in-process suites (test_delivery_mutants, test_runner_mutants:
+#: the real Delivery/Runner over SQLite with a recording hub), not the daemon suites.
 TARGETS: dict[str, Target] = {
     "codec": Target("sidecar/protocol/codec.py", ("tests/test_protocol.py",)),
     "readers": Target("sidecar/readers/__init__.py", ("tests/test_readers.py",)),
