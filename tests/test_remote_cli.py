@@ -56,7 +56,7 @@ def test_extract_remote_against_llama_cpp_server(tmp_path: Path, default_model: 
         (docs / "report.md").write_text("# Status report\n\n" + "".join(
             f"Section {i}: the venue, the catering and the printing were discussed at length "
             f"and nothing was decided about them in meeting number {i}.\n" for i in range(90))
-            + "\n- [ ] Lena to send the revised budget to the client\n")
+            + "\n## Action items\n- [ ] Lena to send the revised budget by Friday\n")
         env = {**os.environ, "SIDECAR_REMOTE_API_KEY": ""}
         proc = subprocess.run(
             [sys.executable, "-m", "sidecar", "extract", "--engine", "remote",
