@@ -60,8 +60,9 @@ GOLD: tuple[tuple[str, str], ...] = (
 #: 9/9 (notes as one summary note); SmolLM2-135M writing JSON under a grammar finds 1/9 on
 #: the embedded runtime and 3/9 through llama_cpp.server (0/9 before titles were limited to
 #: the document's lines; 1/9 since the worked example with several records of every table is
-#: shown under the grammar too, issue 15: the 1.5B lists them all, the 135M model one); the scripted fast server 7/9; the hybrid with SmolLM2 and its shipped
-#: tuning 9/9 (8/9 with proposals and the model-written note on).
+#: shown under the grammar too, issue 15: the 1.5B lists them all, the 135M model one); the
+#: scripted fast server 7/9; the hybrid with SmolLM2 and its shipped tuning 9/9 (8/9 with
+#: proposals and the model-written note on).
 MIN_RECALL = {"rules": 1.0, "local-shipped": 1.0, "local-judge": 1.0,
               "local-generative": 1 / 9, "local-hybrid": 1.0, "remote": 1 / 9,
               "remote-fast": 7 / 9}

@@ -62,8 +62,8 @@ Held records are kept in SQLite: a restart, a kill or a disconnect loses none, a
 are queued in the same transaction that records the suggestion's `tool_result`, so none
 is sent twice. `run_finished` and `run_delivered` count them as `pending` until they are
 sent and acked (timelines waiting for a project are not: no run waits for them; the run
-that sends them counts them). `agent_upsert_result.warnings` says what an agent's `data_types` cannot
-give as configured (e.g. `taskComments` for an agent that reads no email).
+that sends them counts them). `agent_upsert_result.warnings` says what an agent's
+`data_types` cannot give as configured (e.g. `taskComments` for an agent that reads no email).
 """
 
 
