@@ -226,10 +226,11 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
 
 def message_meta(doc: SourceDocument) -> dict[str, Any]:
     """A message's headers as :mod:`sidecar.threads` reads them: its source's meta, with
-    the sender and title the document carries beside its text when the meta lacks them."""
+    the sender the document carries (name and address: Outlook's meta has the address only)
+    and its title when the meta lacks one."""
     meta = dict(doc.meta)
     sender, title = getattr(doc, "sender", None), getattr(doc, "title", None)
-    if sender and not meta.get("from"):
+    if sender:
         meta["from"] = sender
     if title and not (meta.get("subject") or meta.get("title")):
         meta["title"] = title

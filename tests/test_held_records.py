@@ -556,6 +556,47 @@ async def test_a_reply_in_the_same_gmail_thread_comments_on_its_task(
     assert delivered["status"] == "success"
 
 
+async def test_an_outlook_reply_with_a_new_subject_comments_through_its_conversation(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """Graph gives no In-Reply-To and the user retitled the reply: the conversationId (which
+    the source must ask for in $select) finds the earlier message's task."""
+    from datetime import UTC, datetime
+
+    from tests.test_cloud_agents import connect_microsoft, graph_daemon
+
+    now = datetime.now(UTC)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    async with graph_daemon(data_dir, token, tmp_path, model_dir) as (graph, c):
+        account = await connect_microsoft(c, graph, "outlook")
+        graph.add_message("m1", (now - timedelta(days=1)).strftime(stamp),
+                          subject="Menu photos", conversation_id="AAQk-menu",
+                          sender="dana@bakery.example", sender_name="Dana",
+                          body="<p>Hi Priya,</p><p>Could you please send the menu photos "
+                               "before Friday?</p><p>Thanks, Dana</p>")
+        graph.add_message("m2", (now - timedelta(hours=1)).strftime(stamp),
+                          subject="Photos are up", conversation_id="AAQk-menu",
+                          sender="priya@studio.example", sender_name="Priya Shah",
+                          body="<p>Done, they are in the shared folder.</p>")
+        graph.add_message("m3", (now - timedelta(minutes=30)).strftime(stamp),
+                          subject="Invoice", sender="ola@else.example", sender_name="Ola",
+                          body="<p>Thanks, the invoice arrived.</p>")
+        agent = (await c.request({"type": "agent_upsert", "agent": {
+            "kind": "cloud", "provider": "outlook", "account": account, "name": "Mail",
+            "data_types": ["tasks", "taskComments"], "schedule_cron": "0 3 * * *"}}))
+        run_id = await run(c, agent["agent"]["id"])
+        got = await calls_until_quiet(c, quiet=3.0, first=60)
+        delivered = await next_run_frame(c, "run_delivered", run_id)
+    tasks = [g for g in got if g["table"] == "tasks"]
+    comments = [g for g in got if g["table"] == "taskComments"]
+    assert len(tasks) == 1 and "menu photos" in tasks[0]["data"]["title"].lower(), got
+    assert len(comments) == 1, got
+    assert comments[0]["data"]["taskId"] == f"x_{got.index(tasks[0]) + 1}"
+    assert comments[0]["data"]["content"] == "Done, they are in the shared folder."
+    assert comments[0]["data"]["author"] == "Priya Shah"
+    assert comments[0]["source"]["task"]["by"] == "thread"
+    assert delivered["status"] == "success"
+
+
 def test_only_a_string_or_integer_result_id_links() -> None:
     from sidecar.store.held import id_of
 

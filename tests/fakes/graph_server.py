@@ -175,8 +175,10 @@ class FakeGraph:
 
     def add_message(self, mid: str, received: str, *, subject: str = "", body: str = "",
                     content_type: str = "html", sender: str = "bob@contoso.test",
-                    sender_name: str = "Bob", folder: str = "inbox") -> dict[str, Any]:
+                    sender_name: str = "Bob", folder: str = "inbox",
+                    conversation_id: str | None = None) -> dict[str, Any]:
         msg = {"id": mid, "subject": subject, "receivedDateTime": received,
+               "conversationId": conversation_id or f"AAQk-{mid}",
                "from": {"emailAddress": {"name": sender_name, "address": sender}},
                "body": {"contentType": content_type, "content": body},
                "hasAttachments": mid in self.attachments, "_folder": folder}
@@ -357,7 +359,10 @@ class FakeGraph:
         if q.get("$orderby", "").startswith("receivedDateTime"):
             msgs.sort(key=lambda m: iso(m["receivedDateTime"]),
                       reverse=q["$orderby"].endswith("desc"))
-        clean = [{k: v for k, v in m.items() if not k.startswith("_")} for m in msgs]
+        # like Graph: with $select only the named properties (and id) come back
+        selected = set(q["$select"].split(",")) | {"id"} if "$select" in q else None
+        clean = [{k: v for k, v in m.items() if not k.startswith("_")
+                  and (selected is None or k in selected)} for m in msgs]
         return self._page(request, clean)
 
     def _conversation(self, request: web.Request, msgs: list[dict[str, Any]],

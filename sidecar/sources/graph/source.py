@@ -114,7 +114,8 @@ class OutlookSource(_GraphSource):
         path = (f"/me/mailFolders/{quote(str(folder), safe='')}/messages" if folder
                 else "/me/messages")
         params = {"$top": "50",
-                  "$select": "id,subject,from,receivedDateTime,body,hasAttachments,webLink"}
+                  "$select": "id,subject,from,receivedDateTime,body,hasAttachments,webLink,"
+                             "conversationId"}
         if self.config.get("search"):  # Graph refuses $search with $filter or $orderby
             params["$search"] = '"' + str(self.config["search"]).replace('"', "") + '"'
             return self.api + path, params
@@ -188,6 +189,7 @@ class OutlookSource(_GraphSource):
             title=msg.get("subject") or None, sender=written_by,
             meta={"title": msg.get("subject"), "message_id": item.key,
                   "from": sender.get("address"), "web_link": msg.get("webLink"),
+                  "conversation_id": msg.get("conversationId"),  # replies find their thread
                   "attachment_notes": notes})
 
     async def _attachments(self, session: aiohttp.ClientSession, mid: str,
