@@ -9,9 +9,11 @@ ones give), model lists, and it records every chunk it is sent.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +35,7 @@ class Fake:
     script: list[tuple[int, Any, dict[str, str]]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # monotonic time of each request
     reject_json_schema: bool = False
     #: response_format type (or "json_object+schema") -> (status, body) the server refuses with
     reject: dict[str, tuple[int, Any]] = field(default_factory=dict)
@@ -48,6 +51,7 @@ class Fake:
         "assignee": ["Maria"], "priority": "high"}}]})
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.arrivals.append(time.monotonic())
         body = await request.json()
         self.requests.append(body)
         self.auth.append(request.headers.get("Authorization"))
@@ -131,6 +135,21 @@ async def test_429_retry_after_and_500_are_retried(fake: tuple[Fake, str]) -> No
     async with RemoteExtractor(url, "m") as engine:
         result = await engine.extract(request())
     assert len(result.items) == 1 and len(state.requests) == 3
+
+
+async def test_a_retry_after_given_as_an_http_date_is_honoured(fake: tuple[Fake, str]
+                                                               ) -> None:
+    """RFC 9110 allows an HTTP date as well as seconds (proxies and some APIs send one): the
+    engine waits until then, through the one Retry-After parser, not its own backoff."""
+    state, url = fake
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    state.script = [(429, {"error": {"message": "slow down"}}, {"Retry-After": when})]
+    async with RemoteExtractor(url, "m") as engine:
+        result = await engine.extract(request())
+    arrivals = state.arrivals
+    assert len(result.items) == 1 and len(arrivals) == 2
+    # the date is 1-2 s ahead (HTTP dates have whole seconds); a backoff waits 0.25-0.5 s
+    assert arrivals[1] - arrivals[0] >= 0.9, arrivals
 
 
 async def test_bad_key_is_permanent_and_not_retried(fake: tuple[Fake, str]) -> None:

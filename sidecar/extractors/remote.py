@@ -22,7 +22,13 @@ from typing import Any
 
 import aiohttp
 
-from sidecar.errors import ConfigError, PermanentError, TransientError, retry
+from sidecar.errors import (
+    ConfigError,
+    PermanentError,
+    TransientError,
+    parse_retry_after,
+    retry,
+)
 from sidecar.extractors.base import (
     ExtractionRequest,
     ExtractionResult,
@@ -65,14 +71,6 @@ def api_key_for(base_url: str) -> str | None:
         return get_secret(KEY_KIND, base_url)
     except NoKeyring:
         return None  # local servers (Ollama, llama.cpp) need no key
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def serves(model: str, served: list[str]) -> bool:
@@ -309,7 +307,8 @@ class RemoteExtractor(Extractor):
             advice = ("it is rate-limiting; retrying" if status == 429
                       else "retrying; if this persists, check the server's log")
             raise TransientError(f"{self.server} answered {status} ({url}): {snippet} "
-                                 f"({advice})", retry_after=_retry_after(headers))
+                                 f"({advice})",
+                                 retry_after=parse_retry_after(headers.get("Retry-After")))
         if status in (401, 403):
             raise PermanentError(
                 f"{self.server} refused the API key ({status}): {snippet}. Set the key for "
