@@ -16,7 +16,7 @@ from sidecar.clock import now_iso
 from sidecar.domain import record_title
 from sidecar.store.db import Database
 from sidecar.store.held import HeldStore, release_settled
-from sidecar.store.runs import final_status
+from sidecar.store.runs import credit_run
 
 #: A call the app answered with a retryable error is sent again after 1 s, doubling up to 5 min.
 RETRY_BACKOFF = (1.0, 300.0)
@@ -328,23 +328,8 @@ class OutboxStore:
                     applied.runs.add(run_id)
                     runs.setdefault(run_id, (0, []))[1].extend(lines)
             for run_id, (created, errors) in runs.items():
-                await self._credit_run(conn, run_id, created, errors)
+                await credit_run(conn, run_id, created, errors)
             failpoints.hit("outbox.settle")  # before COMMIT (it runs in aiosqlite's thread)
         failpoints.hit("outbox.settled")  # after COMMIT returned
         return applied
 
-    @staticmethod
-    async def _credit_run(conn: Any, run_id: str, created: int, errors: list[str]) -> None:
-        async with conn.execute("SELECT status, items_created, errors FROM runs WHERE id = ?",
-                                (run_id,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return
-        all_errors = json.loads(row["errors"]) + errors
-        total = row["items_created"] + created
-        status = row["status"]
-        if status not in ("running", "cancelled"):
-            status = final_status(all_errors, total)
-        await conn.execute(
-            "UPDATE runs SET items_created = ?, errors = ?, status = ? WHERE id = ?",
-            (total, json.dumps(all_errors, ensure_ascii=False), status, run_id))

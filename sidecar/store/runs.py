@@ -40,6 +40,25 @@ def final_status(errors: list[str], items_created: int, *, cancelled: bool = Fal
     return "success"
 
 
+async def credit_run(conn: Any, run_id: str, created: int, errors: list[str]) -> None:
+    """Add inserts acked (``created``) and failed (``errors``) to a run, in the caller's
+    transaction (the outbox's settle): a run's accounting lives here, the settle's atomicity
+    with the caller. A closed run's status is worked out again by the seed's rule."""
+    async with conn.execute("SELECT status, items_created, errors FROM runs WHERE id = ?",
+                            (run_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return
+    all_errors = json.loads(row["errors"]) + errors
+    total = row["items_created"] + created
+    status = row["status"]
+    if status not in ("running", "cancelled"):
+        status = final_status(all_errors, total)
+    await conn.execute(
+        "UPDATE runs SET items_created = ?, errors = ?, status = ? WHERE id = ?",
+        (total, json.dumps(all_errors, ensure_ascii=False), status, run_id))
+
+
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     d["errors"] = json.loads(d["errors"])
