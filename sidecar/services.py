@@ -30,8 +30,7 @@ def source_factory(store: Store, config: Config) -> SourceFactory:
     """Sources for ``store``'s agents: the registry's plug-in for each, with the settings."""
 
     def sources(agent: Agent, run_id: str | None, only: set[str] | None) -> Source:
-        return make_source(agent, Wiring(store, config, run_id=run_id, only=only,
-                                         allowed_roots=config.allowed_roots))
+        return make_source(agent, Wiring(store, config, run_id=run_id, only=only))
 
     return sources
 

@@ -75,9 +75,7 @@ class World(abc.ABC):
         """A document the source cannot read (a Skip, not an exception)."""
 
     def source(self, run_id: str = "r1") -> Source:
-        return registry.make_source(self.agent, Wiring(
-            self.store, self.config, run_id=run_id,
-            allowed_roots=self.config.allowed_roots))
+        return registry.make_source(self.agent, Wiring(self.store, self.config, run_id=run_id))
 
 
 class LocalWorld(World):

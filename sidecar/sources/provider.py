@@ -9,9 +9,8 @@ source is a new package plus one line in the registry (and its name in
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from sidecar.domain import Agent
@@ -47,8 +46,6 @@ class Wiring:
     run_id: str | None = None
     #: Local folders: just these paths (a watcher batch); None scans everything.
     only: set[str] | None = None
-    #: Local folders: the folders the user allows (setting allowed_roots); None: any.
-    allowed_roots: Sequence[str | Path] | None = None
 
 
 class Provider(abc.ABC):

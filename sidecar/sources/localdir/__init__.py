@@ -17,7 +17,7 @@ class LocalProvider(Provider):
 
     def source(self, agent: Agent, wiring: Wiring) -> Source:
         return LocalFolderSource(agent, wiring.store, run_id=wiring.run_id, only=wiring.only,
-                                 allowed_roots=wiring.allowed_roots)
+                                 allowed_roots=wiring.config.allowed_roots)
 
 
 PROVIDER = LocalProvider()
