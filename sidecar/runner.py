@@ -27,9 +27,7 @@ from sidecar.errors import ModelError, NeedsReauth, PermanentError, SidecarError
 from sidecar.extractors.base import ExtractionRequest, ExtractionResult, Extractor
 from sidecar.extractors.postprocess import stale_before
 from sidecar.hub import Hub
-from sidecar.linking import DIRS, PROJECTS, item_key
-from sidecar.linking import item_meta as item_meta  # its old home, for callers
-from sidecar.linking import source_identity as source_identity
+from sidecar.linking import DIRS, PROJECTS, item_key, item_meta
 from sidecar.projects import Project
 from sidecar.runview import capped
 from sidecar.sources.base import Skip, Source, SourceDocument

@@ -13,9 +13,9 @@ from sidecar.extractors.base import ExtractedItem, ExtractionRequest, Grounding
 from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.dates import resolve_date
 from sidecar.extractors.rules import RulesExtractor
+from sidecar.linking import item_meta
 from sidecar.readers import read_bytes, read_document
 from sidecar.readers.docdate import day_first_for, file_name_date
-from sidecar.runner import item_meta
 from sidecar.sources.base import SourceDocument, WorkItem
 
 MAX = 1_000_000

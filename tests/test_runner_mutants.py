@@ -41,7 +41,8 @@ from sidecar.extractors.base import (
     Grounding,
 )
 from sidecar.handlers import PROJECTS_KEY
-from sidecar.runner import Runner, extraction_key, item_key, source_identity
+from sidecar.linking import item_key, source_identity
+from sidecar.runner import Runner, extraction_key
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
 from sidecar.store import Store
 from sidecar.store.outbox import stable_key
