@@ -165,13 +165,7 @@ def eval_prompt(llm: Any, tokens: Sequence[int], runtime: LlamaRuntime | None = 
     n_ctx = llm.n_ctx()
     if len(tokens) >= n_ctx:
         raise ValueError(f"prompt of {len(tokens)} tokens does not fit n_ctx {n_ctx}")
-    cached = llm.input_ids[: llm.n_tokens]
-    common = 0
-    for a, b in zip(cached, tokens, strict=False):
-        if a != b:
-            break
-        common += 1
-    common = min(common, len(tokens) - 1)  # re-evaluate at least one token for fresh logits
+    common = reusable_prefix(llm, tokens)
     llm.n_tokens = common
     llm.eval(list(tokens[common:]))
     if runtime is not None:
@@ -183,6 +177,18 @@ def eval_prompt(llm: Any, tokens: Sequence[int], runtime: LlamaRuntime | None = 
 
     ptr = llm._ctx.get_logits_ith(-1)
     return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+
+
+def reusable_prefix(llm: Any, tokens: Sequence[int]) -> int:
+    """How many leading ``tokens`` the KV cache already holds, less at least one (the last
+    token is always re-evaluated, for fresh logits)."""
+    cached = llm.input_ids[: llm.n_tokens]
+    common = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        common += 1
+    return min(common, len(tokens) - 1)
 
 
 def token_ids(llm: Any, words: Sequence[str]) -> list[int]:

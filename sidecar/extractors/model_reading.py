@@ -17,7 +17,7 @@ from typing import Any
 
 from sidecar.extractors.chunking import chunk_text
 from sidecar.extractors.judge import chat_prompt
-from sidecar.extractors.llama_runtime import LlamaRuntime
+from sidecar.extractors.llama_runtime import LlamaRuntime, reusable_prefix
 
 #: Section headers of the answer, and the tables they feed.
 SECTIONS = {"TASKS": "tasks", "MILESTONES": "timelines", "NOTES": "notes"}
@@ -114,12 +114,7 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
     tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
     if len(tokens) + MAX_ANSWER_TOKENS >= llm.n_ctx():
         raise ValueError("too long")
-    cached = llm.input_ids[: llm.n_tokens]
-    common = 0
-    for a, b in zip(cached, tokens, strict=False):
-        if a != b:
-            break
-        common += 1
+    reused = reusable_prefix(llm, tokens)
     if not reading.prefix_tokens:
         head = chat_prompt(llm).render(messages("", reference, instructions)[:3])
         reading.prefix_tokens = len(llm.tokenize(head.encode("utf-8"), add_bos=False,
@@ -132,11 +127,11 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
     usage = out.get("usage", {})
     reading.calls += 1
     reading.prompt_tokens += len(tokens)
-    reading.reused_tokens += min(common, len(tokens) - 1)
+    reading.reused_tokens += reused
     reading.answer_tokens += int(usage.get("completion_tokens", 0))
     reading.truncated += choice.get("finish_reason") == "length"
-    runtime.tokens_reused += min(common, len(tokens) - 1)
-    runtime.tokens_evaluated += len(tokens) - min(common, len(tokens) - 1)
+    runtime.tokens_reused += reused
+    runtime.tokens_evaluated += len(tokens) - reused
     parse_reading(choice["text"], reading)
 
 
