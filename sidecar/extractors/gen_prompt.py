@@ -16,7 +16,7 @@ from typing import Any
 
 from sidecar.extractors.base import ExtractionRequest
 from sidecar.extractors.chunking import Chunk
-from sidecar.extractors.schema import describe_schema
+from sidecar.extractors.schema import describe_schema, schema_tables
 
 SYSTEM_PROMPT = """\
 You are a data extraction assistant for a freelance project management tool.
@@ -63,11 +63,7 @@ EXAMPLE_ITEMS: tuple[dict[str, Any], ...] = (
 def example_answer(tables: list[str], schema: Mapping[str, Any]) -> str:
     """The example's records for ``tables``, with only the fields ``schema`` allows, laid out
     the way chat models write JSON (indented: the grammar allows it)."""
-    item = schema["properties"]["items"]["items"]
-    allowed: dict[str, set[str]] = {}
-    for variant in item.get("anyOf", [item]):
-        table = variant["properties"]["table"]["enum"][0]
-        allowed[table] = set(variant["properties"]["data"]["properties"])
+    allowed = {table: set(data["properties"]) for table, data in schema_tables(schema).items()}
     shown = [{"table": it["table"],
               "data": {k: v for k, v in it["data"].items() if k in allowed[it["table"]]}}
              for it in EXAMPLE_ITEMS if it["table"] in tables and it["table"] in allowed]
@@ -78,8 +74,7 @@ def build_messages(request: ExtractionRequest, chunk: Chunk, n_chunks: int,
                    reference: datetime, schema: Mapping[str, Any], *, example: bool = True
                    ) -> list[dict[str, str]]:
     """System prompt (from ``schema``), the worked example, then this chunk."""
-    item = schema["properties"]["items"]["items"]
-    tables = [v["properties"]["table"]["enum"][0] for v in item.get("anyOf", [item])]
+    tables = list(schema_tables(schema))
     msgs = [{"role": "system", "content": SYSTEM_PROMPT.format(
         table_schemas=describe_schema(schema), today=reference.strftime("%A %Y-%m-%d"))}]
     if example:

@@ -87,16 +87,21 @@ def schema_text(data_types: Sequence[str], *, require_project: bool = False) -> 
     return describe_schema(json_schema_for(data_types, require_project=require_project))
 
 
+def schema_tables(schema: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Each table of a records schema (:func:`json_schema_for`) and its ``data`` object schema,
+    in the schema's order."""
+    item = schema["properties"]["items"]["items"]
+    return {v["properties"]["table"]["enum"][0]: v["properties"]["data"]
+            for v in item.get("anyOf", [item])}
+
+
 def describe_schema(schema: Mapping[str, Any]) -> str:
     """The tables of a records schema in words, one line per table.
 
     The grammar and the prompt come from one schema, so they cannot disagree (the seed's text
     said ``dueDate`` was an "ms timestamp int" while the grammar wanted a date string)."""
-    item = schema["properties"]["items"]["items"]
     lines = []
-    for variant in item.get("anyOf", [item]):
-        table = variant["properties"]["table"]["enum"][0]
-        data = variant["properties"]["data"]
+    for table, data in schema_tables(schema).items():
         fields = [describe_field(name, prop, name in data.get("required", ()))
                   for name, prop in data["properties"].items()]
         lines.append(f"  {table}: {', '.join(fields)}")
