@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.threads import HEADERS, REPLY_PREFIX
+
 _SEP = r"\s*(?:[-—–:|]|\s-\s)\s*"
 _KICKOFF = r"(?:project\s+)?kick[\s-]?off(?:\s+(?:meeting|call|notes|session))?"
 _BRIEF = r"(?:project|creative|client|design|campaign)\s+brief"
@@ -43,7 +45,6 @@ _MARKER = re.compile(r"\b(?:kick[\s-]?off|brief|onboarding|project charter|new c
 #: In the body, only a line that opens with it ("New client: …", "Kick-off meeting") counts.
 _BODY_MARKER = re.compile(r"^\W*(?:new client|new project|kick[\s-]?off|project charter|"
                           r"onboarding)\b", _I)
-_REPLY = re.compile(r"^\s*(?:re|fwd?|aw|sv|tr|wg)\s*(?:\[\d+\])?\s*:", _I)
 #: Words that name no project on their own ("Weekly kickoff", "Q3 kickoff", "Team brief").
 GENERIC = frozenset("""
     a an the our my your this that new next weekly daily monthly quarterly annual yearly team
@@ -109,12 +110,10 @@ def introduction(titles: Sequence[str | None], text: str) -> Introduction | None
     """The project ``text`` introduces (``titles``: its subject, title or file name, most
     trusted first), or None; see the module docstring for the evidence."""
     heads = [t.strip() for t in titles if t and t.strip()]
-    if heads and _REPLY.match(heads[0]):
+    if heads and REPLY_PREFIX.match(heads[0]):
         return None
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    first = next((ln for ln in lines if not ln.lower().startswith(("subject:", "from:",
-                                                                   "to:", "date:", "cc:"))),
-                 "")
+    first = next((ln for ln in lines if not ln.lower().startswith(HEADERS)), "")
     if first.lstrip().startswith("#"):
         heads.append(first.strip(" #\t"))
     found: tuple[str, str, str] | None = None  # (how, name, line)

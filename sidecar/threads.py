@@ -15,14 +15,16 @@ from collections.abc import Mapping, Sequence
 from email.utils import parseaddr
 from typing import Any
 
-_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|tr|wg)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+#: Reply and forward prefixes (``Re:``, ``Fwd:``, ``AW:`` …) at the start of a subject.
+REPLY_PREFIX = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|tr|wg)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
 _IS_REPLY = re.compile(r"^\s*(?:re|aw|sv)\s*(?:\[\d+\])?\s*:", re.I)
 _MSGID = re.compile(r"<([^<>\s]+)>")
 #: Where the quoted earlier message starts in a reply's body.
 _QUOTE_START = re.compile(
     r"^(?:On\s.{1,200}\swrote:\s*$|El\s.{1,200}\sescribió:\s*$|Am\s.{1,200}\sschrieb.*:\s*$"
     r"|-{2,}\s*Original Message\s*-{2,}|_{10,}\s*$|From:\s.+$)", re.I | re.M)
-_HEADERS = ("subject:", "from:", "date:", "to:", "cc:")
+#: Header lines a message's text may open with (before its body).
+HEADERS = ("subject:", "from:", "date:", "to:", "cc:")
 #: A reply's own text in a comment, at most (the seed's taskComments.content is text).
 MAX_COMMENT = 4000
 _WORD = re.compile(r"[^\W\d_]{3,}")
@@ -33,7 +35,7 @@ _STOP = frozenset("""the and for with that this from have will your you our are 
 
 def normalised_subject(subject: str | None) -> str:
     """The subject without ``Re:``/``Fwd:`` prefixes, case-folded and whitespace collapsed."""
-    return " ".join(_PREFIX.sub("", subject or "").casefold().split())
+    return " ".join(REPLY_PREFIX.sub("", subject or "").casefold().split())
 
 
 def message_ids(value: Any) -> list[str]:
@@ -75,7 +77,7 @@ def reply_text(text: str) -> str:
     """The reply's own words: no header lines, nothing from where the quote starts, no
     ``>`` lines."""
     lines = text.splitlines()
-    while lines and (lines[0].lower().startswith(_HEADERS) or not lines[0].strip()):
+    while lines and (lines[0].lower().startswith(HEADERS) or not lines[0].strip()):
         lines = lines[1:]
     body = "\n".join(lines)
     m = _QUOTE_START.search(body)
