@@ -64,7 +64,7 @@ def source_identity(agent: Agent, doc: SourceDocument) -> str:
             if path.is_relative_to(root):
                 return f"local:{root.name}/{path.relative_to(root).as_posix()}"
         return f"local:{path.as_posix()}"
-    return f"{agent.provider or agent.kind}:{(agent.account or '').casefold()}:{doc.item.key}"
+    return f"{scope_of(agent)}:{doc.item.key}"
 
 
 def item_key(agent: Agent, doc: SourceDocument, item: Any) -> str:
