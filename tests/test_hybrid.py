@@ -121,6 +121,19 @@ def test_proposed_milestones_need_a_date_their_line_states() -> None:
     assert (day.month, day.day, day.year) == (12, 3, 2026)
 
 
+def test_an_emails_i_will_is_its_senders_in_the_hybrid_too() -> None:
+    """The sender comes with the request: the hybrid runs the same rules pipeline call as the
+    extractive engine (it once called the pipeline itself and dropped the sender)."""
+    request = ExtractionRequest(
+        text="Subject: Venue\n\nHi team,\n\nI'll send the floor plan to the venue by "
+             "Thursday.\n", data_types=("tasks",), document_date=REF,
+        sender='"Victor Hale" <v@hale.example>')
+    items = merge(request, REF, Reading(), [], Tuning(),
+                  HybridTuning(listed=0.0, unlisted=0.0, propose=False, write_note=False))
+    (task,) = [it for it in items if it.table == "tasks"]
+    assert task.data["assignee"] == '["Victor"]'
+
+
 def test_the_shipped_tuning_is_the_dev_sets_choice() -> None:
     """bench/quality_hybrid.py tune on the development set: +1 for listed, nothing for
     unlisted, no proposals, the rules' note (written down from its output, 2026-12-05)."""

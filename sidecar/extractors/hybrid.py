@@ -18,7 +18,6 @@ instruction hidden in a document is never read, let alone obeyed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import Counter
@@ -30,12 +29,12 @@ from typing import Any
 from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest, Grounding
 from sidecar.extractors.candidates import Candidate, _mask_hidden
 from sidecar.extractors.dates import find_date_expressions, resolve_date
-from sidecar.extractors.extractive import Judge, Tuning, _assignee, extract_extractive
+from sidecar.extractors.extractive import Judge, Tuning, _assignee
 from sidecar.extractors.generative import line_around, sane_date
 from sidecar.extractors.grounding import ground
 from sidecar.extractors.llama_runtime import LlamaRuntime
 from sidecar.extractors.model_reading import Reading, read_document
-from sidecar.extractors.offload import on_cpu_thread
+from sidecar.extractors.offload import on_cpu_thread, run_extractive
 from sidecar.extractors.postprocess import finalize
 
 #: Strategy version, for the engine's fingerprint.
@@ -199,10 +198,7 @@ def merge(request: ExtractionRequest, reference: datetime, reading: Reading,
     visible = _mask_hidden(request.text)
     located = locate(reading, visible)
     judged = replace(rules, model_weight=1.0)
-    items = asyncio.run(extract_extractive(
-        request.text, request.data_types, reference=reference,
-        judge=reading_judge(located, tuning), tuning=judged, resolve_date=resolve_date,
-        find_dates=find_date_expressions, project_id=request.project_id))
+    items = run_extractive(request, reference, judged, reading_judge(located, tuning))
     emitted = list(items)  # the pipeline returns only what passed its thresholds
     if tuning.propose:
         wanted = [t for t in ("tasks", "timelines") if t in request.data_types]

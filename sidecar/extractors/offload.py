@@ -34,6 +34,16 @@ async def on_cpu_thread(fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(_CPU, fn)
 
 
+def run_extractive(request: ExtractionRequest, reference: datetime, tuning: Tuning,
+                   judge: Judge | None) -> list[ExtractedItem]:
+    """The extractive pipeline over a whole request (text, types, project, sender), in the
+    calling thread: the one call every engine built on the rules makes, so none drops a field."""
+    return asyncio.run(extract_extractive(
+        request.text, request.data_types, reference=reference, judge=judge, tuning=tuning,
+        resolve_date=resolve_date, find_dates=find_date_expressions,
+        project_id=request.project_id, sender=request.sender))
+
+
 async def extractive_off_loop(request: ExtractionRequest, reference: datetime, tuning: Tuning,
                               judge: Judge | None, problems: list[ExtractionProblem]
                               ) -> list[ExtractedItem]:
@@ -53,11 +63,8 @@ async def extractive_off_loop(request: ExtractionRequest, reference: datetime, t
             pending.discard(fut)
 
     def work() -> list[ExtractedItem]:
-        raw = asyncio.run(extract_extractive(
-            request.text, request.data_types, reference=reference,
-            judge=on_loop if judge is not None else None, tuning=tuning,
-            resolve_date=resolve_date, find_dates=find_date_expressions,
-            project_id=request.project_id, sender=request.sender))
+        raw = run_extractive(request, reference, tuning,
+                             on_loop if judge is not None else None)
         return finalize(raw, request, reference, problems)
 
     try:
