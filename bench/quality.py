@@ -45,7 +45,10 @@ Gold conventions:
   predicted note is scored by its spans: each bullet of its markdown content (a note without
   bullets is one span), matched one-to-one to the gold notes, so one summary note per
   document is scored on what it keeps;
-* timelines (held-out set) are dated milestones and scheduled events, with their date.
+* timelines (every set; the dev set's labelled by hand from the documents for issue 15) are
+  dated milestones and scheduled events, with their date (a range: its first day); a task's
+  own due date is not one, an external deadline stated as a date ("the printer needs … by")
+  is; a document with none has an empty list (no key: not labelled, not scored).
 """
 
 from __future__ import annotations

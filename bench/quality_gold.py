@@ -110,7 +110,7 @@ class GoldDoc:
     tasks: tuple[GoldTask, ...]
     done: tuple[str, ...]
     notes: tuple[tuple[str, ...], ...]
-    #: None: this document's timelines are not labelled (the dev set), so not scored.
+    #: None: this document's timelines are not labelled (no ``timelines`` key), so not scored.
     timelines: tuple[GoldTimeline, ...] | None = None
     injected: tuple[str, ...] = ()
 
