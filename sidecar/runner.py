@@ -290,7 +290,7 @@ class Runner:
                 errors.extend(await linking.enqueue(self.store, conn, plan, items))
                 await linking.remember(conn, agent, doc, plan, items)
                 if last:
-                    await source.done(doc, key, summary, conn)
+                    await self.store.record_progress(source.progress(doc, key, summary), conn)
             if items:
                 self.delivery.notify()  # delivery starts on the first slice
         failpoints.hit("outbox.queued")

@@ -45,11 +45,26 @@ from sidecar.linking import item_key, source_identity
 from sidecar.runner import Runner, extraction_key
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
 from sidecar.store import Store
+from sidecar.store.files import Progress
 from sidecar.store.outbox import stable_key
 from tests.test_delivery_mutants import until, writer
 from tests.test_runner_cancel import RecordingHub
 
 DISK = sqlite3.OperationalError("database or disk is full")
+
+
+class ProgressStore(Store):
+    """The real store, keeping each document's progress and checking it is written inside
+    the transaction that queues the document's records."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.recorded: list[Progress] = []
+
+    async def record_progress(self, progress: Progress, conn: Any = None) -> None:
+        assert conn is not None  # in the outbox's transaction
+        self.recorded.append(progress)
+        await super().record_progress(progress, conn)
 
 
 class Script(Source):
@@ -60,7 +75,6 @@ class Script(Source):
         self.docs = {d.item.key: d for d in docs}
         self.notes, self.error = list(notes), error
         self.asked: list[tuple[str, bool]] = []
-        self.done_calls: list[tuple[str, str, dict[str, Any]]] = []
         self.skipped_calls: list[str] = []
 
     async def pending(self, extraction_key: str, *, full: bool = False
@@ -74,10 +88,15 @@ class Script(Source):
     async def read(self, item: WorkItem) -> SourceDocument | Skip:
         return self.docs[item.key]
 
-    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
-                   conn: Any = None) -> None:
-        assert conn is not None  # in the outbox's transaction
-        self.done_calls.append((doc.item.label, extraction_key, dict(result)))
+    def progress(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any]
+                 ) -> Progress:
+        return Progress("script", doc.item.label, "extracted", extraction_key,
+                        result=dict(result))
+
+    @property
+    def done_calls(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(label, extraction key, result) of each document the store recorded as done."""
+        return [(p.key, p.extraction_key, dict(p.result or {})) for p in self.store.recorded]
 
     async def skipped(self, skip: Skip) -> None:
         self.skipped_calls.append(skip.item.label)
@@ -158,7 +177,7 @@ def found(*titles: str, problems: tuple[ExtractionProblem, ...] = (),
 
 @dataclass
 class Rig:
-    store: Store
+    store: ProgressStore
     root: Path
     hub: RecordingHub = field(default_factory=RecordingHub)
     delivery: SpyDelivery | None = None
@@ -188,6 +207,7 @@ class Rig:
                                     "directories": [str(self.root)]})
         await self.store.agents.upsert(agent)
         self.agent, self.source = agent, source
+        source.store = self.store
         self.engine = engine if isinstance(engine, Engine) else None
         self.delivery = SpyDelivery(self.hub, self.store.outbox, timeout=5)
 
@@ -228,7 +248,7 @@ class Rig:
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     root = tmp_path / "Docs"
     root.mkdir()
-    async with Store(tmp_path / "s.db") as store:
+    async with ProgressStore(tmp_path / "s.db") as store:
         yield Rig(store, root)
 
 

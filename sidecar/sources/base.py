@@ -121,18 +121,10 @@ class Source(abc.ABC):
     async def read(self, item: WorkItem) -> SourceDocument | Skip:
         """The item's text, or why it cannot be read."""
 
+    @abc.abstractmethod
     def progress(self, doc: SourceDocument, extraction_key: str,
                  result: Mapping[str, Any]) -> Progress:
         """What extracting ``doc`` changes: its state row and, if it moved, the cursor."""
-        raise NotImplementedError(f"{type(self).__name__} does not report progress")
-
-    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
-                   conn: Any = None) -> None:
-        """Transitional entry point (the runner's current call): the store writes
-        :meth:`progress` inside the runner's transaction ``conn``. Sources do not override it."""
-        if self.store is None:
-            raise NotImplementedError(f"{type(self).__name__} has no store to record progress")
-        await self.store.record_progress(self.progress(doc, extraction_key, result), conn)
 
     @abc.abstractmethod
     async def skipped(self, skip: Skip) -> None:

@@ -37,6 +37,7 @@ from sidecar.extractors.base import (
 from sidecar.runner import Runner
 from sidecar.sources.base import Skip, Source, SourceDocument, WorkItem
 from sidecar.store import Store
+from sidecar.store.files import Progress
 from tests.reliability.corpus import CHORES, PEOPLE
 
 Figure = Callable[[str, str, Any], None]
@@ -234,12 +235,25 @@ async def test_status_answers_quickly_while_a_400kb_document_is_processed(
     assert len(during["extracting"]) >= 3 and len(during["delivering"]) >= 1, during
 
 
+class _CountingStore(Store):
+    """The real store, noting how many records were queued when a document was marked done
+    (counted inside the transaction that marks it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.done_calls: list[int] = []
+
+    async def record_progress(self, progress: Progress, conn: Any = None) -> None:
+        async with conn.execute("SELECT count(*) FROM outbox") as cur:
+            self.done_calls.append((await cur.fetchone())[0])
+        await super().record_progress(progress, conn)
+
+
 class _OneDocument(Source):
-    """A source holding one document; ``done`` notes how many records were queued by then."""
+    """A source holding one document."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.done_calls: list[int] = []
 
     async def pending(self, extraction_key: str, *, full: bool = False
                       ) -> AsyncIterator[WorkItem]:
@@ -248,10 +262,9 @@ class _OneDocument(Source):
     async def read(self, item: WorkItem) -> SourceDocument | Skip:
         raise AssertionError("not used")
 
-    async def done(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any],
-                   conn: Any = None) -> None:
-        async with conn.execute("SELECT count(*) FROM outbox") as cur:
-            self.done_calls.append((await cur.fetchone())[0])
+    def progress(self, doc: SourceDocument, extraction_key: str, result: Mapping[str, Any]
+                 ) -> Progress:
+        return Progress("one", doc.item.key, "extracted", extraction_key, result=dict(result))
 
     async def skipped(self, skip: Skip) -> None:
         raise AssertionError("not used")
@@ -284,7 +297,7 @@ async def test_queueing_thousands_of_records_lets_other_requests_in(tmp_path: Pa
                            source=Grounding(span=(i, i + 1)), confidence=0.9)
              for i in range(n)]
     notified: list[int] = []
-    async with Store(tmp_path / "s.db") as store:
+    async with _CountingStore(tmp_path / "s.db") as store:
         agent = validate_agent({"kind": "local", "name": "big", "directories": [str(tmp_path)]})
         await store.agents.upsert(agent)
         run = await store.runs.start(agent.id, "local", "manual")
@@ -314,7 +327,7 @@ async def test_queueing_thousands_of_records_lets_other_requests_in(tmp_path: Pa
         await bar
         assert await store.outbox.count("pending") == n and counters["items_found"] == n
         assert errors == [] and counters["processed"] == 1
-        assert source.done_calls == [n], source.done_calls  # once, with every record queued
+        assert store.done_calls == [n], store.done_calls  # once, with every record queued
     # the reader saw the queue grow in steps while the records went in, many times over
     growing = sorted({t for t in during if 0 < t < n})
     assert len(growing) >= min(5, n // 256 - 1), (len(during), growing[:20])
@@ -355,10 +368,11 @@ async def test_one_document_goes_to_the_engine_and_its_records_to_the_outbox(
         source = _OneDocument(store)
         done: list[Any] = []
 
-        async def record_done(doc: Any, key: str, result: Any, conn: Any = None) -> None:
-            done.append((doc.item.key, key, result))
+        async def record_done(progress: Progress, conn: Any = None) -> None:
+            assert conn is not None  # in the transaction that queues the records
+            done.append((progress.key, progress.extraction_key, progress.result))
 
-        source.done = record_done  # type: ignore[method-assign]
+        store.record_progress = record_done  # type: ignore[method-assign]
         runner = Runner(store, hub=None,  # type: ignore[arg-type]
                         delivery=types.SimpleNamespace(notify=lambda: None),  # type: ignore[arg-type]
                         sources=lambda *a: source, extractors=None)  # type: ignore[arg-type]
