@@ -83,8 +83,10 @@ class NotFound(PermanentError):
     code = "not_found"
 
 
-#: HTTP statuses worth retrying: rate limited, or the server's (or a proxy's) passing trouble.
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: HTTP statuses worth retrying, for cloud APIs and model servers alike: a request timeout,
+#: rate limited, or the server's (or a proxy's) passing trouble. Other 5xx (501 not
+#: implemented, 505 …) do not pass by themselves.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Google says "rate limited" with a 403 and one of these reasons.
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 

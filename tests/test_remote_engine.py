@@ -46,6 +46,11 @@ class Fake:
     model_probes: int = 0
     #: refuse prompts longer than this many characters, as a server with a small context
     max_prompt_chars: int | None = None
+    #: how it says so: (status, error object); OpenAI's wire shape unless a test sets another
+    context_error: tuple[int, dict[str, Any]] = (400, {
+        "message": "This model's maximum context length is 2048 tokens. However, you "
+                   "requested more tokens.", "code": "context_length_exceeded",
+        "type": "invalid_request_error"})
     content: str = json.dumps({"items": [{"table": "tasks", "data": {
         "title": "Send the signed contract to Maria", "dueDate": "2026-11-27",
         "assignee": ["Maria"], "priority": "high"}}]})
@@ -62,10 +67,8 @@ class Fake:
                                                 "not found, try pulling it first"}}, status=404)
         prompt = sum(len(m["content"]) for m in body["messages"])
         if self.max_prompt_chars is not None and prompt > self.max_prompt_chars:
-            return web.json_response({"error": {
-                "message": f"This model's maximum context length is 2048 tokens. However, you "
-                           f"requested {prompt // 3} tokens.", "code": "context_length_exceeded",
-                "type": "invalid_request_error"}}, status=400)
+            status, error = self.context_error
+            return web.json_response({"error": error}, status=status)
         rf = body.get("response_format") or {}
         fmt = rf.get("type")
         key = "json_object+schema" if fmt == "json_object" and "schema" in rf else fmt
@@ -135,6 +138,23 @@ async def test_429_retry_after_and_500_are_retried(fake: tuple[Fake, str]) -> No
     async with RemoteExtractor(url, "m") as engine:
         result = await engine.extract(request())
     assert len(result.items) == 1 and len(state.requests) == 3
+
+
+@pytest.mark.parametrize(("status", "retried"), [(408, True), (502, True), (503, True),
+                                               (501, False), (505, False)])
+async def test_the_model_server_status_is_classified_as_for_the_cloud_apis(
+        fake: tuple[Fake, str], status: int, retried: bool) -> None:
+    """One set of retryable statuses (sidecar.errors.TRANSIENT_STATUSES) for every HTTP API:
+    a 501 (the server lacks the route's feature) does not pass by waiting."""
+    state, url = fake
+    state.script = [(status, {"error": {"message": "trouble"}}, {})]
+    async with RemoteExtractor(url, "m") as engine:
+        if retried:
+            assert len((await engine.extract(request())).items) == 1
+        else:
+            with pytest.raises(PermanentError, match=f"answered {status}"):
+                await engine.extract(request())
+    assert len(state.requests) == (2 if retried else 1)
 
 
 async def test_a_retry_after_given_as_an_http_date_is_honoured(fake: tuple[Fake, str]
@@ -380,10 +400,27 @@ async def test_min_confidence_cuts_by_grounding(fake: tuple[Fake, str]) -> None:
         0.95: []}
 
 
-async def test_a_server_with_a_smaller_context_gets_smaller_chunks(fake: tuple[Fake, str]
-                                                                  ) -> None:
+#: How servers say a prompt is longer than their context, as they send it: llama.cpp's
+#: server answers 500 in some versions (a status otherwise retried as passing trouble).
+CONTEXT_ERRORS = {
+    "openai": Fake.context_error,
+    "llama.cpp 500": (500, {"code": 500, "message": "the request exceeds the available context "
+                            "size. try increasing the context size or enable context shift",
+                            "type": "exceed_context_size_error", "n_prompt_tokens": 2600,
+                            "n_ctx": 2048}),
+    "llama.cpp 400": (400, {"code": 400, "message": "request (2600 tokens) exceeds the available "
+                            "context size (2048 tokens), try increasing it",
+                            "type": "exceed_context_size_error", "n_prompt_tokens": 2600,
+                            "n_ctx": 2048}),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(CONTEXT_ERRORS))
+async def test_a_server_with_a_smaller_context_gets_smaller_chunks(fake: tuple[Fake, str],
+                                                                  shape: str) -> None:
     state, url = fake
     state.max_prompt_chars = 7000  # llama_cpp.server's default 2,048 tokens
+    state.context_error = CONTEXT_ERRORS[shape]
     lines = [f"Paragraph {i}: background about the project and the market." for i in range(400)]
     text = "\n".join(lines) + "\n- Send the signed contract to Maria by Friday\n"
     def refused() -> int:

@@ -364,6 +364,8 @@ async def test_an_unknown_provider_is_a_clear_error_never_another_source(
 @pytest.mark.parametrize(("status", "body", "retry_after", "kind", "code", "delay"), [
     (429, {}, "7", TransientError, "transient", 7.0),
     (503, {"error": {"code": "ServiceUnavailable"}}, None, TransientError, "transient", None),
+    (408, "request timeout", None, TransientError, "transient", None),
+    (501, {"error": {"code": "NotImplemented"}}, None, PermanentError, "bad_request", None),
     # Google's rate limit is a 403 with a reason; Graph's 403 is a refusal
     (403, {"error": {"code": 403, "status": "PERMISSION_DENIED", "errors": [
         {"reason": "userRateLimitExceeded"}]}}, "2", TransientError, "transient", 2.0),

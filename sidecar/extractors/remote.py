@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from sidecar.errors import (
+    TRANSIENT_STATUSES,
     ConfigError,
     PermanentError,
     TransientError,
@@ -51,8 +52,8 @@ _FORMAT_WORDS = ("response_format", "json_schema", "json_object")
 #: A prompt longer than the server's context (OpenAI, llama-cpp-python, vLLM, llama-server).
 _CONTEXT = re.compile(r"context[_ ]length[_ ]exceeded|maximum context length|exceeds? the "
                       r"(?:available )?context|context (?:window|size)", re.I)
-_CONTEXT_LIMIT = re.compile(r"(?:maximum context length is|context (?:window|size) of)\s*"
-                            r"(\d+)", re.I)
+_CONTEXT_LIMIT = re.compile(r"(?:maximum context length is|context (?:window|size) of|"
+                            r"context size \(|\"n_ctx\"\s*:)\s*(\d+)", re.I)
 #: Below this the prompt's instructions alone do not leave room for a document.
 MIN_CONTEXT = 1536
 
@@ -303,7 +304,12 @@ class RemoteExtractor(Extractor):
         snippet = text[:300].replace("\n", " ")
         if fmt != "none" and status != 429 and any(w in text for w in _FORMAT_WORDS):
             raise _FormatRejected(f"{status} {snippet}")
-        if status == 429 or status >= 500 or status == 408:
+        # before the transient statuses: llama.cpp's server says it with a 500 in some versions
+        if status in (400, 413, 422, 500) and _CONTEXT.search(text):
+            m = _CONTEXT_LIMIT.search(text)
+            raise ContextTooSmall(f"{self.server}: prompt longer than its context: {snippet}",
+                                  limit=int(m.group(1)) if m else None)
+        if status in TRANSIENT_STATUSES:
             advice = ("it is rate-limiting; retrying" if status == 429
                       else "retrying; if this persists, check the server's log")
             raise TransientError(f"{self.server} answered {status} ({url}): {snippet} "
@@ -314,10 +320,6 @@ class RemoteExtractor(Extractor):
                 f"{self.server} refused the API key ({status}): {snippet}. Set the key for "
                 f"{self.base_url} in the app (secret remote_api_key) or in "
                 "SIDECAR_REMOTE_API_KEY.", code="auth_failed")
-        if status in (400, 413, 422, 500) and _CONTEXT.search(text):
-            m = _CONTEXT_LIMIT.search(text)
-            raise ContextTooSmall(f"{self.server}: prompt longer than its context: {snippet}",
-                                  limit=int(m.group(1)) if m else None)
         if status in (400, 404) and "model" in text.lower() and (
                 self._unlisted or status == 404):
             served = (f"it serves: {_names(self._served)}" if self._served
