@@ -6,9 +6,10 @@ extension), then bare ``json_object``, then none. A refusal is recognised by its
 ``response_format``/``json_schema``/``json_object`` whatever the status (llama-cpp-python
 answers 500); the engine steps down once per endpoint and remembers it. ``/v1/models`` is
 asked once, so a model name the server does not serve is reported with the names it does.
-HTTP failures are classified once here (429/5xx/timeouts transient, honouring Retry-After;
-4xx permanent) and retried by :func:`sidecar.errors.retry`; every message names the server
-and what to do.
+HTTP failures are classified here with the statuses every HTTP API in the sidecar retries
+(:data:`sidecar.errors.TRANSIENT_STATUSES`, honouring Retry-After; a context overflow is
+recognised first, whatever its status), and retried by :func:`sidecar.errors.retry`; every
+message names the server and what to do.
 """
 
 from __future__ import annotations
