@@ -57,10 +57,11 @@ async def test_run_log_lifecycle_and_interrupted_runs(tmp_path: Path) -> None:
     async with Store(tmp_path / "s.db") as store:
         run = await store.runs.start("a1", "local", "manual")
         assert run["status"] == "running" and run["errors"] == []
-        done = await store.runs.finish(run["id"], status="partial", items_processed=3,
-                                       items_created=2, errors=["bad.pdf: encrypted"])
-        assert done["status"] == "partial" and done["completed_at"]
-        assert done["errors"] == ["bad.pdf: encrypted"]
+        # nothing acked and an error: the seed's "error" (partial needs a record created)
+        done = await store.runs.complete(run["id"], items_processed=3,
+                                         errors=["bad.pdf: encrypted"])
+        assert done["status"] == "error" and done["completed_at"]
+        assert done["errors"] == ["bad.pdf: encrypted"] and done["items_processed"] == 3
         stuck = await store.runs.start("a1", "local", "schedule")
         assert await store.runs.close_interrupted() == 1
         closed = await store.runs.get(stuck["id"])
@@ -69,8 +70,7 @@ async def test_run_log_lifecycle_and_interrupted_runs(tmp_path: Path) -> None:
         runs = await store.runs.list(agent_id="a1")
         assert [r["id"] for r in runs] == [stuck["id"], run["id"]]
         with pytest.raises(ValueError):
-            await store.runs.finish(run["id"], status="running", items_processed=0,
-                                    items_created=0, errors=[])
+            await store.runs.complete("r_nosuchrun", items_processed=0, errors=[])
 
 
 async def test_agent_upsert_merge_and_delete(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from sidecar.store.db import Database
 
 log = logging.getLogger(__name__)
 
-RUN_STATUSES = ("running", "success", "partial", "error", "cancelled")
 #: Retries of a run's closing write the disk had no room for: 0.5 s doubling up to 10 s.
 LATE_CLOSE_BACKOFF = (0.5, 10.0)
 
@@ -98,20 +97,6 @@ class RunStore:
             "INSERT INTO runs (id, agent_id, agent_kind, trigger, status, started_at) "
             "VALUES (?, ?, ?, ?, 'running', ?)",
             (run_id, agent_id, agent_kind, trigger, started),
-        )
-        return await self.get(run_id)  # type: ignore[return-value]
-
-    async def finish(
-        self, run_id: str, *, status: str, items_processed: int, items_created: int,
-        errors: list[str],
-    ) -> dict[str, Any]:
-        if status not in RUN_STATUSES or status == "running":
-            raise ValueError(f"not a final run status: {status!r}")
-        await self.db.execute(
-            "UPDATE runs SET status = ?, items_processed = ?, items_created = ?, errors = ?, "
-            "completed_at = ? WHERE id = ?",
-            (status, items_processed, items_created,
-             json.dumps([redact(e) for e in errors], ensure_ascii=False), now_iso(), run_id),
         )
         return await self.get(run_id)  # type: ignore[return-value]
 
