@@ -279,6 +279,9 @@ class Runner:
         # request in between; only the last marks the document done, so a crash between
         # slices re-extracts it and the same keys are ignored (nothing lost, nothing twice).
         per_transaction = 256
+        # a part the engine could not read for a passing reason (a server still failing after
+        # its retries) is not lost: the document stays pending and is read again next run
+        again = any(pr.transient for pr in result.problems)
         for start in range(0, max(len(found), 1), per_transaction):
             items = [NewItem(idempotency_key=item_key(agent, doc, it), agent_id=agent.id,
                              run_id=run_id, table=it.table, data=dict(it.data),
@@ -289,7 +292,7 @@ class Runner:
             async with self.store.db.transaction() as conn:
                 errors.extend(await linking.enqueue(self.store, conn, plan, items))
                 await linking.remember(conn, agent, doc, plan, items)
-                if last:
+                if last and not again:
                     await self.store.record_progress(source.progress(doc, key, summary), conn)
             if items:
                 self.delivery.notify()  # delivery starts on the first slice
@@ -297,7 +300,8 @@ class Runner:
         counters["items_found"] += len(found) + len(extra)
         for pr in result.problems:
             where = f" chunk {pr.chunk}" if pr.chunk is not None else ""
-            errors.append(f"{doc.item.label}{where}: {pr.message}")
+            later = "; the document is read again on the next run" if pr.transient else ""
+            errors.append(f"{doc.item.label}{where}: {pr.message}{later}")
 
     async def _needs_reauth(self, agent: Agent, exc: NeedsReauth) -> None:
         """The grant is gone: mark the agent and tell Electron to ask for a reconnect."""

@@ -432,6 +432,31 @@ async def test_a_document_the_engine_fails_makes_the_run_partial_once_others_lan
     assert [d[0] for d in source.done_calls] == ["c.md"]  # the failed ones are redone later
 
 
+async def test_a_part_that_failed_for_a_passing_reason_is_read_again_next_run(
+        rig: Rig) -> None:
+    """Its records so far are queued, but the document is not marked done: the next run reads
+    it again (the same records are not queued twice), and once read whole it is done."""
+    busy = ExtractionResult(items=(task("Pay the invoice"),), chunks=2, problems=(
+        ExtractionProblem(1, "server busy after 5 tries", transient=True),))
+    source = Script([rig.doc("a.md")])
+    await rig.setup(source, Engine({"a.md": busy}))
+    record = await rig.run()
+    assert source.done_calls == [] and await rig.store.outbox.count("pending") == 1
+    assert record["errors"] == ["a.md chunk 1: server busy after 5 tries; the document is "
+                                "read again on the next run"]
+    await rig.run()
+    assert len(rig.engine.requests) == 2 and source.done_calls == []
+    rig.engine.answers["a.md"] = found("Pay the invoice", "Send the report")
+    await rig.run()
+    assert [d[0] for d in source.done_calls] == ["a.md"]
+    assert await rig.store.outbox.count("pending") == 2  # one each, nothing twice
+    # a problem that reading again does not mend (a cap, bad JSON) marks the document done
+    rig.engine.answers["a.md"] = found("Pay the invoice", problems=(
+        ExtractionProblem(0, "answers kept hitting the cap"),))
+    await rig.run()
+    assert [d[0] for d in source.done_calls] == ["a.md", "a.md"]
+
+
 async def test_errors_and_nothing_delivered_is_an_error(rig: Rig) -> None:
     source = Script([rig.doc("a.md"), rig.doc("b.md")])
     await rig.setup(source, Engine({"a.md": TransientError("server busy"),

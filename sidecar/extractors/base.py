@@ -68,6 +68,8 @@ class ExtractionProblem:
 
     chunk: int | None
     message: str
+    #: The part failed for a passing reason (its server still failing after the retries):
+    #: the document is not marked done, so the next run reads it again.
     transient: bool = False
 
 

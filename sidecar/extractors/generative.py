@@ -307,7 +307,7 @@ async def extract_generative(completer: Completer, request: ExtractionRequest,
             return found, None
         return found, ExtractionProblem(
             chunk.index, f"answers kept hitting the {max_output_tokens}-token cap; the last "
-            f"{len(part.text)} characters of this part were not read", transient=True)
+            f"{len(part.text)} characters of this part were not read")
 
     if not chunks or not allowed:
         return [], [], len(chunks)

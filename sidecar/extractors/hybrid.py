@@ -223,8 +223,7 @@ async def extract_hybrid(runtime: LlamaRuntime, request: ExtractionRequest, refe
     if reading.truncated:
         problems.append(ExtractionProblem(None, f"the model's list was cut at its token cap "
                                           f"{reading.truncated} time(s): the rules' records "
-                                          "stand, some of its proposals may be missing",
-                                          transient=True))
+                                          "stand, some of its proposals may be missing"))
     return items, {"model_calls": reading.calls, "prompt_tokens": reading.prompt_tokens,
                    "answer_tokens": reading.answer_tokens,
                    "document_tokens": reading.prompt_tokens - reading.calls
