@@ -131,7 +131,7 @@ class Runner:
                    only: set[str] | None, full: bool) -> dict[str, Any]:
         errors: list[str] = []
         counters = active.counters
-        counters.update(files_done=0, files_total=0, items_found=0, processed=0)
+        counters.update(files_done=0, files_total=0, items_found=0, documents=0)
         try:  # every await inside: a cancel anywhere still reaches _finish
             await self.hub.broadcast(p.RunStarted(run=run))
             PROJECTS.set(await self._projects())  # this run's task only
@@ -181,9 +181,9 @@ class Runner:
                 await self.delivery.drained(run_id, timeout=self.drain_timeout)
             if active.cancelled:
                 errors = [e for e in errors if e != "cancelled"]
-            runs, processed = self.store.runs, active.counters.get("processed", 0)
+            runs, documents = self.store.runs, active.counters.get("documents", 0)
             try:
-                record = await runs.complete(run_id, items_processed=processed, errors=errors,
+                record = await runs.complete(run_id, documents=documents, errors=errors,
                                              cancelled=active.cancelled)
                 await self.store.agents.set_last_run(agent.id)
             except Exception as exc:
@@ -193,18 +193,18 @@ class Runner:
                     errors = [*errors, disk_full_message("the sidecar's data")]
                 log.warning("run %s: %s; its close is written once there is room", run_id,
                             DISK_FULL)
-                record = await runs.closing_record(run_id, items_processed=processed,
+                record = await runs.closing_record(run_id, documents=documents,
                                                    errors=errors, cancelled=active.cancelled)
                 async def closed_later() -> None:
                     await self.store.agents.set_last_run(agent.id)
                     await self.delivery.run_settled(run_id)
 
-                runs.complete_later(run_id, items_processed=processed, errors=errors,
+                runs.complete_later(run_id, documents=documents, errors=errors,
                                     cancelled=active.cancelled, then=closed_later)
             # extracted, delivered, failed and pending records: the app knows what is on its way
             record = {**record, **(await self.store.outbox.run_counts([run_id]))[run_id]}
             await self.hub.broadcast(p.RunFinished(run=capped(record)))
-            log.info("run %s (%s) %s: processed=%d created=%d errors=%d", run_id, agent.name,
+            log.info("run %s (%s) %s: documents=%d created=%d errors=%d", run_id, agent.name,
                      record["status"], record["items_processed"], record["items_created"],
                      len(record["errors"]))
         finally:
@@ -269,7 +269,7 @@ class Runner:
             errors.append(f"LLM extraction error for {doc.item.label!r}: {exc}")
             return
         failpoints.hit("extract")
-        counters["processed"] += 1
+        counters["documents"] += 1
         found = list(result.items)
         extra = plan.extra()
         summary = {"items": len(found) + len(extra), "chunks": result.chunks,

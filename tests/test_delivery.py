@@ -115,7 +115,7 @@ async def test_timeout_resends_with_the_same_id(data_dir: Path, token: str) -> N
 async def test_error_results_are_recorded_against_the_run(data_dir: Path, token: str) -> None:
     async with Store(data_dir / "sidecar.sqlite3") as store:
         run = await store.runs.start(AGENT, "local", "manual")
-        await store.runs.complete(run["id"], items_processed=1, errors=[])
+        await store.runs.complete(run["id"], documents=1, errors=[])
     await queue_items(data_dir, 3, run_id=run["id"])
     d = await DaemonProcess.start(data_dir, token=token)
     try:

@@ -174,7 +174,7 @@ async def test_delivered_is_marked_once_and_never_while_running_or_pending(
                                             data={"title": "x"})])
         await store.outbox.settle([Settled(call_id_for("a_1:k"))])
         assert await store.outbox.mark_delivered(run["id"]) is None, "the run is running"
-        await store.runs.complete(run["id"], items_processed=1, errors=[])
+        await store.runs.complete(run["id"], documents=1, errors=[])
         first = await store.outbox.mark_delivered(run["id"])
         assert first is not None and first["delivered"] == 1 and first["pending"] == 0
         assert await store.outbox.mark_delivered(run["id"]) is None, "once"
@@ -183,7 +183,7 @@ async def test_delivered_is_marked_once_and_never_while_running_or_pending(
         await store.outbox.enqueue([NewItem(idempotency_key="a_1:j", agent_id="a_1",
                                             run_id=other["id"], table="tasks",
                                             data={"title": "y"})])
-        await store.runs.complete(other["id"], items_processed=1, errors=[])
+        await store.runs.complete(other["id"], documents=1, errors=[])
         assert await store.outbox.mark_delivered(other["id"]) is None, "one is pending"
         await store.outbox.settle([Settled(call_id_for("a_1:j"), "busy", retryable=True)])
         assert await store.outbox.mark_delivered(other["id"]) is None, "a retry is pending"

@@ -217,7 +217,7 @@ async def test_acks_errors_and_duplicates_settle_the_run_and_send_run_delivered_
         store: Store, started: Started) -> None:
     hub, delivery = await started()
     run = await store.runs.start("a1", "local", "manual")
-    await store.runs.complete(run["id"], items_processed=1, errors=[])
+    await store.runs.complete(run["id"], documents=1, errors=[])
     await store.outbox.enqueue(items(3, run["id"]))
     client, peer = writer(hub, delivery)
     delivery.notify()
@@ -538,7 +538,7 @@ async def test_a_settle_that_fails_keeps_the_acks_and_retries(
     caplog.set_level(logging.INFO, logger="sidecar.delivery")
     hub, delivery = await started()
     run = await store.runs.start("a1", "local", "manual")
-    await store.runs.complete(run["id"], items_processed=1, errors=[])
+    await store.runs.complete(run["id"], documents=1, errors=[])
     await store.outbox.enqueue(items(2, run["id"]))
     client, peer = writer(hub, delivery)
     delivery.notify()
@@ -580,7 +580,7 @@ async def test_run_settled_sends_run_delivered_once_a_closed_run_has_nothing_pen
     run = await store.runs.start("a1", "local", "manual")
     await store.outbox.enqueue(items(1, run["id"]))
     assert await delivery.run_settled(run["id"]) is False  # still running
-    await store.runs.complete(run["id"], items_processed=1,
+    await store.runs.complete(run["id"], documents=1,
                               errors=["x" * 600] + [f"e{i}" for i in range(59)])
     assert await delivery.run_settled(run["id"]) is False  # one record pending
     (entry,) = await store.outbox.pending_after(0)
@@ -606,7 +606,7 @@ async def test_run_settled_sends_run_delivered_once_a_closed_run_has_nothing_pen
 
 async def test_start_marks_runs_a_crash_left_settled_as_delivered(store: Store) -> None:
     run = await store.runs.start("a1", "local", "manual")
-    await store.runs.complete(run["id"], items_processed=0, errors=[])
+    await store.runs.complete(run["id"], documents=0, errors=[])
     hub = RecordingHub()
     delivery = Delivery(hub, store.outbox)
     await delivery.start()

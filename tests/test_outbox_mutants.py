@@ -225,7 +225,7 @@ async def test_mark_delivered_once_a_closed_run_has_nothing_pending(store: Store
     e1, e2 = await ob.pending_after(0)
     await ob.settle([Settled(e1.call_id)])
     assert await ob.mark_delivered(run) is None  # still running
-    await store.runs.complete(run, items_processed=2, errors=[])
+    await store.runs.complete(run, documents=2, errors=[])
     assert await ob.mark_delivered(run) is None  # one still pending
     await ob.settle([Settled(e2.call_id, "no such table")])
     marked = await ob.mark_delivered(run)
@@ -244,8 +244,8 @@ async def test_mark_settled_runs_at_start_up(store: Store) -> None:
     waiting = (await store.runs.start("a1", "local", "manual"))["id"]
     running = (await store.runs.start("a1", "local", "manual"))["id"]
     await ob.enqueue([item(1, waiting)])
-    await store.runs.complete(closed, items_processed=0, errors=[])
-    await store.runs.complete(waiting, items_processed=1, errors=[])
+    await store.runs.complete(closed, documents=0, errors=[])
+    await store.runs.complete(waiting, documents=1, errors=[])
     assert await ob.mark_settled_runs() == 1
     rows = {r["id"]: r for r in await store.db.fetchall("SELECT * FROM runs")}
     assert rows[closed]["delivered_at"] == rows[closed]["completed_at"]
@@ -270,7 +270,7 @@ async def test_failures_of_a_finished_run_set_its_status_by_the_seeds_rule(
     run = (await store.runs.start("a1", "local", "manual"))["id"]
     await ob.enqueue([item(1, run), item(2, run), item(3, run, meta={})])
     e1, e2, e3 = await ob.pending_after(0)
-    await store.runs.complete(run, items_processed=3, errors=[])
+    await store.runs.complete(run, documents=3, errors=[])
     await ob.settle([Settled(e1.call_id, "boom"), Settled(e3.call_id, "bang")])
     got = await store.runs.get(run)
     assert got is not None and (got["status"], got["items_created"]) == ("error", 0)

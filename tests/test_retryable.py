@@ -25,7 +25,7 @@ async def queue(data_dir: Path, n: int, *, with_run: bool = True) -> tuple[str |
         if with_run:
             run = await store.runs.start(AGENT, "local", "manual")
             run_id = run["id"]
-            await store.runs.complete(run_id, items_processed=n, errors=[])
+            await store.runs.complete(run_id, documents=n, errors=[])
         items = [NewItem(idempotency_key=idempotency_key(AGENT, "doc", i), agent_id=AGENT,
                          run_id=run_id, table="tasks", data={"title": f"Task {i}"},
                          meta={"source": {"path": f"/docs/{i}.md"}}) for i in range(n)]

@@ -58,7 +58,7 @@ async def test_run_log_lifecycle_and_interrupted_runs(tmp_path: Path) -> None:
         run = await store.runs.start("a1", "local", "manual")
         assert run["status"] == "running" and run["errors"] == []
         # nothing acked and an error: the seed's "error" (partial needs a record created)
-        done = await store.runs.complete(run["id"], items_processed=3,
+        done = await store.runs.complete(run["id"], documents=3,
                                          errors=["bad.pdf: encrypted"])
         assert done["status"] == "error" and done["completed_at"]
         assert done["errors"] == ["bad.pdf: encrypted"] and done["items_processed"] == 3
@@ -70,7 +70,7 @@ async def test_run_log_lifecycle_and_interrupted_runs(tmp_path: Path) -> None:
         runs = await store.runs.list(agent_id="a1")
         assert [r["id"] for r in runs] == [stuck["id"], run["id"]]
         with pytest.raises(ValueError):
-            await store.runs.complete("r_nosuchrun", items_processed=0, errors=[])
+            await store.runs.complete("r_nosuchrun", documents=0, errors=[])
 
 
 async def test_agent_upsert_merge_and_delete(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ async def test_outbox_queues_once_reads_in_order_and_settles_each_call_once(tmp_
         assert got["errors"] == ["Insert failed (tasks, '/docs/a.md'): UNIQUE failed"]
 
         # once the run is over, late acks still credit it and set its status by the seed's rule
-        await store.runs.complete(run["id"], items_processed=1, errors=[])
+        await store.runs.complete(run["id"], documents=1, errors=[])
         await ob.settle([Settled(third)])
         done = await store.runs.get(run["id"])
         assert done is not None and done["items_created"] == 2 and done["status"] == "partial"
@@ -166,8 +166,8 @@ async def test_settle_credits_each_run_by_its_own_outcome(tmp_path: Path) -> Non
         loose = NewItem(idempotency_key="a3:loose", agent_id="a3", run_id=None, table="notes",
                         data={"title": "no run"}, meta={})
         await ob.enqueue([loose, _item("a1", failed_run["id"], 1), _item("a2", stopped["id"], 2)])
-        await store.runs.complete(failed_run["id"], items_processed=1, errors=[])
-        await store.runs.complete(stopped["id"], items_processed=1, errors=[], cancelled=True)
+        await store.runs.complete(failed_run["id"], documents=1, errors=[])
+        await store.runs.complete(stopped["id"], documents=1, errors=[], cancelled=True)
         calls = {e.agent_id: e.call_id for e in await ob.pending_after(0)}
         # a record of no run comes first in the batch: the runs after it are still credited
         applied = await ob.settle([Settled(calls["a3"], "no such table"),

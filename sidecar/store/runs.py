@@ -68,7 +68,7 @@ _CLOSING_SQL = ("SELECT *, (SELECT count(*) FROM outbox WHERE run_id = ? AND "
                 "state = 'acked') AS acked FROM runs WHERE id = ?")
 
 
-def _closed(row: sqlite3.Row, items_processed: int, errors: list[str],
+def _closed(row: sqlite3.Row, documents: int, errors: list[str],
             cancelled: bool) -> dict[str, Any]:
     """A run row as closing makes it; a server may quote a key or token back in its error
     text, and the run log is in SQLite and in run_finished frames, so errors are redacted."""
@@ -76,7 +76,7 @@ def _closed(row: sqlite3.Row, items_processed: int, errors: list[str],
     record.pop("acked", None)
     all_errors = [redact(e) for e in errors] + record["errors"]
     record.update(status=final_status(all_errors, row["acked"], cancelled=cancelled),
-                  items_processed=items_processed, items_created=row["acked"],
+                  items_processed=documents, items_created=row["acked"],
                   errors=all_errors, completed_at=now_iso())
     return record
 
@@ -100,39 +100,40 @@ class RunStore:
         )
         return await self.get(run_id)  # type: ignore[return-value]
 
-    async def complete(self, run_id: str, *, items_processed: int, errors: list[str],
+    async def complete(self, run_id: str, *, documents: int, errors: list[str],
                        cancelled: bool = False) -> dict[str, Any]:
-        """Close a run: items_created counts acked outbox items; insert errors recorded while
-        the run went on are kept; the status follows the seed's rule (or is cancelled)."""
+        """Close a run: ``documents`` read (the seed's ``items_processed`` column), records
+        created (``items_created``: acked outbox rows); insert errors recorded while the run
+        went on are kept; the status follows the seed's rule (or is cancelled)."""
         async with self.db.transaction() as conn:
             async with conn.execute(_CLOSING_SQL, (run_id, run_id)) as cur:
                 row = await cur.fetchone()
             if row is None:
                 raise ValueError(f"no run {run_id!r}")
-            closed = _closed(row, items_processed, errors, cancelled)
+            closed = _closed(row, documents, errors, cancelled)
             await conn.execute(
                 "UPDATE runs SET status = ?, items_processed = ?, items_created = ?, "
                 "errors = ?, completed_at = ? WHERE id = ?",
-                (closed["status"], items_processed, closed["items_created"],
+                (closed["status"], documents, closed["items_created"],
                  json.dumps(closed["errors"], ensure_ascii=False), closed["completed_at"],
                  run_id))
         return await self.get(run_id)  # type: ignore[return-value]
 
-    async def closing_record(self, run_id: str, *, items_processed: int, errors: list[str],
+    async def closing_record(self, run_id: str, *, documents: int, errors: list[str],
                              cancelled: bool = False) -> dict[str, Any]:
         """The record :meth:`complete` would write, read only: what run_finished carries when
         the write itself cannot happen (a full disk)."""
         row = await self.db.fetchone(_CLOSING_SQL, (run_id, run_id))
         if row is None:
             raise ValueError(f"no run {run_id!r}")
-        return _closed(row, items_processed, errors, cancelled)
+        return _closed(row, documents, errors, cancelled)
 
-    def complete_later(self, run_id: str, *, items_processed: int, errors: list[str],
+    def complete_later(self, run_id: str, *, documents: int, errors: list[str],
                        cancelled: bool = False,
                        then: Callable[[], Awaitable[None]] | None = None) -> None:
         """Write the close when the disk has room again (retried with backoff); until then
         the row says running, and a restart closes it as interrupted."""
-        self._late[run_id] = (dict(items_processed=items_processed, errors=errors,
+        self._late[run_id] = (dict(documents=documents, errors=errors,
                                    cancelled=cancelled), then)
         if self._late_task is None or self._late_task.done():
             self._late_task = asyncio.create_task(self._write_late(), name="runs-late-close")

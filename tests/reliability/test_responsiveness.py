@@ -319,14 +319,14 @@ async def test_queueing_thousands_of_records_lets_other_requests_in(tmp_path: Pa
         await asyncio.sleep(0.05)
         before = len(turns)
         errors: list[str] = []
-        counters = {"processed": 0, "items_found": 0}
+        counters = {"documents": 0, "items_found": 0}
         await runner._extract_one(agent, run["id"], _Fixed(items), source, doc, "k", errors,
                                   counters)
         during = turns[before:]
         stop.set()
         await bar
         assert await store.outbox.count("pending") == n and counters["items_found"] == n
-        assert errors == [] and counters["processed"] == 1
+        assert errors == [] and counters["documents"] == 1
         assert store.done_calls == [n], store.done_calls  # once, with every record queued
     # the reader saw the queue grow in steps while the records went in, many times over
     growing = sorted({t for t in during if 0 < t < n})
@@ -384,7 +384,7 @@ async def test_one_document_goes_to_the_engine_and_its_records_to_the_outbox(
         engine = _Recording([item], problems=(ExtractionProblem(2, "chunk timed out"),
                                               ExtractionProblem(None, "model said nothing")))
         errors: list[str] = []
-        counters = {"processed": 4, "items_found": 10}
+        counters = {"documents": 4, "items_found": 10}
         await runner._extract_one(agent, run["id"], engine, source, doc, "key1", errors,
                                   counters)
         (req,) = engine.requests
@@ -392,7 +392,7 @@ async def test_one_document_goes_to_the_engine_and_its_records_to_the_outbox(
                 req.min_confidence, req.project_id) == (
             "- [ ] Send the March invoice", ("tasks", "notes"), "Only invoices.", when,
             "march.md", 0.25, "p7")
-        assert counters == {"processed": 5, "items_found": 11}
+        assert counters == {"documents": 5, "items_found": 11}
         assert done == [("/docs/march.md", "key1", {
             "items": 1, "chunks": 3, "problems": ["chunk timed out", "model said nothing"]})]
         assert errors == ["march.md chunk 2: chunk timed out", "march.md: model said nothing"]
@@ -416,5 +416,5 @@ async def test_one_document_goes_to_the_engine_and_its_records_to_the_outbox(
                 await runner._extract_one(agent, run["id"], failing, source, doc, "key2",
                                           errors, counters)
             assert errors == [f"LLM extraction error for 'march.md': {error}"]
-            assert counters == {"processed": 5, "items_found": 11} and len(done) == 1
+            assert counters == {"documents": 5, "items_found": 11} and len(done) == 1
         assert await store.outbox.count("pending") == 1
