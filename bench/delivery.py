@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from sidecar.client import DaemonProcess, SidecarClient  # noqa: E402
 from sidecar.store import Store  # noqa: E402
-from sidecar.store.outbox import NewItem, idempotency_key  # noqa: E402
+from sidecar.store.outbox import NewEntry, idempotency_key  # noqa: E402
 
 AGENT = "a_bench"
 ACK_DELAY = 0.001
@@ -35,7 +35,7 @@ MODES = ("delay-concurrent", "delay-serial", "immediate")
 
 async def fill(data_dir: Path, n: int) -> None:
     async with Store(data_dir / "sidecar.sqlite3") as store:
-        items = [NewItem(idempotency_key=idempotency_key(AGENT, "b" * 8, i), agent_id=AGENT,
+        items = [NewEntry(idempotency_key=idempotency_key(AGENT, "b" * 8, i), agent_id=AGENT,
                          run_id=None, table="tasks",
                          data={"title": f"Task {i}", "status": "todo", "priority": "medium"},
                          meta={"source": {"path": f"/docs/{i}.md", "span": [0, 6]},

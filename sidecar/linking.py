@@ -31,7 +31,7 @@ from sidecar.scan import resolve_roots
 from sidecar.sources.base import SourceDocument
 from sidecar.store import Store
 from sidecar.store.held import NO_PROJECT, PENDING_ID, Child, HeldStore, keep_places
-from sidecar.store.outbox import NewItem, call_id_for, stable_key
+from sidecar.store.outbox import NewEntry, call_id_for, stable_key
 from sidecar.store.threads import ThreadStore
 from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
 
@@ -166,13 +166,13 @@ class Plan:
     types: tuple[str, ...]
     project_id: str | None
     intro: Introduction | None = None
-    project: NewItem | None = None
-    comment: NewItem | None = None
+    project: NewEntry | None = None
+    comment: NewEntry | None = None
     #: Where the document may name a project (:func:`doc_places`, the body cut to
     #: :data:`BODY_KEPT`): kept with its timelines held for want of one.
     places: tuple[tuple[str, str], ...] = ()
 
-    def extra(self) -> list[NewItem]:
+    def extra(self) -> list[NewEntry]:
         """The sidecar's own suggestions, queued before the document's records."""
         return [i for i in (self.project, self.comment) if i is not None]
 
@@ -215,7 +215,7 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
     intro = new_project(agent, doc)
     project = None
     if intro is not None:
-        project = NewItem(
+        project = NewEntry(
             idempotency_key=stable_key("new-project", "projects", {"name": intro.name}),
             agent_id=agent.id, run_id=run_id, table="projects", data={"name": intro.name},
             meta={"source": {**base_source(doc), "introduces": intro.to_json()},
@@ -238,7 +238,7 @@ def message_meta(doc: SourceDocument) -> dict[str, Any]:
 
 
 async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
-                   identity: str) -> NewItem | None:
+                   identity: str) -> NewEntry | None:
     """A comment on the task of the thread this reply answers, if the sidecar queued one."""
     if "taskComments" not in agent.data_types:
         return None
@@ -255,7 +255,7 @@ async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
     data: dict[str, Any] = {"taskId": PENDING_ID, "content": said}
     if (who := author(meta)) is not None:
         data["author"] = who[:500]
-    return NewItem(
+    return NewEntry(
         idempotency_key=stable_key(identity, "taskComments", {"title": call_id}),
         agent_id=agent.id, run_id=run_id, table="taskComments", data=data,
         meta={"source": {**base_source(doc), "task": {"call_id": call_id, "title": title,
@@ -263,7 +263,7 @@ async def _comment(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
               "confidence": RULE_CONFIDENCE})
 
 
-async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> list[str]:
+async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewEntry]) -> list[str]:
     """Queue ``items`` in ``conn``'s transaction; hold those waiting for the new project's
     or the task's id. A record the engine gave :data:`MATCH_ID` goes to the app's project
     its ``source.project`` names (the delivery fills ``projectId``), or without one; a
@@ -291,7 +291,7 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
             assert plan.intro is not None
             source = {**it.meta.get("source", {}), "project": {
                 "id": None, "by": "new project", "term": plan.intro.name, "in": plan.intro.by}}
-            children.append(Child(NewItem(it.idempotency_key, it.agent_id, it.run_id, it.table,
+            children.append(Child(NewEntry(it.idempotency_key, it.agent_id, it.run_id, it.table,
                                           it.data, {**it.meta, "source": source}),
                                   call_id_for(plan.project.idempotency_key), "projectId"))
         else:
@@ -303,7 +303,7 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewItem]) -> 
     return lines + await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
 
 
-def _not_the_engines(item: NewItem, plan: Plan) -> NewItem:
+def _not_the_engines(item: NewEntry, plan: Plan) -> NewEntry:
     """A ``projectId`` the engine gave (a model's answer, which a document can steer) is
     never trusted: the record's goes where the agent's project or the app's projects say."""
     source = {k: v for k, v in (item.meta.get("source") or {}).items() if k != "project"}
@@ -342,9 +342,9 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
 
 
 def _linkable(rows: list[dict[str, Any]], agent: Agent, projects: tuple[Project, ...],
-              run_id: str) -> list[NewItem]:
+              run_id: str) -> list[NewEntry]:
     """The held timelines (``rows``) that now have a project, linked to it."""
-    out: list[NewItem] = []
+    out: list[NewEntry] = []
     by_doc: dict[str, dict[str, Any] | None] = {}  # parent → its document's match
     kept = {r["parent_call_id"]: json.loads(r["meta"]).get("match") or []
             for r in rows if not r["table_name"]}
@@ -364,13 +364,13 @@ def _linkable(rows: list[dict[str, Any]], agent: Agent, projects: tuple[Project,
             if found is None:
                 continue
             source["project"] = found
-        out.append(NewItem(row["idempotency_key"], agent.id, run_id, row["table_name"], data,
+        out.append(NewEntry(row["idempotency_key"], agent.id, run_id, row["table_name"], data,
                            {**meta, "source": source}))
     return out
 
 
 async def remember(conn: Any, agent: Agent, doc: SourceDocument, plan: Plan,
-                   items: list[NewItem]) -> None:
+                   items: list[NewEntry]) -> None:
     """An email's tasks, under its thread keys: a later reply comments on them."""
     tasks = [(call_id_for(i.idempotency_key), str(i.data.get("title", "")))
              for i in items if i.table == "tasks"]

@@ -32,7 +32,7 @@ from sidecar.projects import Project
 from sidecar.runview import capped
 from sidecar.sources.base import Skip, Source, SourceDocument
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem
+from sidecar.store.outbox import NewEntry
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class Runner:
         # its retries) is not lost: the document stays pending and is read again next run
         again = any(pr.transient for pr in result.problems)
         for start in range(0, max(len(found), 1), per_transaction):
-            items = [NewItem(idempotency_key=item_key(agent, doc, it), agent_id=agent.id,
+            items = [NewEntry(idempotency_key=item_key(agent, doc, it), agent_id=agent.id,
                              run_id=run_id, table=it.table, data=dict(it.data),
                              meta=item_meta(doc, it))
                      for it in found[start:start + per_transaction]]

@@ -11,7 +11,7 @@ import pytest
 from sidecar import protocol as p
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem, idempotency_key
+from sidecar.store.outbox import NewEntry, idempotency_key
 
 AGENT = "a_test"
 
@@ -19,7 +19,7 @@ AGENT = "a_test"
 async def queue_items(data_dir: Path, n: int, run_id: str | None = None,
                       start: int = 0) -> list[str]:
     async with Store(data_dir / "sidecar.sqlite3") as store:
-        items = [NewItem(idempotency_key=idempotency_key(AGENT, "h" * 8, i), agent_id=AGENT,
+        items = [NewEntry(idempotency_key=idempotency_key(AGENT, "h" * 8, i), agent_id=AGENT,
                          run_id=run_id, table="tasks",
                          data={"title": f"Task {i}", "status": "todo", "priority": "medium"},
                          meta={"source": {"path": f"/docs/{i}.md", "span": [0, 6]},

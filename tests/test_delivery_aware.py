@@ -165,11 +165,11 @@ async def test_delivered_is_marked_once_and_never_while_running_or_pending(
     """The race the daemon has (a run's close and its last ack settle at the same moment)
     played in process: whichever comes second finds the mark and sends nothing."""
     from sidecar.store import Store
-    from sidecar.store.outbox import NewItem, Settled, call_id_for
+    from sidecar.store.outbox import NewEntry, Settled, call_id_for
 
     async with Store(tmp_path / "s.sqlite3") as store:
         run = await store.runs.start("a_1", "local", "manual")
-        await store.outbox.enqueue([NewItem(idempotency_key="a_1:k", agent_id="a_1",
+        await store.outbox.enqueue([NewEntry(idempotency_key="a_1:k", agent_id="a_1",
                                             run_id=run["id"], table="tasks",
                                             data={"title": "x"})])
         await store.outbox.settle([Settled(call_id_for("a_1:k"))])
@@ -180,7 +180,7 @@ async def test_delivered_is_marked_once_and_never_while_running_or_pending(
         assert await store.outbox.mark_delivered(run["id"]) is None, "once"
 
         other = await store.runs.start("a_1", "local", "manual")
-        await store.outbox.enqueue([NewItem(idempotency_key="a_1:j", agent_id="a_1",
+        await store.outbox.enqueue([NewEntry(idempotency_key="a_1:j", agent_id="a_1",
                                             run_id=other["id"], table="tasks",
                                             data={"title": "y"})])
         await store.runs.complete(other["id"], documents=1, errors=[])
@@ -198,12 +198,12 @@ async def test_a_run_a_crash_interrupted_is_delivered_once_nothing_is_pending(
     """A stop between a run's close and its mark, or a crash mid-run: after the restart the
     run log says delivered when nothing of it waits, and pending while something does."""
     from sidecar.store import Store
-    from sidecar.store.outbox import NewItem
+    from sidecar.store.outbox import NewEntry
 
     async with Store(data_dir / "sidecar.sqlite3") as store:
         empty = await store.runs.start("a_1", "local", "manual")  # left running by a kill
         busy = await store.runs.start("a_1", "local", "manual")
-        await store.outbox.enqueue([NewItem(idempotency_key="a_1:p", agent_id="a_1",
+        await store.outbox.enqueue([NewEntry(idempotency_key="a_1:p", agent_id="a_1",
                                             run_id=busy["id"], table="tasks",
                                             data={"title": "p"})])
     d = await DaemonProcess.start(data_dir, token=token)

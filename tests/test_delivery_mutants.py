@@ -24,7 +24,7 @@ from sidecar import protocol as p
 from sidecar.delivery import Delivery, tool_call_for
 from sidecar.hub import Client, Hub
 from sidecar.store import Store
-from sidecar.store.outbox import Entry, NewItem, Settled
+from sidecar.store.outbox import Entry, NewEntry, Settled
 from tests.test_runner_cancel import RecordingHub
 
 _hellos = itertools.count(1)
@@ -85,8 +85,8 @@ async def ack(delivery: Delivery, client: Client, call: dict[str, Any], *,
         id=call["id"], result=None if error else {"id": 1}, error=error, retryable=retryable))
 
 
-def items(n: int, run_id: str | None = None, start: int = 0) -> list[NewItem]:
-    return [NewItem(idempotency_key=f"a1:k{i}", agent_id="a1", run_id=run_id, table="tasks",
+def items(n: int, run_id: str | None = None, start: int = 0) -> list[NewEntry]:
+    return [NewEntry(idempotency_key=f"a1:k{i}", agent_id="a1", run_id=run_id, table="tasks",
                     data={"title": f"Task {i}"}, meta={"source": {"path": f"/d/{i}.md"},
                                                        "confidence": 0.5})
             for i in range(start, start + n)]

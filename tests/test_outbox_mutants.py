@@ -12,7 +12,7 @@ import pytest
 
 from sidecar.store import Store
 from sidecar.store.outbox import (
-    NewItem,
+    NewEntry,
     Settled,
     call_id_for,
     idempotency_key,
@@ -30,8 +30,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def item(n: int, run_id: str | None, *, agent: str = "a1", table: str = "tasks",
-         key: str | None = None, meta: dict | None = None) -> NewItem:
-    return NewItem(idempotency_key=key or f"{agent}:k{n}", agent_id=agent, run_id=run_id,
+         key: str | None = None, meta: dict | None = None) -> NewEntry:
+    return NewEntry(idempotency_key=key or f"{agent}:k{n}", agent_id=agent, run_id=run_id,
                    table=table, data={"title": f"T{n}"},
                    meta={"source": {"path": f"/d/{n}.md"}} if meta is None else meta)
 
@@ -94,10 +94,10 @@ async def test_a_record_queued_under_its_legacy_key_is_not_queued_again(store: S
     ob = store.outbox
     data = {"title": "Send the logo."}
     old = legacy_key("a1", "/d/x.md", "tasks", data)
-    assert await ob.enqueue([NewItem(old, "a1", None, "tasks", data, {})]) == 1
-    new = NewItem(stable_key("src", "tasks", data), "a1", None, "tasks", data,
+    assert await ob.enqueue([NewEntry(old, "a1", None, "tasks", data, {})]) == 1
+    new = NewEntry(stable_key("src", "tasks", data), "a1", None, "tasks", data,
                   {"source": {"key": "/d/x.md"}})
-    other = NewItem(stable_key("src", "tasks", {"title": "Other"}), "a1", None, "tasks",
+    other = NewEntry(stable_key("src", "tasks", {"title": "Other"}), "a1", None, "tasks",
                     {"title": "Other"}, {"source": {"key": "/d/x.md"}})
     assert await ob.enqueue([new, other]) == 1
     assert [e.data["title"] for e in await ob.pending_after(0)] == ["Send the logo.", "Other"]
@@ -108,10 +108,10 @@ async def test_without_a_legacy_key_everything_is_queued(store: Store) -> None:
     data = {"title": "Send the logo."}
     same = legacy_key("a1", "/d/x.md", "tasks", data)
     items = [
-        NewItem(same, "a1", None, "tasks", data, {"source": {"key": "/d/x.md"}}),  # own key
-        NewItem("a1:n2", "a1", None, "tasks", {"title": "B"}, {"source": {"key": 7}}),
-        NewItem("a1:n3", "a1", None, "tasks", {"title": "C"}, {"source": "x"}),
-        NewItem("a1:n4", "a1", None, "tasks", {"title": "D"}, {}),
+        NewEntry(same, "a1", None, "tasks", data, {"source": {"key": "/d/x.md"}}),  # own key
+        NewEntry("a1:n2", "a1", None, "tasks", {"title": "B"}, {"source": {"key": 7}}),
+        NewEntry("a1:n3", "a1", None, "tasks", {"title": "C"}, {"source": "x"}),
+        NewEntry("a1:n4", "a1", None, "tasks", {"title": "D"}, {}),
     ]
     assert await ob.enqueue(items) == 4
     assert await ob.enqueue(items) == 0
@@ -119,10 +119,10 @@ async def test_without_a_legacy_key_everything_is_queued(store: Store) -> None:
 
 async def test_many_legacy_keys_are_looked_up_in_parts(store: Store) -> None:
     ob = store.outbox
-    olds = [NewItem(legacy_key("a1", "/d/x.md", "tasks", {"title": f"t{n}"}), "a1", None,
+    olds = [NewEntry(legacy_key("a1", "/d/x.md", "tasks", {"title": f"t{n}"}), "a1", None,
                     "tasks", {"title": f"t{n}"}, {}) for n in range(1200)]
     assert await ob.enqueue(olds) == 1200
-    news = [NewItem(f"k2:n{n}", "a1", None, "tasks", {"title": f"t{n}"},
+    news = [NewEntry(f"k2:n{n}", "a1", None, "tasks", {"title": f"t{n}"},
                     {"source": {"key": "/d/x.md"}}) for n in range(1201)]
     assert await ob.enqueue(news) == 1  # only t1200 was never queued
     assert await ob.count() == 1201
@@ -285,7 +285,7 @@ async def test_failures_of_a_finished_run_set_its_status_by_the_seeds_rule(
 
 async def test_entries_read_back_whole(store: Store) -> None:
     ob = store.outbox
-    await ob.enqueue([NewItem("a1:x", "a1", "r_1", "notes", {"title": "Ünïcode"},
+    await ob.enqueue([NewEntry("a1:x", "a1", "r_1", "notes", {"title": "Ünïcode"},
                               {"source": {"path": "/d/é.md"}})])
     (e,) = await ob.for_run("r_1")
     assert (e.call_id, e.idempotency_key, e.agent_id, e.run_id, e.table, e.data, e.meta) == (
@@ -313,8 +313,8 @@ async def test_counts_of_nothing_are_zero(store: Store) -> None:
 
 async def test_an_item_whose_meta_is_not_an_object_is_still_queued(store: Store) -> None:
     ob = store.outbox
-    odd = NewItem("a1:odd", "a1", None, "tasks", {"title": "Odd"}, None)  # type: ignore[arg-type]
-    listed = NewItem("a1:list", "a1", None, "tasks", {"title": "L"}, ["x"])  # type: ignore[arg-type]
+    odd = NewEntry("a1:odd", "a1", None, "tasks", {"title": "Odd"}, None)  # type: ignore[arg-type]
+    listed = NewEntry("a1:list", "a1", None, "tasks", {"title": "L"}, ["x"])  # type: ignore[arg-type]
     assert await ob.enqueue([odd, listed]) == 2
 
 

@@ -24,7 +24,7 @@ from sidecar import protocol as p
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.protocol.codec import _type_ok
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem
+from sidecar.store.outbox import NewEntry
 from tests.reliability.taskdocs import make_agent, write_task_docs
 
 #: Frames only a connected Google/Microsoft account or the OS keyring produce; their shapes
@@ -101,7 +101,7 @@ async def test_every_example_has_the_keys_the_daemon_really_sends(
         data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
     write_task_docs(tmp_path / "docs", files=2, per_file=2, seed=11)
     async with Store(data_dir / "sidecar.sqlite3") as store:  # a record from an earlier run
-        await store.outbox.enqueue([NewItem(idempotency_key="a_x:k", agent_id="a_x",
+        await store.outbox.enqueue([NewEntry(idempotency_key="a_x:k", agent_id="a_x",
                                             run_id=None, table="tasks", data={"title": "T"},
                                             meta={"source": {"path": "/x.md"},
                                                   "confidence": 0.5})])

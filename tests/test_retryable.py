@@ -13,7 +13,7 @@ from typing import Any
 
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem, idempotency_key, retry_delay
+from sidecar.store.outbox import NewEntry, idempotency_key, retry_delay
 
 AGENT = "a_retry"
 
@@ -26,7 +26,7 @@ async def queue(data_dir: Path, n: int, *, with_run: bool = True) -> tuple[str |
             run = await store.runs.start(AGENT, "local", "manual")
             run_id = run["id"]
             await store.runs.complete(run_id, documents=n, errors=[])
-        items = [NewItem(idempotency_key=idempotency_key(AGENT, "doc", i), agent_id=AGENT,
+        items = [NewEntry(idempotency_key=idempotency_key(AGENT, "doc", i), agent_id=AGENT,
                          run_id=run_id, table="tasks", data={"title": f"Task {i}"},
                          meta={"source": {"path": f"/docs/{i}.md"}}) for i in range(n)]
         assert await store.outbox.enqueue(items) == n

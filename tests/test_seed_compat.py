@@ -9,13 +9,13 @@ from pathlib import Path
 
 from sidecar.client import DaemonProcess
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem
+from sidecar.store.outbox import NewEntry
 
 
 async def test_device_hello_opens_a_writer_session_with_the_seed_insert_shapes(
         data_dir: Path, token: str) -> None:
     async with Store(data_dir / "sidecar.sqlite3") as store:
-        await store.outbox.enqueue([NewItem(idempotency_key="a_old:k0", agent_id="a_old",
+        await store.outbox.enqueue([NewEntry(idempotency_key="a_old:k0", agent_id="a_old",
                                             run_id=None, table="notes",
                                             data={"title": "Kickoff notes"})])
     d = await DaemonProcess.start(data_dir, token=token)
@@ -59,7 +59,7 @@ async def test_device_hello_with_request_id_and_observer_role(daemon: DaemonProc
 
 async def test_an_observer_device_hello_gets_no_inserts(data_dir: Path, token: str) -> None:
     async with Store(data_dir / "sidecar.sqlite3") as store:
-        await store.outbox.enqueue([NewItem(idempotency_key="a_old:k1", agent_id="a_old",
+        await store.outbox.enqueue([NewEntry(idempotency_key="a_old:k1", agent_id="a_old",
                                             run_id=None, table="tasks", data={"title": "T"})])
     d = await DaemonProcess.start(data_dir, token=token)
     try:

@@ -11,7 +11,7 @@ from sidecar.domain import validate_agent
 from sidecar.errors import StoreError
 from sidecar.store import Store
 from sidecar.store.migrations import LATEST
-from sidecar.store.outbox import NewItem, Settled, call_id_for, idempotency_key
+from sidecar.store.outbox import NewEntry, Settled, call_id_for, idempotency_key
 from sidecar.store.runs import final_status
 
 
@@ -96,8 +96,8 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
 # -- the outbox, in process ----------------------------------------------------------------------
 
 
-def _item(agent: str, run_id: str | None, n: int, path: str = "/docs/a.md") -> NewItem:
-    return NewItem(idempotency_key=idempotency_key(agent, path, "tasks", f"t{n}"),
+def _item(agent: str, run_id: str | None, n: int, path: str = "/docs/a.md") -> NewEntry:
+    return NewEntry(idempotency_key=idempotency_key(agent, path, "tasks", f"t{n}"),
                    agent_id=agent, run_id=run_id, table="tasks",
                    data={"title": f"Task {n} é"}, meta={"source": {"path": path}})
 
@@ -163,7 +163,7 @@ async def test_settle_credits_each_run_by_its_own_outcome(tmp_path: Path) -> Non
         ob = store.outbox
         failed_run = await store.runs.start("a1", "local", "manual")
         stopped = await store.runs.start("a2", "local", "manual")
-        loose = NewItem(idempotency_key="a3:loose", agent_id="a3", run_id=None, table="notes",
+        loose = NewEntry(idempotency_key="a3:loose", agent_id="a3", run_id=None, table="notes",
                         data={"title": "no run"}, meta={})
         await ob.enqueue([loose, _item("a1", failed_run["id"], 1), _item("a2", stopped["id"], 2)])
         await store.runs.complete(failed_run["id"], documents=1, errors=[])

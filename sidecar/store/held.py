@@ -48,7 +48,7 @@ Enqueue = Callable[[Sequence[Any], Any], Awaitable[int]]
 
 @dataclass(frozen=True, slots=True)
 class Child:
-    """A record (a ``NewItem``) that waits for the insert ``parent_call_id``: its ``field``
+    """A record (a ``NewEntry``) that waits for the insert ``parent_call_id``: its ``field``
     gets that insert's ``result.id``."""
 
     item: Any
@@ -147,7 +147,7 @@ async def release_settled(conn: Any, parents: Sequence[tuple[str, str, str | Non
                           ) -> dict[str | None, list[str]]:
     """In a settle's transaction: ``parents`` (call id, new state, result id JSON, error) that
     settled for good release what waits for them (rebuilt as ``make``, the outbox's
-    ``NewItem``). Returns run id → run-log lines."""
+    ``NewEntry``). Returns run id → run-log lines."""
     if not parents:
         return {}
     outcome = {call: _outcome(state, rid, err) for call, state, rid, err in parents}

@@ -70,7 +70,7 @@ def legacy_key(agent_id: str, source_key: str, table: str, data: dict[str, Any])
     return idempotency_key(agent_id, source_key, table, title)
 
 
-def _legacy_of(item: NewItem) -> str | None:
+def _legacy_of(item: NewEntry) -> str | None:
     source = item.meta.get("source") if isinstance(item.meta, dict) else None
     key = source.get("key") if isinstance(source, dict) else None
     if not isinstance(key, str):
@@ -80,8 +80,9 @@ def _legacy_of(item: NewItem) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class NewItem:
-    """An extracted item about to be queued (``data`` without the review flags)."""
+class NewEntry:
+    """An extracted record about to be queued as an outbox entry (``data`` without the review
+    flags)."""
 
     idempotency_key: str
     agent_id: str
@@ -93,7 +94,7 @@ class NewItem:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A queued item as read back for sending."""
+    """A queued entry as read back for sending."""
 
     seq: int
     call_id: str
@@ -139,7 +140,7 @@ class OutboxStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def enqueue(self, items: Sequence[NewItem], conn: Any = None) -> int:
+    async def enqueue(self, items: Sequence[NewEntry], conn: Any = None) -> int:
         """Insert items (in ``conn``'s transaction, or a new one); a queued key is ignored.
 
         Returns how many were added.
@@ -162,7 +163,7 @@ class OutboxStore:
         return conn.total_changes - before
 
     @staticmethod
-    async def _without_legacy(items: Sequence[NewItem], conn: Any) -> list[NewItem]:
+    async def _without_legacy(items: Sequence[NewEntry], conn: Any) -> list[NewEntry]:
         """Drop records queued before under the old key format (same agent, document, table
         and title): the app has them already; the stable key is for new records only."""
         legacy = {i.idempotency_key: old for i in items if (old := _legacy_of(i))}
@@ -323,7 +324,7 @@ class OutboxStore:
                 "WHERE call_id = ? AND state = 'pending'", retries)
             # what waited for these inserts' ids is queued in this same transaction
             for run_id, lines in (await release_settled(conn, final, self.enqueue,
-                                                           NewItem)).items():
+                                                           NewEntry)).items():
                 if run_id:
                     applied.runs.add(run_id)
                     runs.setdefault(run_id, (0, []))[1].extend(lines)

@@ -32,7 +32,7 @@ import pytest
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.settings import Config
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem, call_id_for, idempotency_key
+from sidecar.store.outbox import NewEntry, call_id_for, idempotency_key
 
 Figure = Callable[[str, str, Any], None]
 
@@ -165,12 +165,12 @@ async def fill(data_dir: Path, rng: random.Random) -> dict[str, tuple[str, int]]
     """Queue N entries, agents interleaved at random; returns call id → (agent, position)."""
     index: dict[str, tuple[str, int]] = {}
     async with Store(data_dir / "sidecar.sqlite3") as store:
-        batch: list[NewItem] = []
+        batch: list[NewEntry] = []
         for i in range(N):
             agent = AGENTS[rng.randrange(len(AGENTS))]
             key = idempotency_key(agent, "load", i)
             index[call_id_for(key)] = (agent, i)
-            batch.append(NewItem(
+            batch.append(NewEntry(
                 idempotency_key=key, agent_id=agent, run_id=None, table="tasks",
                 data={"title": f"Load task {i}", "status": "todo", "priority": "medium",
                       "description": PAD},

@@ -21,7 +21,7 @@ from typing import Any
 
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.store import Store
-from sidecar.store.outbox import NewItem, idempotency_key
+from sidecar.store.outbox import NewEntry, idempotency_key
 from tests.reliability.taskdocs import make_agent, write_task_docs
 
 Figure = Callable[[str, str, Any], None]
@@ -129,7 +129,7 @@ async def test_observer_alone_gets_no_insert_and_a_writer_gets_them_all(
     async with Store(data_dir / "sidecar.sqlite3") as store:
         keys = [idempotency_key("a_obs", "doc", i) for i in range(20)]
         await store.outbox.enqueue([
-            NewItem(idempotency_key=k, agent_id="a_obs", run_id=None, table="tasks",
+            NewEntry(idempotency_key=k, agent_id="a_obs", run_id=None, table="tasks",
                     data={"title": f"Task {i}"}) for i, k in enumerate(keys)])
     d = await DaemonProcess.start(data_dir, token=token)
     try:
@@ -159,7 +159,7 @@ async def test_a_writer_that_becomes_an_observer_hands_its_calls_over_at_once(
     async with Store(data_dir / "sidecar.sqlite3") as store:
         keys = [idempotency_key("a_swap", "doc", i) for i in range(10)]
         await store.outbox.enqueue([
-            NewItem(idempotency_key=k, agent_id="a_swap", run_id=None, table="tasks",
+            NewEntry(idempotency_key=k, agent_id="a_swap", run_id=None, table="tasks",
                     data={"title": f"Task {i}"}) for i, k in enumerate(keys)])
     d = await DaemonProcess.start(data_dir, token=token,
                                   env={"SIDECAR_INSERT_TIMEOUT_SECONDS": "600"})
