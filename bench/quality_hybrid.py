@@ -123,7 +123,7 @@ def score(docs: list[LoadedDoc], cache: dict[str, Any], tuning: HybridTuning | N
         reading = Reading()
         if tuning is not None:
             reading.lists = cache["docs"][d.gold.name]["lists"]
-        use = tuning or HybridTuning(listed=0.0, unlisted=0.0, propose=False, write_note=False)
+        use = tuning or RULES_ONLY
         request = _request(d)
         problems: list[ExtractionProblem] = []
         items = merge(request, reference_date(request), reading, problems, Tuning(), use)
@@ -141,20 +141,37 @@ def _line(name: str, r: dict[str, Any]) -> str:
             f"invalid {r['schema_invalid']} injected {r['injected_records']}")
 
 
+RULES_ONLY = HybridTuning(listed=0.0, unlisted=0.0, listed_timeline=0.0, unlisted_timeline=0.0,
+                          propose_tasks=False, propose_timelines=False, write_note=False)
+
+
+def objective(r: dict[str, Any]) -> float:
+    """The mean F1 of the tables the set labels (the dev set had no timelines until 2026-12)."""
+    f = [r[t]["f1"] for t in ("tasks", "notes", "timelines")]
+    f = [x for x in f if x is not None] or [0.0]
+    return sum(f) / len(f)
+
+
+def choose(dev: list[LoadedDoc], cache: dict[str, Any]) -> HybridTuning:
+    """Two grids on the dev set: the tasks' and notes' switches, then the timelines' on top."""
+    first = [HybridTuning(listed=a, unlisted=b, propose_tasks=p, write_note=w)
+             for a, b, p, w in itertools.product((1.0, 2.0, 3.0), (0.0, -0.5, -1.0, -1.5),
+                                                 (True, False), (True, False))]
+    best = max(first, key=lambda t: objective(score(dev, cache, t)))
+    second = [replace(best, listed_timeline=a, unlisted_timeline=b, propose_timelines=p,
+                      milestone_own_date=o)
+              for a, b, p, o in itertools.product((None, 0.0, 1.0, 2.0, 3.0),
+                                                  (None, 0.0, -0.5, -1.0, -2.0), (True, False),
+                                                  (True, False)) if p or o]
+    return max(second, key=lambda t: objective(score(dev, cache, t)))
+
+
 def tune(cache_path: Path, fixed: HybridTuning | None = None) -> None:
     """Grid on the dev set (or ``fixed``: the shipped default), then every set reported."""
     cache = json.loads(cache_path.read_text())
     sets = {s: [d for d in load_set(DATA, s) if d.gold.name in cache["docs"]] for s in SETS}
     sets["held-out (heldout+third)"] = sets["heldout"] + sets["third"]
-    dev = sets["dev"]
-    grid = [HybridTuning(listed=a, unlisted=b, propose=p, write_note=w)
-            for a, b, p, w in itertools.product((1.0, 2.0, 3.0), (0.0, -0.5, -1.0, -1.5),
-                                                (True, False), (True, False))]
-
-    def objective(r: dict[str, Any]) -> float:
-        return (r["tasks"]["f1"] + (r["notes"]["f1"] or 0)) / 2
-
-    best = fixed or max(grid, key=lambda t: objective(score(dev, cache, t)))
+    best = fixed or choose(sets["dev"], cache)
     print(f"model {cache['model']}; {'fixed' if fixed else 'chosen on the dev set'}: "
           f"{asdict(best)}")
     summary: dict[str, Any] = {}
@@ -166,7 +183,8 @@ def tune(cache_path: Path, fixed: HybridTuning | None = None) -> None:
         print(_line("hybrid (default tuning)", score(docs, cache, HybridTuning())))
         tuned = score(docs, cache, best)
         print(_line("hybrid (tuned on dev)", tuned))
-        print(_line("hybrid, judge only", score(docs, cache, replace(best, propose=False))))
+        print(_line("hybrid, judge only", score(docs, cache, replace(
+            best, propose_tasks=False, propose_timelines=False))))
         sp = speed(cache, [d.gold.name for d in docs])
         print("speed: " + ", ".join(f"{k} {v:.2f}" for k, v in sp.items()))
         summary[s] = {"tasks": tuned["tasks"], "notes": tuned["notes"],

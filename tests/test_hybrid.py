@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.extractors.base import ExtractionProblem, ExtractionRequest
 from sidecar.extractors.extractive import Tuning
-from sidecar.extractors.hybrid import HybridTuning, merge
+from sidecar.extractors.hybrid import HybridTuning, _proposals, locate, merge
 from sidecar.extractors.model_reading import Reading, parse_reading
 
 REF = datetime(2026, 11, 25, 9, 0, tzinfo=ZoneInfo("Europe/Berlin"))
@@ -32,8 +32,13 @@ Launch event on 2026-12-10.
 """
 
 
+#: The rules alone: the reading neither judges nor adds.
+RULES = HybridTuning(listed=0.0, unlisted=0.0, propose_tasks=False, propose_timelines=False,
+                     write_note=False)
 #: Every part of the hybrid switched on, with the reading's vote strong enough to decide.
-ON = HybridTuning(listed=2.0, unlisted=-1.5, propose=True, write_note=True)
+ON = HybridTuning(listed=2.0, unlisted=-1.5, propose_tasks=True, propose_timelines=True,
+                  write_note=True)
+JUDGE_ONLY = replace(ON, propose_tasks=False, propose_timelines=False)
 
 
 def _run(reading: Reading, text: str = STUDIO, tuning: HybridTuning | None = None,
@@ -83,9 +88,8 @@ def test_parse_reading_takes_the_three_lists_and_skips_none() -> None:
 
 
 def test_listed_unsure_candidates_are_kept_and_unlisted_ones_dropped() -> None:
-    rules = _run(Reading(), tuning=HybridTuning(listed=0.0, unlisted=0.0, propose=False,
-                                                write_note=False))
-    hybrid = _run(_reading(ANSWER), tuning=replace(ON, propose=False))  # judged, not added
+    rules = _run(Reading(), tuning=RULES)
+    hybrid = _run(_reading(ANSWER), tuning=JUDGE_ONLY)  # judged, not added
     # hand-checked: the evidence alone is unsure of both lines (log-odds -1.4 and 0.2)
     assert "Maybe we should try a matte cover" in titles(rules["tasks"])
     assert "Maybe we should try a matte cover" not in titles(hybrid["tasks"])
@@ -105,7 +109,7 @@ def test_what_the_rules_missed_is_proposed_grounded_and_nothing_else() -> None:
     # a listing of a record the rules emitted adds nothing
     quote = [t for t in titles(hybrid["tasks"]) if "revised quote" in t]
     assert len(quote) == 1, hybrid["tasks"]
-    off = _run(_reading(ANSWER), tuning=replace(ON, propose=False))
+    off = _run(_reading(ANSWER), tuning=JUDGE_ONLY)
     assert "Tom will bring the banner" not in titles(off["tasks"])
 
 
@@ -121,6 +125,85 @@ def test_proposed_milestones_need_a_date_their_line_states() -> None:
     assert (day.month, day.day, day.year) == (12, 3, 2026)
 
 
+PLAN = """Studio plan, 24 November
+- Launch event on 10 December
+- Lena to send the revised quote by Friday
+- Maybe we should try a matte cover
+The printer's open day is on 2 December.
+The kickoff with the client is on 3 December in Munich.
+Next steering group: 15 December.
+"""
+PLAN_ANSWER = """TASKS:
+- Lena to send the revised quote by Friday
+- Maybe we should try a matte cover
+MILESTONES:
+- Launch event on 10 December
+- The printer's open day is on 2 December
+"""
+
+
+def test_timeline_candidates_are_judged_by_the_milestones_list_with_their_own_weights() -> None:
+    rules = _run(Reading(), text=PLAN, tuning=RULES)
+    # hand-checked: the rules alone take the launch for a task and the kickoff for a milestone
+    assert "Launch event on 10 December" in titles(rules["tasks"])
+    assert titles(rules["timelines"]) == ["The kickoff with the client is on 3 December in Munich"]
+    timelines_only = replace(RULES, listed_timeline=2.0, unlisted_timeline=-2.0)
+    got = _run(_reading(PLAN_ANSWER), text=PLAN, tuning=timelines_only)
+    assert titles(got["timelines"]) == ["Launch event on 10 December",
+                                        "The printer's open day is on 2 December"]
+    assert "Launch event on 10 December" not in titles(got["tasks"])
+    # the tasks' weights stay 0: the unsure, listed idea is judged as the rules judge it
+    assert titles(got["tasks"]) == titles(rules["tasks"])[1:], got["tasks"]
+    # unset, the timelines' weights are the tasks'
+    assert HybridTuning(listed=2.0, unlisted=-1.0).weights("timelines") == (2.0, -1.0)
+    assert replace(timelines_only, listed=3.0).weights("tasks") == (3.0, 0.0)
+    same = _run(_reading(PLAN_ANSWER), text=PLAN, tuning=replace(
+        RULES, listed=2.0, unlisted=-2.0))
+    assert titles(same["timelines"]) == titles(got["timelines"])
+
+
+def test_tasks_and_timelines_are_proposed_each_by_its_own_switch() -> None:
+    # the open day: a milestone the rules did not emit; the banner: a task they did not emit
+    answer = ANSWER + "MILESTONES:\n- The printer's open day is on 2 December\n"
+    text = STUDIO + "The printer's open day is on 2 December.\n"
+    only_tl = _run(_reading(answer), text=text, tuning=replace(RULES, propose_timelines=True))
+    assert "The printer's open day is on 2 December" in titles(only_tl["timelines"])
+    assert "Tom will bring the banner" not in titles(only_tl["tasks"])
+    only_tasks = _run(_reading(answer), text=text, tuning=replace(RULES, propose_tasks=True))
+    assert "The printer's open day is on 2 December" not in titles(only_tasks["timelines"])
+    assert "Tom will bring the banner" in titles(only_tasks["tasks"])
+
+
+def test_a_proposed_milestone_states_its_own_date_and_names_an_event() -> None:
+    propose = replace(RULES, propose_timelines=True)
+    # a bare date (a Due cell) and an event whose date is elsewhere on its line: no milestone
+    bare = _run(_reading("MILESTONES:\n- 15 December\n- Next steering group\n"), text=PLAN,
+                tuning=propose)
+    assert not [t for t in titles(bare["timelines"]) if "15 December" in t or "steering" in t]
+    whole = _run(_reading("MILESTONES:\n- Next steering group: 15 December\n"), text=PLAN,
+                 tuning=propose)
+    (steering,) = [it for it in whole["timelines"] if "steering" in str(it.data["title"])]
+    day = datetime.fromtimestamp(int(steering.data["date"]) / 1000, REF.tzinfo)
+    assert (day.year, day.month, day.day) == (2026, 12, 15)
+    # asked to, the line's date serves; a bare date still names no event
+    lined = _run(_reading("MILESTONES:\n- 15 December\n- Next steering group\n"), text=PLAN,
+                 tuning=replace(propose, milestone_own_date=False))
+    assert [t for t in titles(lined["timelines"]) if "15 December" in t or "steering" in t] == [
+        "Next steering group"], lined["timelines"]
+
+
+def test_a_proposed_milestone_in_a_chat_is_dated_from_its_message() -> None:
+    """"Friday" in a message sent on 17 December 2026 is the 18th, not the Friday after the
+    document's reference date (25 November): the rules' reading of a chat's dates."""
+    chat = ("17/12/2026, 09:12 - Ana: morning all\n"
+            "17/12/2026, 09:14 - Ana: client said yes!! Friday 3pm works for the demo\n")
+    reading = _reading("MILESTONES:\n- Friday 3pm works for the demo\n")
+    located = locate(reading, chat)
+    (item,) = _proposals(chat, located, [], REF, "p1", RULES, ["timelines"])
+    day = datetime.fromtimestamp(int(item.data["date"]) / 1000, REF.tzinfo)
+    assert (day.year, day.month, day.day) == (2026, 12, 18)
+
+
 def test_an_emails_i_will_is_its_senders_in_the_hybrid_too() -> None:
     """The sender comes with the request: the hybrid runs the same rules pipeline call as the
     extractive engine (it once called the pipeline itself and dropped the sender)."""
@@ -129,7 +212,7 @@ def test_an_emails_i_will_is_its_senders_in_the_hybrid_too() -> None:
              "Thursday.\n", data_types=("tasks",), document_date=REF,
         sender='"Victor Hale" <v@hale.example>')
     items = merge(request, REF, Reading(), [], Tuning(),
-                  HybridTuning(listed=0.0, unlisted=0.0, propose=False, write_note=False))
+                  RULES)
     (task,) = [it for it in items if it.table == "tasks"]
     assert task.data["assignee"] == '["Victor"]'
 
@@ -150,7 +233,7 @@ def test_the_note_takes_the_models_grounded_notes_as_bullets() -> None:
     content = hybrid["notes"][0].data["content"]
     assert content.splitlines() == ["- We agreed the cover stays blue",
                                     "- The budget stays at 1,800 euros"], content
-    rules = _run(Reading(), tuning=HybridTuning(listed=0.0, unlisted=0.0, write_note=False))
+    rules = _run(Reading(), tuning=RULES)
     assert rules["notes"] and rules["notes"][0].data["content"] != content
 
 

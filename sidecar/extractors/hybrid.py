@@ -28,6 +28,7 @@ from typing import Any
 
 from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest, Grounding
 from sidecar.extractors.candidates import Candidate, _mask_hidden
+from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.dates import find_date_expressions, resolve_date
 from sidecar.extractors.extractive import Judge, Tuning, _assignee
 from sidecar.extractors.generative import line_around, sane_date
@@ -36,9 +37,10 @@ from sidecar.extractors.llama_runtime import LlamaRuntime
 from sidecar.extractors.model_reading import Reading, read_document
 from sidecar.extractors.offload import on_cpu_thread, run_extractive
 from sidecar.extractors.postprocess import finalize
+from sidecar.readers.docdate import day_first_for, message_references
 
 #: Strategy version, for the engine's fingerprint.
-VERSION = "hybrid-2"
+VERSION = "hybrid-3"
 _WORD = re.compile(r"[\wÀ-ÿ]+")
 
 
@@ -53,14 +55,28 @@ class HybridTuning:
     #: Log-odds added to an unsure candidate the model listed / did not list.
     listed: float = 1.0
     unlisted: float = 0.0
+    #: The same for timeline candidates, judged by the MILESTONES list (None: as above).
+    listed_timeline: float | None = None
+    unlisted_timeline: float | None = None
     #: A listing matches a record when their words' F1 reaches this (or spans overlap).
     match_f1: float = 0.6
     #: Confidence of a record only the model found (exactly / loosely grounded).
     proposed_exact: float = 0.75
     proposed_fuzzy: float = 0.6
-    #: Propose tasks and timelines the rules missed; write the note's bullets.
-    propose: bool = False
+    #: Propose the tasks / the timelines the rules missed; write the note's bullets.
+    propose_tasks: bool = False
+    propose_timelines: bool = False
+    #: A proposed milestone's date: the one its listed words state (True) or its line's.
+    milestone_own_date: bool = True
     write_note: bool = False
+
+    def weights(self, table: str) -> tuple[float, float]:
+        """(listed, unlisted) log-odds for a candidate of ``table``."""
+        if table == "timelines":
+            return (self.listed if self.listed_timeline is None else self.listed_timeline,
+                    self.unlisted if self.unlisted_timeline is None
+                    else self.unlisted_timeline)
+        return self.listed, self.unlisted
 
 
 def _words(text: str) -> list[str]:
@@ -115,19 +131,24 @@ def reading_judge(located: dict[str, list[Listed]], tuning: HybridTuning) -> Jud
 
     async def judge(table: str, cands: Sequence[Candidate], context: str) -> list[float]:
         listed = located.get(table, [])
-        return [tuning.listed if any(_matches((c.start, c.end), c.text, x, tuning.match_f1)
-                                     for x in listed) else tuning.unlisted for c in cands]
+        yes, no = tuning.weights(table)
+        return [yes if any(_matches((c.start, c.end), c.text, x, tuning.match_f1)
+                           for x in listed) else no for c in cands]
 
     return judge
 
 
 def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[ExtractedItem],
-               reference: datetime, project_id: str | None, tuning: HybridTuning
-               ) -> list[ExtractedItem]:
+               reference: datetime, project_id: str | None, tuning: HybridTuning,
+               tables: Sequence[str]) -> list[ExtractedItem]:
     """Tasks and timelines the model listed that no emitted record covers, grounded."""
     out: list[ExtractedItem] = []
     taken = list(emitted)
+    day_first = day_first_for(text)
+    local = message_references(text, reference, day_first)
     for table in ("timelines", "tasks"):
+        if table not in tables:
+            continue
         for x in located.get(table, []):
             if x.span is None:
                 continue  # not in the document: never a record
@@ -135,18 +156,22 @@ def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[Extrac
                    for it in taken if it.table in ("tasks", "timelines")):
                 continue
             quote = text[x.span[0]:x.span[1]]
-            title = " ".join(quote.split()).strip(" -*•.;,")
+            title = " ".join(quote.split()).strip(" -*•.;,|")
             if len(title.split()) < 2:
                 continue
             title = title[0].upper() + title[1:]
             data: dict[str, object] = {"title": title[:200]}
-            line = line_around(text, *x.span)
-            ms = sane_date("stated", line, reference)
             if table == "timelines":
-                if ms is None:
-                    continue  # a milestone needs the date its line states
+                # a milestone states its own date and names an event besides it ("30 May",
+                # a Due cell, is neither)
+                here = ([r for pos, r, _o in local if pos <= x.span[0]] or [reference])[-1]
+                ms = _event_date(quote if tuning.milestone_own_date
+                                 else line_around(text, *x.span), here, day_first)
+                if ms is None or not _names_an_event(quote):
+                    continue
                 data["date"] = ms
             else:
+                ms = sane_date("stated", line_around(text, *x.span), reference)
                 data.update(status="todo", priority="medium")
                 if ms is not None and _own_date(quote, reference):
                     data["dueDate"] = ms
@@ -166,6 +191,30 @@ def _own_date(quote: str, reference: datetime) -> bool:
     """The task's own words state a date (not just a neighbour on its line)."""
     return any(resolve_date(e, reference) is not None for _s, _e, e in
                find_date_expressions(quote))
+
+
+def _event_date(quote: str, reference: datetime, day_first: bool | None) -> int | None:
+    """The first date ``quote`` itself states, read as the rules read the document's dates."""
+    for _s, _e, expr in find_date_expressions(quote):
+        ms = resolve_date(expr, reference, day_first=day_first)
+        if ms is not None and within_horizon(ms, reference):
+            return ms
+    return None
+
+
+_NOT_AN_EVENT = frozenset({"the", "and", "due", "date", "from", "until", "till", "for", "by",
+                           "deadline", "at", "on", "in", "pm", "am"})
+
+
+def _names_an_event(quote: str) -> bool:
+    """Words other than its date expressions and filler: what happens on that date."""
+    rest, last = [], 0
+    for s, e, _expr in find_date_expressions(quote):
+        rest.append(quote[last:s])
+        last = e
+    rest.append(quote[last:])
+    return any(len(w) >= 3 and not w.isdigit() and w not in _NOT_AN_EVENT
+               for w in _words(" ".join(rest)))
 
 
 def _with_note(items: list[ExtractedItem], located: dict[str, list[Listed]], text: str
@@ -200,10 +249,12 @@ def merge(request: ExtractionRequest, reference: datetime, reading: Reading,
     judged = replace(rules, model_weight=1.0)
     items = run_extractive(request, reference, judged, reading_judge(located, tuning))
     emitted = list(items)  # the pipeline returns only what passed its thresholds
-    if tuning.propose:
-        wanted = [t for t in ("tasks", "timelines") if t in request.data_types]
-        items += [it for it in _proposals(visible, located, emitted, reference,
-                                          request.project_id, tuning) if it.table in wanted]
+    wanted = [t for t, on in (("tasks", tuning.propose_tasks),
+                              ("timelines", tuning.propose_timelines))
+              if on and t in request.data_types]
+    if wanted:
+        items += _proposals(visible, located, emitted, reference, request.project_id, tuning,
+                            wanted)
     if tuning.write_note and "notes" in request.data_types:
         items = _with_note(items, located, visible)
     items.sort(key=lambda it: it.source.span or (len(request.text), 0))
