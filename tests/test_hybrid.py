@@ -220,8 +220,8 @@ def test_an_emails_i_will_is_its_senders_in_the_hybrid_too() -> None:
 def test_the_shipped_tuning_is_the_dev_sets_choice() -> None:
     """bench/quality_hybrid.py tune on the development set: +1 for listed, nothing for
     unlisted, no proposals, the rules' note (written down from its output, 2026-12-05)."""
-    assert HybridTuning() == HybridTuning(listed=1.0, unlisted=0.0, propose=False,
-                                          write_note=False)
+    assert HybridTuning() == HybridTuning(listed=1.0, unlisted=0.0, propose_tasks=False,
+                                          propose_timelines=False, write_note=False)
     shipped = _run(_reading(ANSWER), tuning=HybridTuning())
     assert "Tom will bring the banner" not in titles(shipped["tasks"])
     assert "Brochure proofs still need a last look from Lena" not in titles(shipped["tasks"])
