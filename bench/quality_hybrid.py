@@ -159,10 +159,10 @@ def choose(dev: list[LoadedDoc], cache: dict[str, Any]) -> HybridTuning:
                                                  (True, False), (True, False))]
     best = max(first, key=lambda t: objective(score(dev, cache, t)))
     second = [replace(best, listed_timeline=a, unlisted_timeline=b, propose_timelines=p,
-                      milestone_own_date=o)
-              for a, b, p, o in itertools.product((None, 0.0, 1.0, 2.0, 3.0),
-                                                  (None, 0.0, -0.5, -1.0, -2.0), (True, False),
-                                                  (True, False)) if p or o]
+                      milestone_own_date=o, milestone_beside_task=t)
+              for a, b, p, o, t in itertools.product(
+                  (None, 0.0, 1.0, 2.0, 3.0), (None, 0.0, -0.5, -1.0, -2.0), (True, False),
+                  (True, False), (True, False)) if p or (o and not t)]
     return max(second, key=lambda t: objective(score(dev, cache, t)))
 
 

@@ -192,6 +192,25 @@ def test_a_proposed_milestone_states_its_own_date_and_names_an_event() -> None:
         "Next steering group"], lined["timelines"]
 
 
+def test_a_milestone_inside_a_tasks_sentence_is_its_own_record_when_asked() -> None:
+    text = "Sprint notes, 24 November\n- Ana to fix the login bug before the App Store " \
+           "submission on 10 December\n"
+    reading = _reading("MILESTONES:\n- App Store submission on 10 December\n")
+    propose = replace(RULES, propose_timelines=True)
+    apart = _run(reading, text=text, tuning=replace(propose, milestone_beside_task=True))
+    assert titles(apart["timelines"]) == ["App Store submission on 10 December"]
+    assert titles(apart["tasks"]) == [
+        "Ana to fix the login bug before the App Store submission on 10 December"]
+    day = datetime.fromtimestamp(int(apart["timelines"][0].data["date"]) / 1000, REF.tzinfo)
+    assert (day.month, day.day) == (12, 10)
+    # by default a listing inside an emitted task is that task's, not a second record
+    assert _run(reading, text=text, tuning=propose)["timelines"] == []
+    # and beside a task is not beside a timeline: an emitted milestone is never repeated
+    twice = _run(_reading("MILESTONES:\n- The kickoff with the client is on 3 December\n"),
+                 text=PLAN, tuning=replace(propose, milestone_beside_task=True))
+    assert len([t for t in titles(twice["timelines"]) if "kickoff" in t]) == 1
+
+
 def test_a_proposed_milestone_in_a_chat_is_dated_from_its_message() -> None:
     """"Friday" in a message sent on 17 December 2026 is the 18th, not the Friday after the
     document's reference date (25 November): the rules' reading of a chat's dates."""

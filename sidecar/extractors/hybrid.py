@@ -68,6 +68,8 @@ class HybridTuning:
     propose_timelines: bool = False
     #: A proposed milestone's date: the one its listed words state (True) or its line's.
     milestone_own_date: bool = True
+    #: A proposed milestone may share its words with an emitted task (not with a timeline).
+    milestone_beside_task: bool = False
     write_note: bool = False
 
     def weights(self, table: str) -> tuple[float, float]:
@@ -152,8 +154,12 @@ def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[Extrac
         for x in located.get(table, []):
             if x.span is None:
                 continue  # not in the document: never a record
+            # a milestone inside a task's sentence ("fix it before the launch on 10 June") may
+            # be a record of its own beside the task, when asked to
+            rivals = (("timelines",) if table == "timelines" and tuning.milestone_beside_task
+                      else ("tasks", "timelines"))
             if any(_matches(it.source.span, str(it.data.get("title", "")), x, tuning.match_f1)
-                   for it in taken if it.table in ("tasks", "timelines")):
+                   for it in taken if it.table in rivals):
                 continue
             quote = text[x.span[0]:x.span[1]]
             title = " ".join(quote.split()).strip(" -*•.;,|")
