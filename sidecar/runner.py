@@ -123,7 +123,7 @@ class Runner:
                 return True
         return False
 
-    async def shutdown(self) -> None:
+    async def stop(self) -> None:
         for a in list(self.active.values()):
             await self.cancel(a.run_id)
 
@@ -244,7 +244,7 @@ class Runner:
                                             counters, stale)
                 counters["files_done"] += 1
         finally:
-            errors.extend(await skips.close())
+            errors.extend(await skips.finish())
         errors.extend(await source.finish())
         await self._progress(agent, run_id, counters, None)
 

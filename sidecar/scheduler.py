@@ -102,7 +102,7 @@ class Scheduler:
                        asyncio.create_task(self._power_watch(), name="scheduler-power")]
         await self.catch_up("startup")
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -162,7 +162,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[AGENT_LISTENERS].append(on_agent)
     yield
-    await scheduler.close()
+    await scheduler.stop()
 
 
 async def close_websockets(app: web.Application) -> None:

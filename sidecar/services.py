@@ -49,7 +49,7 @@ class Services:
     async def aclose(self) -> None:
         """Stop in reverse order of need: sign-ins, runs, engines, then delivery."""
         await self.accounts.close()
-        await self.runner.shutdown()
+        await self.runner.stop()
         await self.engines.aclose()
         await self.delivery.stop()
 

@@ -636,7 +636,7 @@ async def test_shutdown_cancels_every_run(rig: Rig) -> None:
     first, _ = await rig.runner.start(rig.agent.id, "manual")
     second, _ = await rig.runner.start(other.id, "manual")
     assert await until(lambda: len(rig.engine.requests) == 2)
-    await rig.runner.shutdown()
+    await rig.runner.stop()
     assert rig.runner.active == {}
     for run_id in (first, second):
         row = await rig.store.runs.get(run_id)

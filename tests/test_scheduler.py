@@ -118,7 +118,7 @@ async def make_scheduler(store: Store, runs: FakeRuns, power: Power, clock: Cloc
 
     yield make
     for s in made:
-        await s.close()
+        await s.stop()
 
 
 async def add_agent(store: Store, agent_id: str, cron: str, *, enabled: bool = True,

@@ -78,7 +78,7 @@ async def sched(store: Store) -> AsyncIterator[tuple[Scheduler, Runs, Power]]:
     try:
         yield s, runs, power
     finally:
-        await s.close()
+        await s.stop()
 
 
 async def add_agent(store: Store, agent_id: str, cron: str, *, enabled: bool = True,
@@ -146,18 +146,18 @@ async def test_two_syncs_of_one_agent_at_once_leave_one_job(
     assert [j.id for j in s._aps.get_jobs()] == ["a"]
 
 
-async def test_after_close_sync_and_next_run_do_nothing(
+async def test_after_stop_sync_and_next_run_do_nothing(
         store: Store, sched: tuple[Scheduler, Runs, Power]) -> None:
     s, _, _ = sched
     await add_agent(store, "a", "*/5 * * * *")
     await s.sync("a")
     assert s.next_run_at("a") is not None
-    await s.close()
+    await s.stop()
     await s.sync("a")
     assert s.next_run_at("a") is None
     assert s.upcoming("a") == (
         None, "not scheduled: the scheduler has no job for this agent (see the log)")
-    await s.close()  # twice: still fine
+    await s.stop()  # twice: still fine
 
 
 async def test_an_agent_needing_a_reconnect_is_skipped_with_a_reason(

@@ -243,7 +243,7 @@ class SkipTally:
         rows, self._rows = self._rows, []
         await self.log.add(self.run_id, self.agent_id, rows)
 
-    async def close(self) -> list[str]:
+    async def finish(self) -> list[str]:
         """Write what is left; the line counting what was not listed, if anything was not."""
         await self.flush()
         unlisted = self.permanent + self.transient - SKIPS_LISTED
