@@ -171,6 +171,47 @@ async def test_database_locked_by_another_process(data_dir: Path, healthy_db: Pa
            round(o.total_s, 2))
 
 
+async def test_an_upgrade_waits_for_a_program_holding_the_old_database(
+        data_dir: Path, healthy_db: Path, figure: Figure) -> None:
+    """A database from the version before (schema v3: no held records yet) that another
+    program holds when the new version starts: exit 6, the file is left as it was (still v3,
+    the agent kept), and the next start migrates it."""
+    from sidecar.client import DaemonProcess
+    from sidecar.store.migrations import LATEST
+
+    db = healthy_db
+    assert LATEST == 4, "undo the newer migrations here too"
+    con = sqlite3.connect(db, isolation_level=None)  # what v3 left: migration 4 undone
+    con.executescript("DROP TABLE held; DROP TABLE thread_tasks; "
+                      "ALTER TABLE outbox DROP COLUMN result_id; PRAGMA user_version = 3;")
+    con.close()
+    holder = Holder(db, "begin_immediate")
+    try:
+        o = await start(data_dir)
+    finally:
+        holder.stop()
+    message = check_fatal(o, 6, "database_locked")
+    assert "locked" in message and str(db) in message
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert con.execute("SELECT name FROM sqlite_master WHERE name = 'held'").fetchall() == []
+    con.close()
+    d = await DaemonProcess.start(data_dir, token=TOKEN)
+    try:
+        c = await d.connect()
+        agents = await c.request({"type": "agent_list"})
+        assert [a["name"] for a in agents["agents"]] == ["Kept"], agents
+        await c.close()
+    finally:
+        await d.stop()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    figure("start-up faults", "v3 database locked during the upgrade: exit 6, s from spawn",
+           round(o.total_s, 2))
+
+
 async def test_read_only_database_file(data_dir: Path, healthy_db: Path,
                                        figure: Figure) -> None:
     healthy_db.chmod(0o444)
