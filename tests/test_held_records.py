@@ -850,3 +850,46 @@ async def test_a_project_acked_twice_releases_its_records_once(
     assert [json.loads(r["result_id"]) for r in rows(
         db, "SELECT result_id FROM outbox WHERE table_name = 'projects'")] == ["p_dup"]
     assert rows(db, "SELECT count(*) AS n FROM held") == [{"n": 0}]
+
+
+async def test_a_run_cancelled_twice_while_its_records_wait_still_delivers_them_once(
+        data_dir: Path, token: str, model_dir: Path, tmp_path: Path) -> None:
+    """The tray's cancel, pressed twice while the run waits for the project's answer: the run
+    ends cancelled, and the records already found (held for the project's id) are not lost:
+    the project's answer releases them, once, with its id, and a later run adds nothing."""
+    root = tmp_path / "docs"
+    write(root / "kickoff.md", KICKOFF)
+    d = await start(data_dir, token, model_dir)
+    try:
+        c, agent = await connect_agent(d, root, ["tasks", "timelines", "projects"])
+        run_id = await run(c, agent)
+        project = (await calls_until_quiet(c, ack=False, until=1))[0]
+        assert project["table"] == "projects"
+        first = await c.request({"type": "cancel_run", "run_id": run_id})
+        second = await c.request({"type": "cancel_run", "run_id": run_id})
+        assert first["type"] == second["type"] == "cancel_run_result", (first, second)
+        finished = await next_run_frame(c, "run_finished", run_id)
+        assert finished["status"] == "cancelled", finished
+        await c.ack(project, {"id": "p_after_cancel"})
+        # an unanswered call may be sent again meanwhile (same id): it is answered the same
+        came = await calls_until_quiet(c, ack=False, quiet=2.0)
+        resent = [f for f in came if f["table"] == "projects"]
+        assert all(f["id"] == project["id"] for f in resent), resent
+        for f in came:
+            await c.ack(f, {"id": "p_after_cancel" if f in resent else f"x_{f['id']}"})
+        released = [f for f in came if f not in resent]
+        assert len(released) == 3, released
+        assert titles(released, "tasks") == TASKS, released
+        assert titles(released, "timelines") == {MILESTONE}
+        assert {r["data"]["projectId"] for r in released} == {"p_after_cancel"}
+        again = await run(c, agent)
+        await next_run_frame(c, "run_finished", again)
+        assert await calls_until_quiet(c, quiet=1.5) == [], "a record came twice"
+        await c.close()
+    finally:
+        await d.stop()
+    db = data_dir / "sidecar.sqlite3"
+    assert rows(db, "SELECT count(*) AS n FROM held") == [{"n": 0}]
+    counts = rows(db, "SELECT table_name, state, count(*) AS n FROM outbox GROUP BY 1, 2")
+    assert sorted((r["table_name"], r["state"], r["n"]) for r in counts) == [
+        ("projects", "acked", 1), ("tasks", "acked", 2), ("timelines", "acked", 1)]
