@@ -213,3 +213,63 @@ async def test_disk_full_mid_run_ends_the_run_and_resumes_when_space_returns(
     assert stored is not None and stored["status"] == "error", stored
     assert not any("Traceback" in line for line in d.stderr_lines), \
         "a full disk is expected, not a crash: no tracebacks"
+
+
+async def test_a_project_answered_while_the_disk_is_full_releases_its_records_once_space_returns(
+        small_disk: Path, tmp_path: Path, model_dir: Path, token: str) -> None:
+    """The held records of a new project are released in the transaction that records the
+    project's answer. With the disk full that commit cannot happen: nothing is released (no
+    record goes out without the project's id), and once space returns the answer commits and
+    the tasks and timeline come, once, with the id the app gave."""
+    from tests.test_held_records import KICKOFF, MILESTONE, TASKS
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "kickoff.md").write_text(KICKOFF, encoding="utf-8")
+    data = small_disk / "data"
+    filler = small_disk / "filler"
+    d = await DaemonProcess.start(data, token=token,
+                                  extra_args=["--model-dir", str(model_dir)])
+    c = None
+    try:
+        c = await d.connect()
+        await c.hello()
+        saved = await c.request({"type": "agent_upsert", "agent": {
+            "kind": "local", "name": "Kickoffs", "directories": [str(docs)],
+            "extensions": [".md"], "data_types": ["tasks", "timelines", "projects"],
+            "schedule_cron": "0 3 * * *", "watch": False}})
+        await c.request({"type": "run_agent", "agent_id": saved["agent"]["id"]})
+        project = await c.next_push("tool_call", timeout=120)
+        assert project["table"] == "projects", project
+        fill(filler)
+        await c.ack(project, {"id": "p_full"})
+        early: list[dict[str, Any]] = []
+        with contextlib.suppress(TimeoutError):
+            while True:  # the disk stays full for 3 s: nothing may be released meanwhile
+                early.append(await c.next_push("tool_call", timeout=3.0))
+        assert all(f["id"] == project["id"] for f in early), early
+        os.unlink(filler)
+        released: dict[str, dict[str, Any]] = {}
+        with contextlib.suppress(TimeoutError):
+            while True:
+                f = await c.next_push("tool_call", timeout=15.0 if not released else 3.0)
+                if f["id"] == project["id"]:  # sent again before the answer committed
+                    await c.ack(f, {"id": "p_full"})
+                    continue
+                assert f["idempotency_key"] not in released, "a record came twice"
+                released[f["idempotency_key"]] = f
+                await c.ack(f, {"id": f"x_{len(released)}"})
+    finally:
+        if c is not None:
+            await c.close()
+        await d.stop()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(filler)
+    calls = list(released.values())
+    assert {f["data"]["title"] for f in calls if f["table"] == "tasks"} == TASKS, calls
+    assert {f["data"]["title"] for f in calls if f["table"] == "timelines"} == {MILESTONE}
+    assert {f["data"]["projectId"] for f in calls} == {"p_full"}
+    async with Store(data / "sidecar.sqlite3") as store:
+        assert await store.db.scalar("SELECT count(*) FROM held") == 0
+        assert await store.db.scalar(
+            "SELECT count(*) FROM outbox WHERE state != 'acked'") == 0
