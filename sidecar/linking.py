@@ -30,7 +30,14 @@ from sidecar.redaction import redact
 from sidecar.scan import resolve_roots
 from sidecar.sources.base import SourceDocument
 from sidecar.store import Store
-from sidecar.store.held import NO_PROJECT, PENDING_ID, Child, HeldStore, keep_places
+from sidecar.store.held import (
+    NO_PROJECT,
+    PENDING_ID,
+    Child,
+    HeldStore,
+    keep_places,
+    scan_key,
+)
 from sidecar.store.outbox import NewEntry, call_id_for, stable_key
 from sidecar.store.threads import ThreadStore
 from sidecar.threads import author, own_keys, pick_task, reply_keys, reply_text
@@ -326,7 +333,7 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
     if "timelines" not in agent.data_types:
         return 0  # no longer asked for: its documents, read again, forget them
     projects = PROJECTS.get()
-    seen_key = f"held_scan:{agent.id}"
+    seen_key = scan_key(agent.id)
     basis = json.dumps([agent.project_id, [p.to_json() for p in projects]], sort_keys=True)
     now = hashlib.sha256(basis.encode()).hexdigest()[:16]
     if await store.kv.get(seen_key) == now:

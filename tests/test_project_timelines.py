@@ -217,8 +217,9 @@ async def test_a_kill_9_while_held_timelines_go_out_loses_none_and_sends_none_tw
     assert again == []
     assert rows(db, "SELECT count(*) FROM outbox WHERE table_name = 'timelines'") == [(1,)]
     assert removed["type"] == "agent_delete_result", removed
-    # what waits: call.md's timeline, and its document's places kept once beside it
-    assert sorted(rows(db, "SELECT table_name FROM held")) == [("",), ("timelines",)]
+    # what waited (call.md's timeline, and its document's places) went with the agent: no
+    # run of its would send it
+    assert rows(db, "SELECT table_name FROM held") == []
     assert (before, after) == (1, 0)
 
 

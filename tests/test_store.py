@@ -84,6 +84,36 @@ async def test_agent_upsert_merge_and_delete(tmp_path: Path) -> None:
         assert await store.agents.get_agent(agent.id) is None
 
 
+async def test_a_deleted_agent_leaves_nothing_that_only_its_runs_would_read(
+        tmp_path: Path) -> None:
+    """Its timelines held for want of a project (released only by its own runs) and its
+    note of when they were last looked at go with it; a record waiting for an insert already
+    sent to the app stays (that insert's answer releases it, like the agent's queued ones)."""
+    async with Store(tmp_path / "s.db") as store:
+        gone = validate_agent({"kind": "local", "name": "gone", "directories": [str(tmp_path)]})
+        kept = validate_agent({"kind": "local", "name": "kept", "directories": [str(tmp_path)]})
+        for a in (gone, kept):
+            await store.agents.upsert(a)
+        async with store.db.transaction() as conn:
+            for key, agent, parent, table in [  # a timeline, its document's places row …
+                    ("k1", gone, "no-project:doc1", "timelines"),
+                    ("places:no-project:doc1", gone, "no-project:doc1", ""),
+                    ("k2", gone, "c_waiting_for_the_app", "tasks"),
+                    ("k3", kept, "no-project:doc2", "timelines")]:
+                await conn.execute(
+                    "INSERT INTO held (idempotency_key, parent_call_id, field, agent_id, "
+                    "table_name, data, created_at) VALUES (?, ?, 'projectId', ?, ?, '{}', "
+                    "'now')", (key, parent, agent.id, table))
+        await store.kv.set(f"held_scan:{gone.id}", "abc")
+        await store.kv.set(f"held_scan:{kept.id}", "def")
+        assert await store.agents.delete(gone.id) is True
+        left = await store.db.fetchall("SELECT agent_id, parent_call_id FROM held ORDER BY seq")
+        assert [tuple(r) for r in left] == [(gone.id, "c_waiting_for_the_app"),
+                                           (kept.id, "no-project:doc2")]
+        assert await store.kv.get(f"held_scan:{gone.id}") is None
+        assert await store.kv.get(f"held_scan:{kept.id}") == "def"
+
+
 async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
     async with Store(tmp_path / "s.db") as store:
         with pytest.raises(RuntimeError):

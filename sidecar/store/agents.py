@@ -9,6 +9,7 @@ from typing import Any
 from sidecar.clock import now_iso, parse_iso
 from sidecar.domain import Agent, agent_from_json
 from sidecar.store.db import Database
+from sidecar.store.held import NO_PROJECT, scan_key
 
 
 def _row_to_record(row: sqlite3.Row) -> dict[str, Any]:
@@ -54,6 +55,11 @@ class AgentStore:
                 deleted = cur.rowcount > 0
             await conn.execute("DELETE FROM file_state WHERE agent_id = ?", (agent_id,))
             await conn.execute("DELETE FROM cursors WHERE agent_id = ?", (agent_id,))
+            # only its own runs would release these; records waiting for an insert already
+            # sent stay (that insert's answer releases them, like its queued records)
+            await conn.execute("DELETE FROM held WHERE agent_id = ? AND parent_call_id LIKE ?",
+                               (agent_id, NO_PROJECT + "%"))
+            await conn.execute("DELETE FROM settings WHERE key = ?", (scan_key(agent_id),))
         return deleted
 
     async def records(self, kind: str | None = None) -> list[dict[str, Any]]:

@@ -35,6 +35,11 @@ NO_PROJECT = "no-project:"
 PLACES = "places:"
 
 
+def scan_key(agent_id: str) -> str:
+    """The settings key noting what an agent's unlinked timelines were last matched under."""
+    return f"held_scan:{agent_id}"
+
+
 async def keep_places(conn: Any, parent: str, agent_id: str, places: Any) -> None:
     """In ``conn``'s transaction: a document's places, once for all its held timelines."""
     await conn.execute(
