@@ -184,9 +184,7 @@ def register_handlers(app: web.Application) -> None:
         records = await app[STORE].agents.records()
         agents = [await agent_status(app, r, sharing=len(records)) for r in records]
         pending = await app[STORE].outbox.count("pending")
-        from sidecar.store.held import HeldStore
-
-        held = await HeldStore(app[STORE].db).count()
+        held = await app[STORE].held.count()
         return p.StatusResult(request_id=frame.request_id, version=__version__, agents=agents,
                               outbox_pending=pending, held=held, clients=len(hub.clients))
 

@@ -34,7 +34,6 @@ from sidecar.store.held import (
     NO_PROJECT,
     PENDING_ID,
     Child,
-    HeldStore,
     keep_places,
     scan_key,
 )
@@ -215,7 +214,7 @@ async def plan(store: Store, agent: Agent, doc: SourceDocument, run_id: str,
     # the engine does not drop timelines for want of one
     matched = agent.project_id or MATCH_ID
     # read again: the timelines it held for want of a project are what it gives now
-    await HeldStore(store.db).forget(NO_PROJECT + identity)
+    await store.held.forget(NO_PROJECT + identity)
     places = tuple((w, redact(t[:BODY_KEPT])) for w, t in doc_places(doc))  # kept in SQLite
     if is_stale(doc, stale):
         return Plan(identity, types, matched, places=places)
@@ -307,7 +306,7 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewEntry]) ->
     if unlinked:
         await keep_places(conn, NO_PROJECT + plan.identity, items[0].agent_id, plan.places)
     await store.outbox.enqueue(direct, conn)
-    return lines + await HeldStore(store.db).hold(children, conn, store.outbox.enqueue)
+    return lines + await store.held.hold(children, conn, store.outbox.enqueue)
 
 
 def _not_the_engines(item: NewEntry, plan: Plan) -> NewEntry:
@@ -338,7 +337,7 @@ async def release_unlinked(store: Store, agent: Agent, run_id: str) -> int:
     now = hashlib.sha256(basis.encode()).hexdigest()[:16]
     if await store.kv.get(seen_key) == now:
         return 0
-    held = HeldStore(store.db)
+    held = store.held
     rows = await held.unlinked(agent.id)
     out = await asyncio.to_thread(_linkable, rows, agent, projects, run_id) if rows else []
     if out:

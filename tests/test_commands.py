@@ -135,3 +135,14 @@ def test_run_demo_shows_the_work_of_old_documents(tmp_path: Path, model_dir: Pat
                      "--initial-lookback-days", "30")
     assert strict.returncode == 0, strict.stderr
     assert not any("Tom to send" in ln for ln in strict.stdout.splitlines()), strict.stdout
+
+
+def test_a_one_shot_command_on_a_new_data_dir_prints_its_answer_and_no_log_lines(
+        tmp_path: Path) -> None:
+    """Creating the store logs its migrations at INFO: not on the terminal of `sidecar status`
+    (warnings still show; --log-level info brings them back)."""
+    r = sidecar("status", "--data-dir", str(tmp_path / "new"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "outbox: 0 record(s) waiting for Electron; 0 held" in r.stdout, r.stdout
+    loud = sidecar("status", "--log-level", "info", "--data-dir", str(tmp_path / "new2"))
+    assert "migrating store" in loud.stderr, loud.stderr

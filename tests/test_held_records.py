@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -740,6 +742,9 @@ async def test_status_counts_held_records_apart_from_the_outbox(
         project = (await calls_until_quiet(c, ack=False, until=1))[0]
         assert project["table"] == "projects"
         before = await c.request({"type": "status"})
+        cli = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "sidecar", "status", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, timeout=120)
         await c.ack(project, {"id": "p_5"})
         released = await calls_until_quiet(c, ack=False, until=3)
         after = await c.request({"type": "status"})
@@ -752,6 +757,9 @@ async def test_status_counts_held_records_apart_from_the_outbox(
         await d.stop()
     # the project waits in the outbox; its two tasks and its timeline are held
     assert (before["outbox_pending"], before["held"]) == (1, 3), before
+    # `sidecar status` says the same, and only that (no log lines on stderr)
+    assert cli.returncode == 0 and cli.stderr == "", cli.stderr
+    assert "outbox: 1 record(s) waiting for Electron; 3 held until" in cli.stdout, cli.stdout
     assert len(released) == 3
     assert (after["outbox_pending"], after["held"]) == (3, 0), after
     assert (done["outbox_pending"], done["held"]) == (0, 0), done

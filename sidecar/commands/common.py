@@ -19,7 +19,7 @@ T = TypeVar("T")
 def with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[T]]) -> T:
     """Open the store (creating/migrating it), run ``fn``, close it: ``asyncio.run`` at the edge."""
     config = config_from_args(args)
-    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO))
+    quiet_logging(args, config)  # no "migrating store" lines around a command's answer
     paths = Paths.from_config(config).ensure()
 
     async def go() -> T:

@@ -34,7 +34,8 @@ async def _collect(store: Store) -> dict[str, Any]:
                        "schedule_cron": r["schedule_cron"], "schedule_error": error,
                        "last_run_at": r.get("last_run_at"), "next_run_at": nxt,
                        "last_run": runs[0] if runs else None})
-    return {"agents": agents, "outbox_pending": await store.outbox.count("pending")}
+    return {"agents": agents, "outbox_pending": await store.outbox.count("pending"),
+            "held": await store.held.count()}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -49,5 +50,7 @@ def _run(args: argparse.Namespace) -> int:
         nxt = a["next_run_at"] or (a["schedule_error"] or "disabled")
         flag = "" if a["state"] == "ok" else f"  [{a['state']}]"
         print(f"{a['id']:18} {a['name'][:24]:24} next {nxt:26} last {outcome}{flag}")
-    print(f"outbox: {status['outbox_pending']} record(s) waiting for Electron")
+    print(f"outbox: {status['outbox_pending']} record(s) waiting for Electron; "
+          f"{status['held']} held until the app answers the insert they depend on "
+          "(a new project, a task a reply comments on)")
     return 0

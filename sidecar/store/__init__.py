@@ -9,6 +9,7 @@ from sidecar.store.agents import AgentStore
 from sidecar.store.cursors import CursorStore
 from sidecar.store.db import Database
 from sidecar.store.files import FileStateStore, Progress, RunSkipLog
+from sidecar.store.held import HeldStore
 from sidecar.store.kv import KeyValueStore
 from sidecar.store.outbox import OutboxStore
 from sidecar.store.runs import RunStore
@@ -26,6 +27,7 @@ class Store:
         self.kv = KeyValueStore(self.db)
         self.files = FileStateStore(self.db)
         self.skips = RunSkipLog(self.db)
+        self.held = HeldStore(self.db)
 
     async def record_progress(self, progress: Progress, conn: Any = None) -> None:
         """An item's state and its agent's cursor, together: inside the caller's open
