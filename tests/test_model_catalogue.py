@@ -409,6 +409,32 @@ def test_models_recommend_command_says_why_for_every_model() -> None:
     assert f"recommended: {out['recommended']}" in text
 
 
+def test_models_recommend_says_pull_only_for_a_model_that_is_not_here(tmp_path: Path) -> None:
+    import subprocess
+
+    def recommend_in(model_dir: Path) -> tuple[dict[str, Any], str]:
+        args = [sys.executable, "-m", "sidecar", "models", "recommend", "--model-dir",
+                str(model_dir)]
+        out = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True,
+                                        timeout=120, cwd=ROOT, check=True).stdout)
+        return out, subprocess.run(args, capture_output=True, text=True, timeout=120,
+                                   cwd=ROOT, check=True).stdout
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out, text = recommend_in(empty)
+    best = out["recommended"]
+    assert out["present"] is False and f"`sidecar models pull {best}`" in text, text
+    here = tmp_path / "here"
+    here.mkdir()
+    spec = next(m for m in load_manifest().models if m.name == best)
+    with open(here / spec.file, "wb") as f:  # its full size (sparse): what `list` calls present
+        f.truncate(spec.size)
+    out, text = recommend_in(here)
+    assert out["present"] is True and "pull" not in text, text
+    assert f"it is already in {here}: run with --model {best}" in text, text
+
+
 async def test_ctrl_c_keeps_the_partial_download_and_the_next_pull_resumes(
         hub: Hub, tmp_path: Path) -> None:
     import signal

@@ -122,19 +122,25 @@ class _ProgressLine:
 
 def _recommend(args: argparse.Namespace) -> int:
     from sidecar.model_choice import Machine, recommend
-    from sidecar.model_files import load_manifest
+    from sidecar.model_files import list_models, load_manifest
 
     machine = Machine.probe()
     best, lines = recommend(load_manifest(), machine)
+    model_dir = _model_dir(args)
+    present = any(m["name"] == best.name and m["state"] == "present"
+                  for m in list_models(model_dir))
     if args.json:
-        print(json.dumps({"recommended": best.name, "machine": {
+        print(json.dumps({"recommended": best.name, "present": present, "machine": {
             "total_ram": machine.total_ram, "available_ram": machine.available_ram,
             "cores": machine.cores}, "reasons": lines}, indent=2))
         return 0
     print(f"this machine: {machine.describe()}")
     for line in lines:
         print(f"  {line}")
-    print(f"to use it: `sidecar models pull {best.name}`, then run with --model {best.name}")
+    if present:
+        print(f"it is already in {model_dir}: run with --model {best.name}")
+    else:
+        print(f"to use it: `sidecar models pull {best.name}`, then run with --model {best.name}")
     return 0
 
 
