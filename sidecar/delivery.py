@@ -154,6 +154,13 @@ class Delivery:
         self._stalled.discard(client.id)
         self._wake.set()
 
+    def _unstall(self, client: Client) -> None:
+        """A writer that answers is alive: it takes new inserts again."""
+        if client.id in self._stalled:
+            self._stalled.discard(client.id)
+            log.info("client %d acks again; it takes new inserts", client.id)
+            self._wake.set()
+
     def _release(self, client: Client) -> None:
         """The client takes no more inserts: its unacked calls go back to the queue."""
         for call_id, f in list(self._inflight.items()):
@@ -169,10 +176,9 @@ class Delivery:
             if known is None:
                 return False
             if known[1] != "pending":
+                self._unstall(client)  # late, for a call settled meanwhile: still alive
                 return True  # a duplicate ack of a settled call: harmless
-        if client.id in self._stalled:
-            self._stalled.discard(client.id)
-            log.info("client %d acks again; it takes new inserts", client.id)
+        self._unstall(client)
         retry = frame.retryable is True and frame.error is not None
         self._settling[frame.id] = Settled(frame.id, frame.error, retryable=retry,
                                            result_id=id_of(frame.result))

@@ -418,6 +418,26 @@ async def test_a_timed_out_call_moves_to_another_writer_and_new_ones_avoid_the_s
     assert await states(store) == {"acked": 2, "pending": 1}
 
 
+async def test_a_late_ack_of_a_call_another_writer_settled_still_unstalls_its_writer(
+        store: Store, started: Started) -> None:
+    """The silent window answers at last, after the call it sat on was moved and acked by the
+    other window: its answer changes nothing in the outbox, but it shows the window is alive,
+    so new inserts go to it again (the newest writer) instead of it staying out for good."""
+    hub, delivery = await started(timeout=0.3)
+    await store.outbox.enqueue(items(1))
+    older, a = writer(hub, delivery)
+    newer, b = writer(hub, delivery)
+    delivery.notify()
+    assert await until(lambda: len(a.calls) == 1, timeout=3)  # moved from b to a
+    await ack(delivery, older, a.calls[0])
+    assert await until(_states_are(store, {"acked": 1}))
+    assert await ack(delivery, newer, b.calls[0]) is True  # late, for a settled call
+    await store.outbox.enqueue(items(1, start=1))
+    delivery.notify()
+    assert await until(lambda: len(b.calls) == 2)
+    assert keys(b.calls) == ["a1:k0", "a1:k1"] and len(a.calls) == 1
+
+
 async def test_a_timed_out_call_goes_to_a_healthy_writer_before_a_stalled_one(
         store: Store, started: Started) -> None:
     hub, delivery = await started(timeout=0.3)
