@@ -203,6 +203,17 @@ def test_the_run_services_are_wired_in_one_place() -> None:
     assert set(builders) == {"sidecar.services"}, builders
 
 
+def test_each_table_family_is_written_by_its_own_store_module() -> None:
+    """Run accounting lives in store/runs.py alone: no other module writes the runs table
+    (the outbox's settle credits a run through runs.credit_run, in its transaction)."""
+    import re
+
+    writes = re.compile(r"\b(?:UPDATE|INSERT\s+(?:OR\s+\w+\s+)?INTO|DELETE\s+FROM)\s+runs\b", re.I)
+    writers = {mod for mod, path in _module_files().items()
+               if writes.search(path.read_text(encoding="utf-8"))}
+    assert writers == {"sidecar.store.runs"}, writers
+
+
 # -- the checker itself: it must see a loop when there is one -------------------------------
 
 

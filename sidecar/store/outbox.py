@@ -16,7 +16,7 @@ from sidecar.clock import now_iso
 from sidecar.domain import record_title
 from sidecar.store.db import Database
 from sidecar.store.held import HeldStore, release_settled
-from sidecar.store.runs import credit_run
+from sidecar.store.runs import credit_run, mark_run_delivered, mark_settled_runs
 
 #: A call the app answered with a retryable error is sent again after 1 s, doubling up to 5 min.
 RETRY_BACKOFF = (1.0, 300.0)
@@ -222,24 +222,13 @@ class OutboxStore:
         """At start-up: closed runs with nothing pending that were never marked (a stop
         between a run's close and its mark, runs from before v3) are delivered as of their
         close; returns how many."""
-        return await self.db.execute(
-            "UPDATE runs SET delivered_at = coalesce(completed_at, ?) WHERE delivered_at IS "
-            "NULL AND status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox "
-            "WHERE outbox.run_id = runs.id AND state = 'pending') AND NOT EXISTS "
-            "(SELECT 1 FROM held WHERE held.run_id = runs.id)", (now_iso(),))
+        return await mark_settled_runs(self.db)
 
     async def mark_delivered(self, run_id: str) -> dict[str, Any] | None:
         """Once a closed run has nothing pending, mark it delivered and return its row (with
         counts); None if it is still running, has pending records or was marked before."""
-        changed = await self.db.execute(
-            "UPDATE runs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL "
-            "AND status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox "
-            "WHERE run_id = ? AND state = 'pending') AND NOT EXISTS (SELECT 1 FROM held "
-            "WHERE run_id = ?)", (now_iso(), run_id, run_id, run_id))
-        if not changed:
-            return None
-        row = await self.db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
-        if row is None:  # pragma: no cover - the update just matched it
+        row = await mark_run_delivered(self.db, run_id)
+        if row is None:
             return None
         record = {**dict(row), "errors": json.loads(row["errors"])}
         return {**record, **(await self.run_counts([run_id]))[run_id]}

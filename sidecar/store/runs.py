@@ -58,6 +58,26 @@ async def credit_run(conn: Any, run_id: str, created: int, errors: list[str]) ->
         (total, json.dumps(all_errors, ensure_ascii=False), status, run_id))
 
 
+#: A closed run is delivered once nothing of it is pending in the outbox or held.
+_SETTLED = ("status != 'running' AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.run_id = "
+            "runs.id AND state = 'pending') AND NOT EXISTS (SELECT 1 FROM held WHERE "
+            "held.run_id = runs.id)")
+
+
+async def mark_settled_runs(db: Database) -> int:
+    """At start-up: every closed, settled run never marked is delivered as of its close."""
+    return await db.execute(f"UPDATE runs SET delivered_at = coalesce(completed_at, ?) "
+                            f"WHERE delivered_at IS NULL AND {_SETTLED}", (now_iso(),))
+
+
+async def mark_run_delivered(db: Database, run_id: str) -> sqlite3.Row | None:
+    """``run_id``'s row if it was closed and settled and is marked delivered now, else None."""
+    if not await db.execute(f"UPDATE runs SET delivered_at = ? WHERE id = ? AND "
+                            f"delivered_at IS NULL AND {_SETTLED}", (now_iso(), run_id)):
+        return None
+    return await db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
+
+
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     d["errors"] = json.loads(d["errors"])
