@@ -291,3 +291,23 @@ def test_french_and_german_dates(expr: str, expected: tuple[int, int, int]) -> N
 ])
 def test_european_words_that_are_not_dates(text: str) -> None:
     assert find_date_expressions(text) == []
+
+
+@pytest.mark.parametrize(("text", "expr", "expected"), [
+    # a span of days starts on its first day (REF is 25 Nov 2026)
+    ("Shoot days: 10–11 March at the studio", "10–11 March", (2027, 3, 10)),
+    ("Install: 3-5 December, Hall B", "3-5 December", (2026, 12, 3)),
+    ("Festival runs 9 to 11 August", "9 to 11 August", (2027, 8, 9)),
+    ("Booth staffed 14th–16th of January", "14th–16th of January", (2027, 1, 14)),
+    ("Fair: March 10–11, 2028", "March 10–11, 2028", (2028, 3, 10)),
+    ("Retreat 28 — 30 December 2026", "28 — 30 December 2026", (2026, 12, 28)),
+])
+def test_a_range_of_days_resolves_to_its_first_day(
+        text: str, expr: str, expected: tuple[int, int, int]) -> None:
+    assert [e for _, _, e in find_date_expressions(text)] == [expr]
+    assert resolve_date(expr, REF) == ms(*expected)
+
+
+def test_a_backwards_pair_of_days_is_not_a_range() -> None:
+    # "28–3 March" is no span of days: only "3 March" is a date
+    assert [e for _, _, e in find_date_expressions("rooms 28–3 March")] == ["3 March"]

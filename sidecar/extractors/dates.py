@@ -19,6 +19,7 @@ Rules (all relative to ``reference``, in its time zone; a naive reference means 
   > 12, or ``day_first`` says the document writes day/month: see
   :func:`sidecar.readers.docdate.day_first_for`),
   ``1.12.2026`` (European day.month.year). Invalid dates give None, never raise.
+* A span of days ("10–11 March", "9 to 11 August", "March 10–11, 2026") is its first day.
 * A month name alone is not a date, so "we may ship" or "the march" never match.
 * Spanish: "14 de abril (de 2025)", "el viernes", "antes del lunes", "hoy", "mañana" (not
   "la mañana": the morning), "pasado mañana", "la próxima semana"/"la semana que viene",
@@ -92,7 +93,11 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("dot", re.compile(r"(?<![\w.])(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<y>\d{4})(?!\w|\.\d)")),
     ("md", re.compile(
         _WDP + r"\b(?P<mon>" + _MON + r")(?:\.\s*|\s+)(?P<d>\d{1,2})(?:st|nd|rd|th)?\b"
-        r"(?![.:]\d)(?:,?\s*" + _YEAR + ")?", _I)),
+        r"(?![.:]\d)(?P<d2>\s*[-–—]\s*\d{1,2}(?:st|nd|rd|th)?\b)?(?:,?\s*" + _YEAR + ")?", _I)),
+    ("dmr", re.compile(  # "10–11 March", "9 to 11 August": a span of days
+        _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?:st|nd|rd|th)?(?:\s*[-–—]\s*|\s+(?:to|until|till"
+        r"|through|thru)\s+)(?P<d2>\d{1,2})(?P<ord>st|nd|rd|th)?\s+(?P<of>(?:of|de)\s+)?"
+        r"(?P<mon>" + _MON + r")\b(?:\.?,?\s*" + _YEAR + ")?", _I)),
     ("dm", re.compile(
         _WDP + r"(?<![\w.,:/-])(?P<d>\d{1,2})(?:(?P<ord>st|nd|rd|th)|(?P<gdot>\.))?\s+"
         r"(?P<of>(?:of|de)\s+)?"
@@ -178,15 +183,17 @@ def _plausible(kind: str, m: re.Match[str]) -> bool:
     if kind == "wdnum":
         return 1 <= int(m["d"]) <= 31 and bool(
             m["ord"] or m["the"] or m["wd"].lower() in _ES_WEEKDAYS)
-    if kind in ("md", "dm"):
+    if kind in ("md", "dm", "dmr"):
         month = _month_of(m["mon"])
-        if not _valid_day(int(m["y"]) if m["y"] else None, month, int(m["d"])):
-            return False
+        year, day = (int(m["y"]) if m["y"] else None), int(m["d"])
+        if not _valid_day(year, month, day) or (kind == "dmr" and not (
+                day < int(m["d2"]) and _valid_day(year, month, int(m["d2"])))):
+            return False  # "28–3 March", "20–31 April": no span of days
         # "the 2 may conflict": lowercase verb-like months need stronger evidence after a number.
         if m.groupdict().get("gdot") and not _DOT_MONTH.match(m["mon"]):
             return False  # "2. May I ask": a numbered list, unless the month is German/French
         ambiguous = m["mon"] in ("may", "march", "mar")
-        return not (kind == "dm" and ambiguous
+        return not (kind != "md" and ambiguous
                     and not (m["ord"] or m["of"] or m["y"] or m["wdp"]))
     if kind == "wd":
         word = m["wd"]
@@ -298,7 +305,7 @@ def _hit_date(kind: str, m: re.Match[str], today: date,
     if kind == "num":
         ymd = _num_ymd(m, day_first)
         return date(*ymd) if _valid_day(*ymd) else date(*_num_ymd(m, not day_first))
-    if kind in ("md", "dm"):
+    if kind in ("md", "dm", "dmr"):
         month, day = _month_of(m["mon"]), int(m["d"])
         if m["y"]:
             return date(int(m["y"]), month, day)
@@ -386,6 +393,11 @@ def find_date_expressions(text: str) -> list[tuple[int, int, str]]:
     if not isinstance(text, str) or not text:
         return []
     return [(h.start, h.end, text[h.start:h.end]) for h in _scan(text)]
+
+
+def is_day_span(expr: str) -> bool:
+    """"10–11 March": a span of days resolves to its first day, yet dates no document."""
+    return any(h.kind in ("md", "dmr") and h.match["d2"] for h in _scan(expr))
 
 
 def resolve_date(expr: str, reference: datetime, *, day_first: bool | None = None) -> int | None:

@@ -25,6 +25,7 @@ from datetime import date, datetime, time, timedelta
 from sidecar.extractors.dates import (
     MONTH_PATTERN,
     find_date_expressions,
+    is_day_span,
     numeric_dates,
     resolve_date,
 )
@@ -124,7 +125,7 @@ def _own_day(value: str, fallback: datetime, day_first: bool | None = None, *,
     for start, end, expr in find_date_expressions(value):
         before = value[max(0, start - 16):start]
         ends_in_time = re.search(r"\d:\d\d\s*$|[ap]\.?m\.?\s*$", expr, re.I)
-        if _RANGE_BEFORE.search(before) or _TALKS_ABOUT.search(before) or (
+        if is_day_span(expr) or _RANGE_BEFORE.search(before) or _TALKS_ABOUT.search(before) or (
                 not ends_in_time and _RANGE_AFTER.match(value[end:end + 4])):
             continue
         if not _FULL.search(expr):
@@ -178,7 +179,7 @@ def message_references(text: str, reference: datetime, day_first: bool | None = 
             continue
         mark = m.group(0).strip(_MARK_TRIM + "\r\n")
         hits = find_date_expressions(mark) if 4 <= len(mark) <= 40 else []
-        if len(hits) == 1 and hits[0][2] == mark and _FULL.search(mark):
+        if len(hits) == 1 and hits[0][2] == mark and _FULL.search(mark) and not is_day_span(mark):
             ms = resolve_date(mark, reference, day_first=day_first)
             if ms is not None:
                 day = datetime.fromtimestamp(ms / 1000, reference.tzinfo).date()
