@@ -322,3 +322,77 @@ async def test_report_fields_and_budget_tables_are_not_tasks_and_a_check_in_is_a
         "Renew the rota app licence before 11 January 2027"]
     assert {str(t.data["title"]): day(t.data["date"]) for t in of(items, "timelines")} == {
         "Check-in: Monday 23 February, 10:00 by video": "2026-02-23"}
+
+
+BRIEF = """# Project brief: Saltwater Bakes – spring menu photography
+
+Prepared by Ines for Sam, 9 February 2026
+
+## Timeline
+
+- Shoot days: 10–11 March at the bakery, Penarth.
+- First edits delivered: 14 March.
+- Menu boards approved: 20 February.
+- The old menu was signed off on 3 February.
+- The pilot shoot was held on 20 March.
+"""
+
+
+async def test_a_brief_dates_its_milestones_ahead_and_a_range_from_its_first_day() -> None:
+    items, _ = await run(BRIEF)
+    got = {str(t.data["title"]): day(t.data["date"]) for t in of(items, "timelines")}
+    # REF is 9 February 2026: a brief's "delivered: 14 March" is the coming one, a shoot over
+    # two days starts on the first; only what the text says happened ("was signed off") is past
+    assert got == {"Shoot days: 10–11 March at the bakery, Penarth": "2026-03-10",
+                   "First edits delivered: 14 March": "2026-03-14",
+                   "Menu boards approved: 20 February": "2026-02-20",
+                   "The old menu was signed off on 3 February": "2026-02-03",
+                   "The pilot shoot was held on 20 March": "2025-03-20"}
+
+
+async def test_a_report_still_dates_what_was_done_in_the_past() -> None:
+    october = datetime(2026, 10, 14, 9).astimezone()
+    report = ("# Oakridge festival plan: Q3 status report\n\n## Milestones\n\n"
+              "- Charter signed: 3 March.\n- Venue contract signed 19 September.\n"
+              "- Contract to be signed on 3 March.\n")
+    brief = report.replace(": Q3 status report", "")
+    got = {}
+    for name, text in (("report", report), ("plan", brief)):
+        result = await RulesExtractor().extract(ExtractionRequest(
+            text, data_types=("timelines",), project_id="p1", document_date=october))
+        got[name] = {str(t.data["title"]): day(t.data["date"]) for t in result.items}
+    # in a report (even on a plan) a signed charter is this year's; "to be signed" is ahead
+    # in any document
+    assert got["report"] == {"Charter signed: 3 March": "2026-03-03",
+                             "Venue contract signed 19 September": "2026-09-19",
+                             "Contract to be signed on 3 March": "2027-03-03"}
+    # in a plan the same milestone is the next 3 March; 19 September is recent, so it stays
+    assert got["plan"] == {"Charter signed: 3 March": "2027-03-03",
+                           "Venue contract signed 19 September": "2026-09-19",
+                           "Contract to be signed on 3 March": "2027-03-03"}
+
+
+async def test_two_dated_events_in_one_sentence_are_two_timelines() -> None:
+    text = ("# Tallybook app – steering minutes\n\n"
+            "Ana presented the plan. The beta opens to testers on 2 March, public launch "
+            "for 16 March.\n\nThe studio is booked on 4 March, 9am, at the old mill.\n\n"
+            "The invoice for the design milestone was sent on 2 February, re-sent on 5 "
+            "February and finally paid on 6 February.\n\n## Key dates\n\n"
+            "- Proof deadlines: 2 March, 9 March\n"
+            "- Rehearsal on 2 March, 9am, dress rehearsal on 4 March\n")
+    items, _ = await run(text)
+    got = {str(t.data["title"]): day(t.data["date"]) for t in of(items, "timelines")}
+    assert got == {"The beta opens to testers on 2 March": "2026-03-02",
+                   "Public launch for 16 March": "2026-03-16",
+                   "The studio is booked on 4 March, 9am, at the old mill": "2026-03-04",
+                   # one thing's history told in one sentence: not three events
+                   "The invoice for the design milestone was sent on 2 February, re-sent on "
+                   "5 February and finally paid on 6 February": "2026-02-02",
+                   # a second date with no words of its own is the same thing's
+                   "Proof deadlines: 2 March, 9 March": "2026-03-02",
+                   "Rehearsal on 2 March, 9am": "2026-03-02",
+                   "Dress rehearsal on 4 March": "2026-03-04"}
+    for t in of(items, "timelines"):  # each grounded to its own words in the document
+        span = t.source.span
+        assert span is not None
+        assert text[span[0]:span[1]].lower() == str(t.data["title"]).lower()

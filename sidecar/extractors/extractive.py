@@ -23,9 +23,11 @@ from sidecar.extractors.features import (
     IMPERATIVE_VERBS,
     Evidence,
     is_milestone,
+    is_plan,
     note_evidence,
     priority_of,
     reports_past,
+    split_events,
     strip_connectors,
     task_evidence,
     timeline_evidence,
@@ -132,6 +134,7 @@ async def extract_extractive(
     local = message_references(text, reference, day_first)
     starts = [pos for pos, _, _ in local]
     dates = {id(c): find_dates(c.text) or find_dates(c.date_text or "") for c in cands}
+    plan = is_plan(document_title(text)[0])
 
     def ref_of(c: Candidate) -> tuple[datetime, Mapping[str, str] | None]:
         i = bisect.bisect_right(starts, c.start) - 1
@@ -140,12 +143,13 @@ async def extract_extractive(
         _, when, origin = local[i]
         return when, {"date": when.isoformat(timespec="minutes"), "origin": origin}
 
-    def due(c: Candidate, *, event: bool = False) -> int | None:
+    def due(c: Candidate, *, event: bool = False,
+            found: list[tuple[int, int, str]] | None = None) -> int | None:
         ref = ref_of(c)[0]
-        for _s, _e, expr in dates[id(c)]:
+        for _s, _e, expr in dates[id(c)] if found is None else found:
             ms = resolve_date(expr, ref, day_first=day_first)
             if (ms is not None and ms > ref.timestamp() * 1000 + _DAY_MS
-                    and event and reports_past(c) and not _YEAR.search(expr)):
+                    and event and reports_past(c, plan) and not _YEAR.search(expr)):
                 # "the charter was signed on 3 March" (in October): this year's, not next
                 earlier = resolve_date(expr, ref - timedelta(days=365), day_first=day_first)
                 if earlier is not None and earlier <= ref.timestamp() * 1000 + _DAY_MS:
@@ -162,17 +166,25 @@ async def extract_extractive(
     scored_tl = [(c, timeline_evidence(c, True)) for c in cands
                  if dates[id(c)] and is_milestone(c)]
     for c, conf in await _decide("timelines", scored_tl, judge, context, tuning):
-        ms = due(c, event=True) if conf >= tuning.timeline_threshold else None
-        if ms is None or not is_milestone(c):
+        if conf < tuning.timeline_threshold or not is_milestone(c):
             continue
-        if not _task_row(c):
-            claimed.add(id(c))  # an event, not something to do
-        if "timelines" in data_types:
-            title, s, e = _title(c, max_len=120)
+        # "submission on 10 June, public launch for 17 June": two events, each its own date;
+        # "sent on 3 Feb, re-sent on 24 Feb": one thing's history, told in the past
+        parts = ([(c, dates[id(c)])] if reports_past(c, plan)
+                 else split_events(c, find_dates(c.text)))
+        events = [(part, ms) for part, found in parts
+                  if (ms := due(part, event=True, found=found or dates[id(c)])) is not None
+                  and is_milestone(part)]
+        if events and not _task_row(c):
+            claimed.add(id(c))  # events, not something to do
+        if "timelines" not in data_types:
+            continue
+        for part, ms in events:
+            title, s, e = _title(part, max_len=120)
             data: dict[str, object] = {"title": title, "date": ms}
             if project_id:
                 data["projectId"] = project_id
-            items.append(ExtractedItem("timelines", data, _grounding(c, s, e, title), conf,
+            items.append(ExtractedItem("timelines", data, _grounding(part, s, e, title), conf,
                                        ref_of(c)[1]))
     tasks: set[int] = set()
     if "tasks" in data_types:

@@ -7,7 +7,8 @@ model's yes/no log-probabilities refine. English and Spanish cues.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import pairwise
 
 from sidecar.extractors.candidates import Candidate
 
@@ -325,12 +326,69 @@ def is_milestone(c: Candidate) -> bool:
         _OBJECT_AFTER.match(text) or not (first in _EVENT_NOUNS or _MILESTONE.search(text))))
 
 
-_HAPPENED = re.compile(
-    r"\b(?:signed|delivered|approved|completed?|done|finished|launched|went live|took place|"
-    r"happened|held|shipped|released|opened|closed|replaced|was|were|firmad[oa]|entregad[oa]|"
-    r"terminad[oa]|hecho)\b", re.I)
+#: Said in the past tense: what it dates has happened, whatever the document is.
+_HAPPENED = re.compile(r"\b(?:went live|took place|happened|was|were)\b", re.I)
+#: A participle: past in a report ("Charter signed 3 Mar"), a milestone's name in a plan
+#: ("First selects delivered: 14 March").
+_PARTICIPLE = re.compile(
+    r"\b(?:signed|delivered|approved|completed?|done|finished|launched|held|shipped|released|"
+    r"opened|closed|replaced|firmad[oa]|entregad[oa]|terminad[oa]|hecho)\b", re.I)
+#: "to be signed", "planned", "due": the participle names something still to come.
+_AHEAD = re.compile(r"\b(?:will|shall|to be|going to|planned|scheduled|expected|due|target)\b",
+                    re.I)
 
 
-def reports_past(c: Candidate) -> bool:
-    """"Charter signed 3 Mar", a row marked done: what it dates has already happened."""
-    return c.checked or bool(_HAPPENED.search(c.text))
+def reports_past(c: Candidate, plan: bool = False) -> bool:
+    """"Charter signed 3 Mar" in a report, "was signed on 3 March", a row marked done: what
+    it dates has already happened. In a ``plan`` (a brief, a schedule) only a past tense or
+    a done mark says so: its "delivered: 14 March" is a milestone still to come."""
+    if c.checked or _HAPPENED.search(c.text):
+        return True
+    return not plan and bool(_PARTICIPLE.search(c.text)) and not _AHEAD.search(c.text)
+
+
+_PLAN_TITLE = re.compile(r"\b(?:brief|plan|planning|proposal|roadmap|schedule|timeline|"
+                         r"kick-?off|agenda|call sheet|propuesta|planificaci[óo]n|cronograma)\b",
+                         re.I)
+_REPORT_TITLE = re.compile(r"\b(?:report|retro(?:spective)?|status|recap|review|minutes|summary|"
+                           r"post-?mortem|wrap-?up|informe|acta|resumen)\b", re.I)
+
+
+def is_plan(title: str) -> bool:
+    """A document titled as a brief, plan or schedule (and not as a report on one): its dates
+    without a year are the coming ones."""
+    return bool(_PLAN_TITLE.search(title)) and not _REPORT_TITLE.search(title)
+
+
+#: Where one dated clause ends and the next begins: ", ", "; ", " and ".
+_CLAUSE = re.compile(r"\s*[,;]\s+(?:and\s+)?|\s+and\s+", re.I)
+_FILLER = frozenset({"and", "for", "on", "the", "from", "then", "also", "until", "till", "by",
+                     "at", "y", "el", "para"})
+
+
+def _has_words(text: str) -> bool:
+    return any(w.lower() not in _FILLER for w in re.findall(r"[^\W\d_]{2,}", text))
+
+
+def split_events(c: Candidate, found: list[tuple[int, int, str]]
+                 ) -> list[tuple[Candidate, list[tuple[int, int, str]]]]:
+    """"Submission is planned for 10 June, public launch for 17 June": one event per dated
+    clause, each a span of the document with its own date and its own words; otherwise the
+    candidate whole. ``found``: the date expressions in ``c.text`` (offsets in it)."""
+    if len(found) < 2:
+        return [(c, found)]
+    bounds = [0]
+    for (_, end, _), (start, _, _) in pairwise(found):
+        m = _CLAUSE.search(c.text, end, start)
+        if m is None:
+            return [(c, found)]
+        bounds += [m.start(), m.end()]
+    bounds.append(len(c.text))
+    parts = []
+    for (a, b), (ds, de, expr) in zip(zip(bounds[::2], bounds[1::2], strict=True), found,
+                                      strict=True):
+        if not _has_words(c.text[a:ds] + " " + c.text[de:b]):
+            return [(c, found)]  # "10 June, 17 June": dates of one thing
+        part = replace(c, start=c.start + a, end=c.start + b, text=c.text[a:b])
+        parts.append((part, [(ds - a, de - a, expr)]))
+    return parts
