@@ -63,7 +63,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ from bench.quality_gold import (  # noqa: E402
 from bench.quality_score import score_doc, summarize  # noqa: E402
 from sidecar.extractors.base import ExtractionRequest, Extractor  # noqa: E402
 from sidecar.readers import read_document  # noqa: E402
+from sidecar.readers.base import Document  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 SETS = {"dev": "gold.json", "heldout": "gold_heldout.json", "third": "gold_third.json"}
@@ -124,6 +125,8 @@ class LoadedDoc:
     text: str
     date: datetime | None = None
     origin: str | None = None
+    #: The reader's whole document (title, sender, kind …): engines get what the daemon gives.
+    doc: Document | None = None
 
 
 def load_docs(data: Path, gold: Sequence[GoldDoc], mtime_lag_days: float = 0.0
@@ -138,7 +141,7 @@ def load_docs(data: Path, gold: Sequence[GoldDoc], mtime_lag_days: float = 0.0
             stamp = saved.timestamp() + mtime_lag_days * 86400
             os.utime(copy, (stamp, stamp))
             doc = read_document(copy, max_bytes=MAX_BYTES)
-            out.append(LoadedDoc(g, doc.text, doc.date, doc.meta.get("date_origin")))
+            out.append(LoadedDoc(g, doc.text, doc.date, doc.meta.get("date_origin"), doc))
     return out
 
 
@@ -147,6 +150,16 @@ def load_set(data: Path, which: str, mtime_lag_days: float = 0.0) -> list[Loaded
     names = list(SETS) if which == "all" else [which]
     gold = [g for n in names if (data / SETS[n]).is_file() for g in load_gold(data / SETS[n])]
     return load_docs(data, gold, mtime_lag_days)
+
+
+def request_for(d: LoadedDoc, **instructions: Any) -> ExtractionRequest:
+    """The request the daemon would make for ``d`` (its reader's document whole: text, date,
+    title, sender, kind), asking for the benchmark's tables."""
+    if d.doc is None:  # a document made up in a test: its text and date only
+        return ExtractionRequest(d.text, data_types=DATA_TYPES, document_date=d.date,
+                                 date_origin=d.origin, label=d.gold.name, **instructions)
+    return ExtractionRequest.for_document(d.doc, data_types=DATA_TYPES, label=d.gold.name,
+                                          **instructions)
 
 
 async def run_engine(name: str, docs: Sequence[LoadedDoc],
@@ -165,10 +178,8 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
             when, origin = d.date, d.origin
             if given_reference:
                 when, origin = datetime(ref.year, ref.month, ref.day, 9, 0).astimezone(), "given"
-            request = ExtractionRequest(
-                d.text, data_types=DATA_TYPES, project_id=project_id,
-                document_date=when, date_origin=origin, label=d.gold.name,
-                stale_before=stale_before)
+            request = replace(request_for(d, project_id=project_id, stale_before=stale_before),
+                              document_date=when, date_origin=origin)
             start = time.perf_counter()
             try:
                 result = await engine.extract(request)
