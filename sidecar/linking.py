@@ -297,8 +297,7 @@ async def enqueue(store: Store, conn: Any, plan: Plan, items: list[NewEntry]) ->
             assert plan.intro is not None
             source = {**it.meta.get("source", {}), "project": {
                 "id": None, "by": "new project", "term": plan.intro.name, "in": plan.intro.by}}
-            children.append(Child(NewEntry(it.idempotency_key, it.agent_id, it.run_id, it.table,
-                                          it.data, {**it.meta, "source": source}),
+            children.append(Child(replace(it, meta={**it.meta, "source": source}),
                                   call_id_for(plan.project.idempotency_key), "projectId"))
         else:
             direct.append(it)
