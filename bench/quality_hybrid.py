@@ -153,7 +153,8 @@ def objective(r: dict[str, Any]) -> float:
 
 
 def choose(dev: list[LoadedDoc], cache: dict[str, Any]) -> HybridTuning:
-    """Two grids on the dev set: the tasks' and notes' switches, then the timelines' on top."""
+    """Grids on the dev set, one after the other: the tasks' and notes' switches, the
+    timelines' on top, then grounding reworded listings to their clause with the proposals."""
     first = [HybridTuning(listed=a, unlisted=b, propose_tasks=p, write_note=w)
              for a, b, p, w in itertools.product((1.0, 2.0, 3.0), (0.0, -0.5, -1.0, -1.5),
                                                  (True, False), (True, False))]
@@ -163,7 +164,10 @@ def choose(dev: list[LoadedDoc], cache: dict[str, Any]) -> HybridTuning:
               for a, b, p, o, t in itertools.product(
                   (None, 0.0, 1.0, 2.0, 3.0), (None, 0.0, -0.5, -1.0, -2.0), (True, False),
                   (True, False), (True, False)) if p or (o and not t)]
-    return max(second, key=lambda t: objective(score(dev, cache, t)))
+    best = max(second, key=lambda t: objective(score(dev, cache, t)))
+    third = [replace(best, clause_f1=c, propose_tasks=p, propose_timelines=q)
+             for c, p, q in itertools.product((None, 0.6, 0.75), (True, False), (True, False))]
+    return max(third, key=lambda t: objective(score(dev, cache, t)))
 
 
 def tune(cache_path: Path, fixed: HybridTuning | None = None) -> None:

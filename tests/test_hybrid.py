@@ -211,6 +211,23 @@ def test_a_milestone_inside_a_tasks_sentence_is_its_own_record_when_asked() -> N
     assert len([t for t in titles(twice["timelines"]) if "kickoff" in t]) == 1
 
 
+def test_a_listing_reworded_by_the_model_is_grounded_to_its_clause_when_asked() -> None:
+    text = ("Standup, 24 November\n[10:02] Marta: reminder that the sprint demo is on Friday "
+            "at 2pm, please have something clickable by then\n[10:04] Ben: ok\n")
+    reading = _reading("MILESTONES:\n- Sprint demo on Friday at 2pm\n- Board meeting on "
+                       "Friday\n")
+    propose = replace(RULES, propose_timelines=True, milestone_beside_task=True)
+    assert _run(reading, text=text, tuning=propose)["timelines"] == []  # not found as written
+    got = _run(reading, text=text, tuning=replace(propose, clause_f1=0.6))["timelines"]
+    # the clause, not the line: the speaker and the request after the comma are left out;
+    # the board meeting shares too few words with any clause to be grounded
+    assert titles(got) == ["Reminder that the sprint demo is on Friday at 2pm"], got
+    assert text[slice(*got[0].source.span)] == "reminder that the sprint demo is on Friday at 2pm"
+    assert not got[0].source.exact
+    located = locate(reading, text, 0.6)["timelines"]
+    assert [x.span is None for x in located] == [False, True]
+
+
 def test_a_proposed_milestone_in_a_chat_is_dated_from_its_message() -> None:
     """"Friday" in a message sent on 17 December 2026 is the 18th, not the Friday after the
     document's reference date (25 November): the rules' reading of a chat's dates."""

@@ -60,6 +60,10 @@ class HybridTuning:
     unlisted_timeline: float | None = None
     #: A listing matches a record when their words' F1 reaches this (or spans overlap).
     match_f1: float = 0.6
+    #: A listing not found as written is grounded to the document's clause whose words'
+    #: F1 with it reaches this ("Sprint demo on Friday" for "the sprint demo is on Friday").
+    #: None: not grounded, so never a record.
+    clause_f1: float | None = None
     #: Confidence of a record only the model found (exactly / loosely grounded).
     proposed_exact: float = 0.75
     proposed_fuzzy: float = 0.6
@@ -108,16 +112,60 @@ class Listed:
     exact: bool
 
 
-def locate(reading: Reading, visible: str) -> dict[str, list[Listed]]:
-    """Each listed line grounded in the visible document text."""
+def locate(reading: Reading, visible: str, clause_f1: float | None = None
+           ) -> dict[str, list[Listed]]:
+    """Each listed line grounded in the visible document text; with ``clause_f1``, a line
+    found nowhere as written is grounded to the clause whose words best match it."""
     out: dict[str, list[Listed]] = {}
+    clauses = _clauses(visible) if clause_f1 is not None else []
     for table, texts in reading.lists.items():
         found = []
         for t in texts:
             g = ground(t, visible)
-            found.append(Listed(t, g.span, g.exact))
+            span = g.span
+            if span is None and clause_f1 is not None:
+                span = _best_clause(t, visible, clauses, clause_f1)
+            found.append(Listed(t, span, g.exact))
         out[table] = found
     return out
+
+
+_SENTENCE = re.compile(r"[^\n.!?;]+(?:[.!?;](?=\S)[^\n.!?;]*)*")
+_PIECE = re.compile(r",\s|:\s|\s[—–-]\s")
+
+
+def _clauses(text: str) -> list[tuple[int, int]]:
+    """Spans of every sentence and every run of its comma/colon/dash-separated pieces."""
+    out = []
+    for m in _SENTENCE.finditer(text):
+        cuts = [m.start()] + [m.start() + c.end() for c in _PIECE.finditer(m.group(0))]
+        ends = [m.start() + c.start() for c in _PIECE.finditer(m.group(0))] + [m.end()]
+        for i in range(len(cuts)):
+            for j in range(i, len(ends)):
+                a, b = cuts[i], ends[j]
+                while a < b and text[a] in " \t-*•#>|[]":
+                    a += 1
+                while b > a and text[b - 1] in " \t|":
+                    b -= 1
+                if b - a >= 8:
+                    out.append((a, b))
+    return out
+
+
+def _token_f1(a: list[str], b: list[str]) -> float:
+    common = sum((Counter(a) & Counter(b)).values())
+    return 2 * common / (len(a) + len(b)) if common else 0.0
+
+
+def _best_clause(listed: str, text: str, clauses: list[tuple[int, int]], floor: float
+                 ) -> tuple[int, int] | None:
+    """The clause whose words match the listed line best (the shortest among equals)."""
+    words = _words(listed)
+    if len(words) < 2:
+        return None
+    scored = [(_token_f1(words, _words(text[a:b])), a - b, (a, b)) for a, b in clauses]
+    best = max(scored, default=None)
+    return best[2] if best is not None and best[0] >= floor else None
 
 
 def _overlaps(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
@@ -251,7 +299,7 @@ def merge(request: ExtractionRequest, reference: datetime, reading: Reading,
 
     CPU only (run it off the event loop)."""
     visible = _mask_hidden(request.text)
-    located = locate(reading, visible)
+    located = locate(reading, visible, tuning.clause_f1)
     judged = replace(rules, model_weight=1.0)
     items = run_extractive(request, reference, judged, reading_judge(located, tuning))
     emitted = list(items)  # the pipeline returns only what passed its thresholds
