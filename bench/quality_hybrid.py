@@ -154,11 +154,15 @@ def objective(r: dict[str, Any]) -> float:
 
 def choose(dev: list[LoadedDoc], cache: dict[str, Any]) -> HybridTuning:
     """Grids on the dev set, one after the other: the tasks' and notes' switches, the
-    timelines' on top, then grounding reworded listings to their clause with the proposals."""
+    note lines' own weights, the timelines' on top, then grounding reworded listings to
+    their clause with the proposals."""
     first = [HybridTuning(listed=a, unlisted=b, propose_tasks=p, write_note=w)
              for a, b, p, w in itertools.product((1.0, 2.0, 3.0), (0.0, -0.5, -1.0, -1.5),
                                                  (True, False), (True, False))]
     best = max(first, key=lambda t: objective(score(dev, cache, t)))
+    notes = [replace(best, listed_note=a, unlisted_note=b)
+             for a, b in itertools.product((None, 0.0, 1.0, 2.0), (None, 0.0, -0.5, -1.0))]
+    best = max(notes, key=lambda t: objective(score(dev, cache, t)))
     second = [replace(best, listed_timeline=a, unlisted_timeline=b, propose_timelines=p,
                       milestone_own_date=o, milestone_beside_task=t)
               for a, b, p, o, t in itertools.product(

@@ -157,9 +157,26 @@ def test_timeline_candidates_are_judged_by_the_milestones_list_with_their_own_we
     # unset, the timelines' weights are the tasks'
     assert HybridTuning(listed=2.0, unlisted=-1.0).weights("timelines") == (2.0, -1.0)
     assert replace(timelines_only, listed=3.0).weights("tasks") == (3.0, 0.0)
+    notes_own = HybridTuning(listed=2.0, unlisted=-1.0, listed_note=0.5, unlisted_note=-0.5)
+    assert [notes_own.weights(t) for t in ("tasks", "notes", "timelines")] == [
+        (2.0, -1.0), (0.5, -0.5), (2.0, -1.0)]
     same = _run(_reading(PLAN_ANSWER), text=PLAN, tuning=replace(
         RULES, listed=2.0, unlisted=-2.0))
     assert titles(same["timelines"]) == titles(got["timelines"])
+
+
+def test_the_notes_lines_are_judged_by_the_notes_list_with_their_own_weights() -> None:
+    answer = ("TASKS:\n- Lena to send the revised quote by Friday\nNOTES:\n"
+              "- We agreed the cover stays blue\n")
+    rules = _run(Reading(), tuning=RULES)
+    got = _run(_reading(answer), tuning=replace(RULES, listed_note=3.0, unlisted_note=-3.0))
+    # hand-checked: the rules' note keeps both lines; the budget is not in the NOTES list
+    assert rules["notes"][0].data["content"].splitlines() == [
+        "- We agreed the cover stays blue and Tom will bring the banner.",
+        "- The budget stays at 1,800 euros."]
+    assert got["notes"][0].data["content"].splitlines() == [
+        "- We agreed the cover stays blue and Tom will bring the banner."]
+    assert titles(got["tasks"]) == titles(rules["tasks"])  # the tasks' weights stay 0
 
 
 def test_tasks_and_timelines_are_proposed_each_by_its_own_switch() -> None:

@@ -55,9 +55,12 @@ class HybridTuning:
     #: Log-odds added to an unsure candidate the model listed / did not list.
     listed: float = 1.0
     unlisted: float = 0.0
-    #: The same for timeline candidates, judged by the MILESTONES list (None: as above).
+    #: The same for timeline candidates, judged by the MILESTONES list, and for the note's
+    #: candidate lines, by the NOTES list (None: as above).
     listed_timeline: float | None = None
     unlisted_timeline: float | None = None
+    listed_note: float | None = None
+    unlisted_note: float | None = None
     #: A listing matches a record when their words' F1 reaches this (or spans overlap).
     match_f1: float = 0.6
     #: A listing not found as written is grounded to the document's clause whose words'
@@ -78,11 +81,9 @@ class HybridTuning:
 
     def weights(self, table: str) -> tuple[float, float]:
         """(listed, unlisted) log-odds for a candidate of ``table``."""
-        if table == "timelines":
-            return (self.listed if self.listed_timeline is None else self.listed_timeline,
-                    self.unlisted if self.unlisted_timeline is None
-                    else self.unlisted_timeline)
-        return self.listed, self.unlisted
+        yes, no = {"timelines": (self.listed_timeline, self.unlisted_timeline),
+                   "notes": (self.listed_note, self.unlisted_note)}.get(table, (None, None))
+        return (self.listed if yes is None else yes, self.unlisted if no is None else no)
 
 
 def _words(text: str) -> list[str]:
