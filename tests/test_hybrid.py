@@ -273,24 +273,24 @@ def test_an_emails_i_will_is_its_senders_in_the_hybrid_too() -> None:
     assert task.data["assignee"] == '["Victor"]'
 
 
-def test_the_shipped_tuning_is_the_dev_sets_choice() -> None:
-    """bench/quality_hybrid.py tune on the development set with its timelines (written down
-    from its output, 2026-12-05): tasks +1 for listed, nothing for unlisted; timelines +2
-    for listed; the note's lines and the note left to the rules; no proposed tasks; the
-    milestones the rules missed proposed, beside a task too, dated from their line,
-    reworded ones grounded to their clause at word F1 0.6."""
+def test_the_shipped_tuning_is_the_one_measured_on_held_out_documents() -> None:
+    """+1 for listed, nothing for unlisted, no proposals, the rules' note: the dev set's
+    choice before it had timelines, measured on the held-out sets (tasks / timelines F1
+    82.6 / 82.3). The dev set's choice with its timelines measured 80.5 / 76.3 there, so it
+    is not shipped (bench/quality_hybrid.py tune, 2026-12-05)."""
     assert HybridTuning() == HybridTuning(
-        listed=1.0, unlisted=0.0, listed_timeline=2.0, unlisted_timeline=None,
-        listed_note=0.0, unlisted_note=None, match_f1=0.6, clause_f1=0.6,
-        propose_tasks=False, propose_timelines=True, milestone_own_date=False,
-        milestone_beside_task=True, write_note=False)
+        listed=1.0, unlisted=0.0, listed_timeline=None, unlisted_timeline=None,
+        listed_note=None, unlisted_note=None, match_f1=0.6, clause_f1=None,
+        propose_tasks=False, propose_timelines=False, milestone_own_date=True,
+        milestone_beside_task=False, write_note=False)
     shipped = _run(_reading(ANSWER), tuning=HybridTuning())
     assert "Tom will bring the banner" not in titles(shipped["tasks"])
     assert "Brochure proofs still need a last look from Lena" not in titles(shipped["tasks"])
+    # the listed launch is judged a milestone (+1), the unlisted kickoff stays one; the open
+    # day, which the rules did not emit, is not added
     plan = _run(_reading(PLAN_ANSWER), text=PLAN, tuning=HybridTuning())
-    assert titles(plan["timelines"]) == ["Launch event on 10 December",
-                                         "The printer's open day is on 2 December",
-                                         "The kickoff with the client is on 3 December in Munich"]
+    assert titles(plan["timelines"]) == [
+        "Launch event on 10 December", "The kickoff with the client is on 3 December in Munich"]
 
 
 def test_the_note_takes_the_models_grounded_notes_as_bullets() -> None:

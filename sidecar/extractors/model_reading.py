@@ -27,10 +27,9 @@ You read a freelancer's documents (emails, meeting notes, chats, plans, exports)
 matters in them, copying the document's own words. Answer with these sections only:
 TASKS: every action someone still has to do (requests, assignments, commitments, open to-dos), \
 one per line. Not what is already done, not questions, not ideas.
-MILESTONES: every dated event that is not a to-do: launches, deliveries, go-lives, deadlines, \
-meetings, calls, shoots, fairs, one per line, copied with the date the document gives it \
-(event and date on one line). A line without a date is not a milestone.
-NOTES: decisions, agreements and key facts worth keeping (budget, scope), one per line.
+MILESTONES: dated milestones, deadlines and scheduled events, one per line, with their date as \
+the document writes it.
+NOTES: decisions, agreements and key facts worth keeping (budget, scope, dates), one per line.
 Write "- none" under a section that has nothing. Do not explain."""
 
 EXAMPLE_DOC = """\
@@ -41,10 +40,6 @@ Garden club minutes, 18 March 2030
 - Could someone ask the council about the water meter?
 We agreed the fence stays green. Membership is now 42 households.
 Spring fair on 27 April; seed swap on 11 May.
-| Action | Owner | Due |
-| Send the fair flyer to the printer | Ana | 5 April |
-The new greenhouse opens on 1 June.
-Next meeting: Tuesday 15 April, 7pm.
 Thanks all, see you next month!"""
 
 EXAMPLE_ANSWER = """\
@@ -52,12 +47,9 @@ TASKS:
 - Tom to order 20 tulip bulbs by Friday
 - Priya will repaint the shed door
 - Ask the council about the water meter
-- Send the fair flyer to the printer
 MILESTONES:
 - Spring fair on 27 April
-- seed swap on 11 May
-- The new greenhouse opens on 1 June
-- Next meeting: Tuesday 15 April, 7pm
+- Seed swap on 11 May
 NOTES:
 - We agreed the fence stays green
 - Membership is now 42 households"""
