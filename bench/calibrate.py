@@ -70,7 +70,7 @@ async def collect() -> list[Row]:
         for c, m in zip(cands, model, strict=True):
             label = int(any(similarity([c.text], g) >= 0.6 for g in golds))
             rows.append((i, task_evidence(c).logit, m, label))
-    await engine.aclose()
+    await engine.close()
     return rows
 
 

@@ -208,7 +208,7 @@ async def run_engine(name: str, docs: Sequence[LoadedDoc],
             progress(f"{name}: {d.gold.name} {elapsed:.2f}s tp={s.tp} fp={s.fp} fn={s.fn}")
     finally:
         runtime = getattr(engine, "runtime", None)
-        await engine.aclose()
+        await engine.close()
     out = summarize(name, scores, time.perf_counter() - t0)
     out["model"] = runtime.model.name if runtime is not None and runtime.loads else None
     out["load_seconds"] = round(runtime.load_seconds, 2) if out["model"] else None

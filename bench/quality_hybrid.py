@@ -90,7 +90,7 @@ async def collect(model: str, which: str, out: Path) -> None:
             print(f"{d.gold.name}: {seconds:.1f}s {reading.prompt_tokens - reading.reused_tokens}"
                   f" new + {reading.answer_tokens} written tokens", file=sys.stderr)
     after = await runtime.call(lambda llm: rates(llm, sample))
-    await runtime.aclose()
+    await runtime.close()
     import resource
 
     out.write_text(json.dumps({

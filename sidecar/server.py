@@ -111,7 +111,7 @@ def services_ctx(paths: Paths) -> object:
         app[RUNNER] = services.runner
         app[ACCOUNTS] = services.accounts
         yield
-        await services.aclose()
+        await services.close()
 
     return ctx
 

@@ -46,11 +46,11 @@ class Services:
     runner: Runner
     accounts: Accounts
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         """Stop in reverse order of need: sign-ins, runs, engines, then delivery."""
         await self.accounts.close()
         await self.runner.stop()
-        await self.engines.aclose()
+        await self.engines.close()
         await self.delivery.stop()
 
 

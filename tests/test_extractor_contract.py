@@ -123,7 +123,7 @@ async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Extractor]:
     built.contract_name = name  # type: ignore[attr-defined]
     yield built
     if name.startswith("remote"):
-        await built.aclose()
+        await built.close()
     if name == "remote-fast":
         fast.stop_thread()
 
@@ -349,12 +349,12 @@ async def test_long_documents_are_not_truncated(engine: Extractor) -> None:
 ])
 def test_finalize_keeps_exactly_the_items_at_or_above_min_confidence(
         cut: float, expected: list[str]) -> None:
-    from sidecar.extractors.base import ExtractedItem, Grounding
+    from sidecar.extractors.base import ExtractedRecord, Grounding
     from sidecar.extractors.postprocess import finalize
 
     confidences = {"Renew the lease": 0.2, "Order toner": 0.5, "Call the printer": 0.79,
                    "Book the venue": 0.8, "Send the invoice": 0.95}
-    items = [ExtractedItem("tasks", {"title": t}, Grounding(span=None), c)
+    items = [ExtractedRecord("tasks", {"title": t}, Grounding(span=None), c)
              for t, c in confidences.items()]
     kept = finalize(items, _req("doc", ("tasks",), min_confidence=cut), REF, [])
     assert [i.data["title"] for i in kept] == expected

@@ -244,6 +244,6 @@ async def test_the_1_5b_model_lists_every_task_under_the_grammar() -> None:
                                                _req(MEETING, ("tasks", "notes")), REF,
                                                n_ctx=4096)
     finally:
-        await runtime.aclose()
+        await runtime.close()
     tasks = [it for it in items if it.table == "tasks"]
     assert len(tasks) >= 3 and sum(it.table == "notes" for it in items) >= 2, items

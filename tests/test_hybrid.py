@@ -332,7 +332,7 @@ async def test_one_reading_per_document_under_a_reused_prefix(model_dir: Path,
             await asyncio.sleep(0.1)
         assert not runtime.loaded
     finally:
-        await engine.aclose()
+        await engine.close()
 
 
 @pytest.mark.slow
@@ -349,6 +349,6 @@ async def test_the_1_5b_model_reads_and_the_rules_hold() -> None:
         result = await engine.extract(ExtractionRequest(MEETING, ("tasks", "notes"),
                                                         document_date=REF))
     finally:
-        await engine.aclose()
+        await engine.close()
     assert result.stats["listed"]["tasks"] >= 4, result.stats
     assert recall(result) >= 8 / 9, [(i.table, i.data["title"]) for i in result.items]

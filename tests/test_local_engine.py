@@ -48,7 +48,7 @@ async def test_idle_unload_and_reload(model_dir: Path, default_model: Path) -> N
         await rt.call(lambda llm: llm.n_vocab())
         assert rt.loaded and rt.loads == 2
     finally:
-        await rt.aclose()
+        await rt.close()
 
 
 async def test_missing_and_corrupt_models_name_the_path_and_hash(tmp_path: Path) -> None:
@@ -61,18 +61,18 @@ async def test_missing_and_corrupt_models_name_the_path_and_hash(tmp_path: Path)
     with pytest.raises(ModelError) as err:
         await rt.call(lambda llm: None)
     assert str(missing.path) in err.value.message and missing.spec.sha256 in err.value.message
-    await rt.aclose()
+    await rt.close()
     missing.path.write_bytes(b"GGUF" + b"\0" * 100)
     rt = LlamaRuntime(missing, threads=1)
     with pytest.raises(ModelError, match="corrupt or incomplete"):
         await rt.call(lambda llm: None)
-    await rt.aclose()
+    await rt.close()
     other = tmp_path / "notes.gguf"
     other.write_text("not a model")
     rt = LlamaRuntime(resolve(str(other), tmp_path), threads=1)
     with pytest.raises(ModelError, match="not a GGUF"):
         await rt.call(lambda llm: None)
-    await rt.aclose()
+    await rt.close()
 
 
 async def test_any_gguf_by_path(default_model: Path, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ async def test_any_gguf_by_path(default_model: Path, tmp_path: Path) -> None:
     try:
         assert await rt.call(lambda llm: llm.n_vocab()) > 1000
     finally:
-        await rt.aclose()
+        await rt.close()
 
 
 UNSURE = ("# Weekly sync\n- [ ] Maria to send the revised quote by Friday\n"
@@ -144,7 +144,7 @@ async def test_an_unusable_model_fails_the_engines_that_need_it(tmp_path: Path) 
         result = await unasked.extract(_request())
         assert result.items and result.stats["model_calls"] == 0 and not rt.loaded
     finally:
-        await rt.aclose()
+        await rt.close()
 
 
 async def test_cancelling_a_judged_extraction_stops_asking_the_model(local_engine) -> None:  # type: ignore[no-untyped-def]

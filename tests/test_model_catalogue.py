@@ -504,7 +504,7 @@ async def test_the_catalogued_1_5b_under_auto_follows_its_calibration(tmp_path: 
         assert result.stats["model_calls"] == 1 and result.stats["tokens_evaluated"] > 0
         assert any("quote" in i.data["title"].lower() for i in result.items)
     finally:
-        await engine.aclose()
+        await engine.close()
     chosen = LocalExtractor.from_config(config.replace(extraction_strategy="extractive",
                                                        judge_weight=0.0),
                                         Paths.from_config(config))
@@ -512,7 +512,7 @@ async def test_the_catalogued_1_5b_under_auto_follows_its_calibration(tmp_path: 
         result = await chosen.extract(request)
         assert result.stats["model_calls"] == 0 and not chosen.runtime.loaded
     finally:
-        await chosen.aclose()
+        await chosen.close()
 
 
 def fits_here() -> bool:

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from sidecar.extractors.base import ExtractedItem, ExtractionRequest
+from sidecar.extractors.base import ExtractedRecord, ExtractionRequest
 from sidecar.extractors.rules import RulesExtractor
 from sidecar.readers import read_document
 
@@ -54,13 +54,13 @@ def day(ms: object) -> str:
 
 async def run(text: str, *, types: tuple[str, ...] = ("tasks", "notes", "timelines"),
               project: str | None = "p1", label: str = "doc.md"
-              ) -> tuple[list[ExtractedItem], list[str]]:
+              ) -> tuple[list[ExtractedRecord], list[str]]:
     result = await RulesExtractor().extract(ExtractionRequest(
         text, data_types=types, document_date=REF, label=label, project_id=project))
     return list(result.items), [p.message for p in result.problems]
 
 
-def of(items: list[ExtractedItem], table: str) -> list[ExtractedItem]:
+def of(items: list[ExtractedRecord], table: str) -> list[ExtractedRecord]:
     return [it for it in items if it.table == table]
 
 

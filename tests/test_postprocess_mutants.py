@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sidecar.extractors.base import (
-    ExtractedItem,
+    ExtractedRecord,
     ExtractionProblem,
     ExtractionRequest,
     Grounding,
@@ -34,12 +34,12 @@ def ms(*ymd_hms: int) -> int:
 
 
 def item(table: str, confidence: float = 0.9, reference: dict[str, str] | None = None,
-         **data: Any) -> ExtractedItem:
-    return ExtractedItem(table, data, NOWHERE, confidence, reference)
+         **data: Any) -> ExtractedRecord:
+    return ExtractedRecord(table, data, NOWHERE, confidence, reference)
 
 
-def run(items: list[ExtractedItem], **request: Any
-        ) -> tuple[list[ExtractedItem], list[ExtractionProblem]]:
+def run(items: list[ExtractedRecord], **request: Any
+        ) -> tuple[list[ExtractedRecord], list[ExtractionProblem]]:
     req = ExtractionRequest(text="x", data_types=request.pop("data_types", ALL), **request)
     problems: list[ExtractionProblem] = []
     return finalize(items, req, REF, problems), problems

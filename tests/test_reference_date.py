@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.extractors.base import ExtractedItem, ExtractionRequest, Grounding
+from sidecar.extractors.base import ExtractedRecord, ExtractionRequest, Grounding
 from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.dates import resolve_date
 from sidecar.extractors.rules import RulesExtractor
@@ -110,7 +110,7 @@ def test_file_name_dates() -> None:
 
 
 async def extract(path: Path, *, project: str | None = None,
-                  types: tuple[str, ...] = ("tasks",)) -> list[ExtractedItem]:
+                  types: tuple[str, ...] = ("tasks",)) -> list[ExtractedRecord]:
     doc = read_document(path, max_bytes=MAX)
     result = await RulesExtractor().extract(ExtractionRequest(
         doc.text, data_types=types, document_date=doc.date,
@@ -205,10 +205,10 @@ def test_record_source_metadata_carries_the_reference_and_its_origin() -> None:
     doc = SourceDocument(WorkItem("/d/kickoff.md", "/d/kickoff.md"), "text", "h", date=when,
                          meta={"path": "/d/kickoff.md", "date_origin": "title"})
     engine_says = {"date": when.isoformat(timespec="minutes"), "origin": "document"}
-    item = ExtractedItem("tasks", {"title": "x"}, Grounding((0, 1)), 0.9, engine_says)
+    item = ExtractedRecord("tasks", {"title": "x"}, Grounding((0, 1)), 0.9, engine_says)
     assert item_meta(doc, item)["source"]["reference"] == {
         "date": when.isoformat(timespec="minutes"), "origin": "title"}
-    chat = ExtractedItem("tasks", {"title": "x"}, Grounding((0, 1)), 0.9,
+    chat = ExtractedRecord("tasks", {"title": "x"}, Grounding((0, 1)), 0.9,
                          {"date": "2026-04-14T09:20+00:00", "origin": "message"})
     assert item_meta(doc, chat)["source"]["reference"]["origin"] == "message"
     mail = SourceDocument(WorkItem("m1", "Subject"), "text", "h", date=when, kind="eml")
@@ -281,13 +281,13 @@ def test_every_engine_s_dates_pass_the_horizon_and_timelines_are_held() -> None:
     from sidecar.extractors.postprocess import finalize
 
     ref = datetime(2026, 3, 10, 9).astimezone()
-    raw = [ExtractedItem("tasks", {"title": "Scan the 1898 specimen", "dueDate": "1898-03-01"},
+    raw = [ExtractedRecord("tasks", {"title": "Scan the 1898 specimen", "dueDate": "1898-03-01"},
                          Grounding(None)),
-           ExtractedItem("tasks", {"title": "Send proofs", "dueDate": "2026-03-20"},
+           ExtractedRecord("tasks", {"title": "Send proofs", "dueDate": "2026-03-20"},
                          Grounding(None)),
-           ExtractedItem("timelines", {"title": "Foundry opens", "date": "1898-05-01"},
+           ExtractedRecord("timelines", {"title": "Foundry opens", "date": "1898-05-01"},
                          Grounding(None)),
-           ExtractedItem("timelines", {"title": "Launch", "date": "2026-06-02"},
+           ExtractedRecord("timelines", {"title": "Launch", "date": "2026-06-02"},
                          Grounding(None))]
     problems: list[ExtractionProblem] = []
     request = ExtractionRequest("x", data_types=("tasks", "timelines"), document_date=ref,

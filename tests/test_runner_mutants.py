@@ -33,7 +33,7 @@ from sidecar.errors import (
     TransientError,
 )
 from sidecar.extractors.base import (
-    ExtractedItem,
+    ExtractedRecord,
     ExtractionProblem,
     ExtractionRequest,
     ExtractionResult,
@@ -164,8 +164,8 @@ class SpyDelivery(Delivery):
         return super().settle_blocked if self.blocked is None else self.blocked
 
 
-def task(title: str, conf: float = 0.9, **kw: Any) -> ExtractedItem:
-    return ExtractedItem(table="tasks", data={"title": title, **kw.pop("data", {})},
+def task(title: str, conf: float = 0.9, **kw: Any) -> ExtractedRecord:
+    return ExtractedRecord(table="tasks", data={"title": title, **kw.pop("data", {})},
                          source=Grounding(span=(0, 5), exact=True), confidence=conf, **kw)
 
 
@@ -727,7 +727,7 @@ async def test_records_are_linked_to_the_one_project_they_or_their_document_name
         rig.doc("plain.md", "nothing to see"),
     ]
     own = task("Ship it", data={"projectId": "mine"})
-    named = ExtractedItem(table="projects", data={"name": "Apollo launch"},
+    named = ExtractedRecord(table="projects", data={"name": "Apollo launch"},
                           source=Grounding(span=None))
     answers = {
         "zephyr-notes.md": ExtractionResult(items=(

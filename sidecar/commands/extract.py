@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from sidecar.commands.flags import add_setting_flags, config_from_args
 from sidecar.domain import DEFAULT_EXCLUDES, Agent, record_title
 from sidecar.errors import ConfigError
-from sidecar.extractors.base import ALLOWED_TABLES, ExtractedItem, ExtractionRequest
+from sidecar.extractors.base import ALLOWED_TABLES, ExtractedRecord, ExtractionRequest
 from sidecar.paths import Paths
 from sidecar.settings import Config
 
@@ -78,7 +78,7 @@ def _agent(args: argparse.Namespace, types: tuple[str, ...]) -> Agent:
                  min_confidence=args.min_confidence, project_id=args.project_id)
 
 
-def _frame(path: Path, n: int, item: ExtractedItem) -> dict[str, Any]:
+def _frame(path: Path, n: int, item: ExtractedRecord) -> dict[str, Any]:
     """The insert frame Electron would receive for this record (the daemon's own function),
     with the file it came from."""
     from sidecar.delivery import tool_call_for
@@ -133,7 +133,7 @@ async def _extract_all(args: argparse.Namespace, config: Config, out: TextIO) ->
             for notice in result.stats.get("notices", ()):
                 _emit(out, args.format == "jsonl", {"file": str(path), "notice": notice})
     finally:
-        await pool.aclose()
+        await pool.close()
     if args.format == "text":
         out.write(f"\n{total} record(s) from {len(files)} file(s)\n")
     return 0

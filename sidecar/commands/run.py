@@ -79,7 +79,7 @@ async def _run_once(args: argparse.Namespace, config: Config, paths: Paths,
                 run_id, _ = await services.runner.start(agent_id, "manual", full=args.full)
                 record = await services.runner.wait(run_id)
             finally:
-                await services.aclose()
+                await services.close()
             entries = await store.outbox.for_run(run_id)
     finally:
         lock.release()

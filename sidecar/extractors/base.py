@@ -40,7 +40,7 @@ class Grounding:
 
 
 @dataclass(frozen=True, slots=True)
-class ExtractedItem:
+class ExtractedRecord:
     """One validated record: ``data`` is exactly what will be inserted (before review flags)."""
 
     table: str
@@ -118,7 +118,7 @@ class ExtractionRequest:
 class ExtractionResult:
     """Items (deduplicated across chunks, in document order) plus per-chunk problems."""
 
-    items: tuple[ExtractedItem, ...] = ()
+    items: tuple[ExtractedRecord, ...] = ()
     problems: tuple[ExtractionProblem, ...] = ()
     chunks: int = 1
     stats: Mapping[str, Any] = field(default_factory=dict)
@@ -147,17 +147,17 @@ class Extractor(abc.ABC):
 
     @abc.abstractmethod
     async def extract(self, request: ExtractionRequest) -> ExtractionResult:
-        """Extract validated items from ``request.text``."""
+        """Extract validated records from ``request.text``."""
 
     @abc.abstractmethod
     def fingerprint(self) -> str:
         """Identify engine + model + strategy version for incremental re-extraction."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release models, sessions and threads."""
 
     async def __aenter__(self) -> Extractor:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        await self.close()

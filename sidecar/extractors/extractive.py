@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sidecar.extractors.base import ExtractedItem, Grounding
+from sidecar.extractors.base import ExtractedRecord, Grounding
 from sidecar.extractors.candidates import Candidate, find_candidates
 from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.features import (
@@ -117,7 +117,7 @@ async def extract_extractive(
     find_dates: Callable[[str], list[tuple[int, int, str]]],
     project_id: str | None = None,
     sender: str | None = None,
-) -> list[ExtractedItem]:
+) -> list[ExtractedRecord]:
     """Items for ``data_types`` chosen among the document's candidate spans.
 
     Dated milestones that ask nothing of anyone ("Launch target: 2 June") are timelines, not
@@ -129,7 +129,7 @@ async def extract_extractive(
     """
     cands = find_candidates(text)
     context = _context(text)
-    items: list[ExtractedItem] = []
+    items: list[ExtractedRecord] = []
     day_first = day_first_for(text)
     local = message_references(text, reference, day_first)
     starts = [pos for pos, _, _ in local]
@@ -184,7 +184,7 @@ async def extract_extractive(
             data: dict[str, object] = {"title": title, "date": ms}
             if project_id:
                 data["projectId"] = project_id
-            items.append(ExtractedItem("timelines", data, _grounding(part, s, e, title), conf,
+            items.append(ExtractedRecord("timelines", data, _grounding(part, s, e, title), conf,
                                        ref_of(c)[1]))
     tasks: set[int] = set()
     if "tasks" in data_types:
@@ -204,7 +204,7 @@ async def extract_extractive(
             if project_id:
                 base["projectId"] = project_id
             for title, s, e in split_actions(text, *_title(c)):
-                items.append(ExtractedItem("tasks", {"title": title, **base},
+                items.append(ExtractedRecord("tasks", {"title": title, **base},
                                            _grounding(c, s, e, title), conf, ref_of(c)[1]))
             tasks.add(id(c))
     if "notes" in data_types:
@@ -283,7 +283,7 @@ _NOTE_LABELS = {"decision": "Decision", "decisions": "Decision", "decided": "Dec
 
 
 def summary_note(text: str, kept: Sequence[tuple[Candidate, float]],
-                 project_id: str | None) -> ExtractedItem | None:
+                 project_id: str | None) -> ExtractedRecord | None:
     """One note for the document: its title, and what matters in it as markdown bullets.
 
     The bullets are the spans judged worth keeping (decisions, facts, figures, marked notes),
@@ -309,7 +309,7 @@ def summary_note(text: str, kept: Sequence[tuple[Candidate, float]],
     if project_id:
         data["projectId"] = project_id
     conf = max(conf for _, conf in ordered)
-    return ExtractedItem("notes", data, Grounding(span=span, exact=False, quote=title), conf)
+    return ExtractedRecord("notes", data, Grounding(span=span, exact=False, quote=title), conf)
 
 
 _SUBJECT = re.compile(r"^Subject:[ \t]*(?P<t>\S.*?)\s*$", re.M)

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sidecar.errors import PermanentError, SidecarError
-from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest
+from sidecar.extractors.base import ExtractedRecord, ExtractionProblem, ExtractionRequest
 from sidecar.extractors.chunking import Chunk, chunk_text
 from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.dates import find_date_expressions, resolve_date
@@ -196,7 +196,7 @@ def sane_date(value: Any, line: str | None, reference: datetime) -> int | None:
 
 def to_items(raw_items: Sequence[dict[str, Any]], chunk: Chunk, allowed: set[str],
              reference: datetime | None = None, full_text: str | None = None
-             ) -> list[ExtractedItem]:
+             ) -> list[ExtractedRecord]:
     """Grounded items; with ``reference`` each date is checked by :func:`sane_date`."""
     out = []
     for obj in raw_items:
@@ -217,7 +217,7 @@ def to_items(raw_items: Sequence[dict[str, Any]], chunk: Chunk, allowed: set[str
                 data[field] = ms
             elif table == "timelines":
                 continue  # a milestone with no date the document states is not one
-        out.append(ExtractedItem(table, data, g, confidence_for(g)))
+        out.append(ExtractedRecord(table, data, g, confidence_for(g)))
     return out
 
 
@@ -231,7 +231,7 @@ def chunk_budget(n_ctx: int, max_output_tokens: int) -> int:
 MAX_CONTINUATIONS = 4
 
 
-def rest_of(chunk: Chunk, items: Sequence[ExtractedItem]) -> Chunk | None:
+def rest_of(chunk: Chunk, items: Sequence[ExtractedRecord]) -> Chunk | None:
     """The part of ``chunk`` after the last line its kept items came from (a cut-off answer
     lists in document order), or its second half when none is grounded; None if no progress
     is possible."""
@@ -253,7 +253,7 @@ def rest_of(chunk: Chunk, items: Sequence[ExtractedItem]) -> Chunk | None:
 async def extract_generative(completer: Completer, request: ExtractionRequest,
                              reference: datetime, *, n_ctx: int, max_output_tokens: int = 768,
                              concurrency: int = 1
-                             ) -> tuple[list[ExtractedItem], list[ExtractionProblem], int]:
+                             ) -> tuple[list[ExtractedRecord], list[ExtractionProblem], int]:
     """Validated items from every chunk, in document order; chunk failures become problems.
 
     An answer cut at ``max_output_tokens`` keeps its complete records and the rest of its
@@ -273,8 +273,8 @@ async def extract_generative(completer: Completer, request: ExtractionRequest,
         async with sem:
             return await completer.complete(prompt, max_output_tokens)
 
-    async def one(chunk: Chunk) -> tuple[list[ExtractedItem], ExtractionProblem | None]:
-        found: list[ExtractedItem] = []
+    async def one(chunk: Chunk) -> tuple[list[ExtractedRecord], ExtractionProblem | None]:
+        found: list[ExtractedRecord] = []
         part: Chunk | None = chunk
         for _ in range(MAX_CONTINUATIONS + 1):
             if part is None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest, Grounding
+from sidecar.extractors.base import ExtractedRecord, ExtractionProblem, ExtractionRequest, Grounding
 from sidecar.extractors.candidates import Candidate, _mask_hidden
 from sidecar.extractors.date_values import within_horizon
 from sidecar.extractors.dates import find_date_expressions, resolve_date
@@ -201,11 +201,11 @@ def reading_judge(located: dict[str, list[Listed]], tuning: HybridTuning) -> Jud
     return judge
 
 
-def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[ExtractedItem],
+def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[ExtractedRecord],
                reference: datetime, project_id: str | None, tuning: HybridTuning,
-               tables: Sequence[str]) -> list[ExtractedItem]:
+               tables: Sequence[str]) -> list[ExtractedRecord]:
     """Tasks and timelines the model listed that no emitted record covers, grounded."""
-    out: list[ExtractedItem] = []
+    out: list[ExtractedRecord] = []
     taken = list(emitted)
     day_first = day_first_for(text)
     local = message_references(text, reference, day_first)
@@ -248,7 +248,7 @@ def _proposals(text: str, located: dict[str, list[Listed]], emitted: list[Extrac
             if project_id:
                 data["projectId"] = project_id
             conf = tuning.proposed_exact if x.exact else tuning.proposed_fuzzy
-            item = ExtractedItem(table, data, Grounding(x.span, x.exact, quote), conf)
+            item = ExtractedRecord(table, data, Grounding(x.span, x.exact, quote), conf)
             out.append(item)
             taken.append(item)
     return out
@@ -284,8 +284,8 @@ def _names_an_event(quote: str) -> bool:
                for w in _words(" ".join(rest)))
 
 
-def _with_note(items: list[ExtractedItem], located: dict[str, list[Listed]], text: str
-               ) -> list[ExtractedItem]:
+def _with_note(items: list[ExtractedRecord], located: dict[str, list[Listed]], text: str
+               ) -> list[ExtractedRecord]:
     """The rules' note with the model's grounded notes as its bullets."""
     notes = [x for x in located.get("notes", []) if x.span is not None]
     if not notes:
@@ -307,7 +307,7 @@ def _with_note(items: list[ExtractedItem], located: dict[str, list[Listed]], tex
 
 def merge(request: ExtractionRequest, reference: datetime, reading: Reading,
           problems: list[ExtractionProblem], rules: Tuning, tuning: HybridTuning
-          ) -> list[ExtractedItem]:
+          ) -> list[ExtractedRecord]:
     """The rules judged by the reading, plus its grounded proposals and note; finalized.
 
     CPU only (run it off the event loop)."""
@@ -331,7 +331,7 @@ def merge(request: ExtractionRequest, reference: datetime, reading: Reading,
 async def extract_hybrid(runtime: LlamaRuntime, request: ExtractionRequest, reference: datetime,
                          rules: Tuning, problems: list[ExtractionProblem],
                          tuning: HybridTuning | None = None
-                         ) -> tuple[list[ExtractedItem], dict[str, Any]]:
+                         ) -> tuple[list[ExtractedRecord], dict[str, Any]]:
     """Read the document with the model (on its worker thread), then merge off the loop."""
     tuning = tuning or HybridTuning()
     reading = await read_document(runtime, _mask_hidden(request.text), reference,

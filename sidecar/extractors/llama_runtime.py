@@ -101,7 +101,7 @@ class LlamaRuntime:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._unload_sync)
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()

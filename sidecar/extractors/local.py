@@ -115,5 +115,5 @@ class LocalExtractor(Extractor):
         return ExtractionResult(items=tuple(items), problems=tuple(problems), chunks=chunks,
                                 stats=stats)
 
-    async def aclose(self) -> None:
-        await self.runtime.aclose()
+    async def close(self) -> None:
+        await self.runtime.close()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sidecar.extractors.base import ExtractedItem, ExtractionProblem, ExtractionRequest
+from sidecar.extractors.base import ExtractedRecord, ExtractionProblem, ExtractionRequest
 from sidecar.extractors.candidates import Candidate
 from sidecar.extractors.dates import find_date_expressions, resolve_date
 from sidecar.extractors.extractive import Judge, Tuning, extract_extractive
@@ -35,7 +35,7 @@ async def on_cpu_thread(fn: Callable[[], T]) -> T:
 
 
 def run_extractive(request: ExtractionRequest, reference: datetime, tuning: Tuning,
-                   judge: Judge | None) -> list[ExtractedItem]:
+                   judge: Judge | None) -> list[ExtractedRecord]:
     """The extractive pipeline over a whole request (text, types, project, sender), in the
     calling thread: the one call every engine built on the rules makes, so none drops a field."""
     return asyncio.run(extract_extractive(
@@ -46,7 +46,7 @@ def run_extractive(request: ExtractionRequest, reference: datetime, tuning: Tuni
 
 async def extractive_off_loop(request: ExtractionRequest, reference: datetime, tuning: Tuning,
                               judge: Judge | None, problems: list[ExtractionProblem]
-                              ) -> list[ExtractedItem]:
+                              ) -> list[ExtractedRecord]:
     """``extract_extractive`` + ``finalize`` off the loop; cancelling stops the judge calls."""
     loop = asyncio.get_running_loop()
     cancelled = threading.Event()
@@ -62,7 +62,7 @@ async def extractive_off_loop(request: ExtractionRequest, reference: datetime, t
         finally:
             pending.discard(fut)
 
-    def work() -> list[ExtractedItem]:
+    def work() -> list[ExtractedRecord]:
         raw = run_extractive(request, reference, tuning,
                              on_loop if judge is not None else None)
         return finalize(raw, request, reference, problems)

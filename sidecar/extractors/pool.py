@@ -44,11 +44,11 @@ class ExtractorPool:
                                                             model=model)
         return self._remote[key]
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         engines = [e for e in (self._local, *self._remote.values()) if e is not None]
         for engine in engines:
             try:
-                await engine.aclose()
+                await engine.close()
             except Exception:  # closing must not mask shutdown
                 log.exception("closing %s engine failed", engine.name)
         self._local = None

@@ -8,7 +8,7 @@ from pathlib import PurePath
 
 from sidecar.domain import record_title
 from sidecar.extractors.base import (
-    ExtractedItem,
+    ExtractedRecord,
     ExtractionProblem,
     ExtractionRequest,
 )
@@ -31,8 +31,8 @@ def reference_meta(request: ExtractionRequest, reference: datetime) -> dict[str,
     return {"date": reference.isoformat(timespec="minutes"), "origin": origin}
 
 
-def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: datetime,
-             problems: list[ExtractionProblem]) -> list[ExtractedItem]:
+def finalize(items: list[ExtractedRecord], request: ExtractionRequest, reference: datetime,
+             problems: list[ExtractionProblem]) -> list[ExtractedRecord]:
     """Normalize against the seed schemas, apply the threshold, drop duplicates.
 
     A date outside the document's horizon (``date_values.within_horizon``: a year before its
@@ -47,7 +47,7 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
         allowed -= {"tasks", "timelines"}  # an old document, read on a first run: indexed
     stale_ms = (request.stale_before.timestamp() * 1000 if request.stale_before is not None
                 else None)
-    out: list[ExtractedItem] = []
+    out: list[ExtractedRecord] = []
     seen: set[tuple[str, str]] = set()
     held: list[str] = []
     doc_ref = reference_meta(request, reference)
@@ -81,7 +81,7 @@ def finalize(items: list[ExtractedItem], request: ExtractionRequest, reference: 
         if key in seen:
             continue
         seen.add(key)
-        out.append(ExtractedItem(it.table, data, it.source, max(0.0, min(1.0, it.confidence)),
+        out.append(ExtractedRecord(it.table, data, it.source, max(0.0, min(1.0, it.confidence)),
                                  it.reference or doc_ref))
     if held:
         problems.append(ExtractionProblem(chunk=None, message=held_message(held)))

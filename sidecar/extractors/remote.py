@@ -340,7 +340,7 @@ class RemoteExtractor(Extractor):
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._session
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None

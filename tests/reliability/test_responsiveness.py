@@ -28,7 +28,7 @@ import pytest
 from sidecar.client import DaemonProcess, SidecarClient
 from sidecar.domain import validate_agent
 from sidecar.extractors.base import (
-    ExtractedItem,
+    ExtractedRecord,
     ExtractionRequest,
     ExtractionResult,
     Extractor,
@@ -273,7 +273,7 @@ class _OneDocument(Source):
 class _Fixed(Extractor):
     name = "fixed"
 
-    def __init__(self, items: list[ExtractedItem]) -> None:
+    def __init__(self, items: list[ExtractedRecord]) -> None:
         self.items = items
 
     async def extract(self, request: ExtractionRequest) -> ExtractionResult:
@@ -293,7 +293,7 @@ async def test_queueing_thousands_of_records_lets_other_requests_in(tmp_path: Pa
     Counted in turns, not timed: a reader queued on the store gets one turn per slice. 512
     records fill slices exactly: the last one still marks the document done.
     """
-    items = [ExtractedItem(table="tasks", data={"title": f"Send report {i} to the client"},
+    items = [ExtractedRecord(table="tasks", data={"title": f"Send report {i} to the client"},
                            source=Grounding(span=(i, i + 1)), confidence=0.9)
              for i in range(n)]
     notified: list[int] = []
@@ -337,7 +337,7 @@ async def test_queueing_thousands_of_records_lets_other_requests_in(tmp_path: Pa
 class _Recording(_Fixed):
     """Answers with ``items`` and ``problems``, or raises ``error``; keeps the request."""
 
-    def __init__(self, items: list[ExtractedItem], problems: tuple[Any, ...] = (),
+    def __init__(self, items: list[ExtractedRecord], problems: tuple[Any, ...] = (),
                  error: Exception | None = None) -> None:
         super().__init__(items)
         self.problems, self.error = problems, error
@@ -379,7 +379,7 @@ async def test_one_document_goes_to_the_engine_and_its_records_to_the_outbox(
         doc = SourceDocument(item=WorkItem(key="/docs/march.md", label="march.md"),
                              text="- [ ] Send the March invoice", content_hash="h", date=when,
                              meta={"path": "/docs/march.md"})
-        item = ExtractedItem(table="tasks", data={"title": "Send the March invoice"},
+        item = ExtractedRecord(table="tasks", data={"title": "Send the March invoice"},
                              source=Grounding(span=(6, 28), exact=True), confidence=0.87654)
         engine = _Recording([item], problems=(ExtractionProblem(2, "chunk timed out"),
                                               ExtractionProblem(None, "model said nothing")))
