@@ -396,3 +396,17 @@ async def test_two_dated_events_in_one_sentence_are_two_timelines() -> None:
         span = t.source.span
         assert span is not None
         assert text[span[0]:span[1]].lower() == str(t.data["title"]).lower()
+
+
+async def test_a_line_under_a_milestones_heading_is_a_milestone_even_if_it_starts_like_a_verb(
+        ) -> None:
+    """"Design approval on 4 March" under "Milestones:" names an event ("design" is also a
+    verb); the same words under "Action items" stay something to do."""
+    plan = ("Harbor Bakery redesign - project plan\n\nMilestones:\n"
+            "1. Design approval on 4 March 2026\n2. Public launch on 18 March 2026\n\n"
+            "Action items:\n- Design the menu page by 6 March 2026\n")
+    items, _ = await run(plan)
+    assert sorted((t.data["title"], day(t.data["date"])) for t in of(items, "timelines")) == [
+        ("Design approval on 4 March 2026", "2026-03-04"),
+        ("Public launch on 18 March 2026", "2026-03-18")]
+    assert [t.data["title"] for t in of(items, "tasks")] == ["Design the menu page by 6 March 2026"]

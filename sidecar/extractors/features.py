@@ -278,7 +278,8 @@ def timeline_evidence(c: Candidate, has_date: bool) -> Evidence:
         parts.append(("timeline_section", 2.0))
     if (c.label or "").lower() in _TIMELINE_COLUMNS:
         parts.append(("timeline_table", 3.0))  # a row of a milestone plan
-    elif _first_word(c.text) in IMPERATIVE_VERBS or _REQUEST.search(c.text):
+    elif ((_first_word(c.text) in IMPERATIVE_VERBS and not listed_as_milestone(c))
+          or _REQUEST.search(c.text)):
         parts.append(("actionable", -1.5))
     return Evidence(sum(w for _, w in parts), tuple(parts))
 
@@ -286,6 +287,15 @@ def timeline_evidence(c: Candidate, has_date: bool) -> Evidence:
 #: A table whose text column is headed like this lists events, not tasks.
 _TIMELINE_COLUMNS = frozenset({"milestone", "milestones", "phase", "event", "events", "stage",
                                "hito", "hitos", "fase", "evento"})
+#: Headings whose dated lines are milestones (unless they ask something of someone).
+_TIMELINE_SECTIONS = frozenset({"milestone", "milestones", "key dates", "timeline", "timelines",
+                                "hitos", "fechas clave"})
+
+
+def listed_as_milestone(c: Candidate) -> bool:
+    """Under a "Milestones" (or "Key dates", "Timeline") heading: a line that starts like a
+    verb ("Design approval on 4 March") names an event there."""
+    return (c.section or "").strip().lower() in _TIMELINE_SECTIONS
 
 
 #: Nouns that name an event even though they can be verbs: "Launch on 2 June", "Review call".
@@ -320,6 +330,8 @@ def is_milestone(c: Candidate) -> bool:
         return False
     if _WILL_DO.match(text):
         return False
+    if listed_as_milestone(c):
+        return True  # "Design approval on 4 December" under "Milestones" names an event
     first = _first_word(text)
     # "Launch on 2 June", "Design sign-off" are events; "Launch the site", "Send it" to do
     return not (first in IMPERATIVE_VERBS and (
