@@ -227,10 +227,9 @@ class OutboxStore:
     async def mark_delivered(self, run_id: str) -> dict[str, Any] | None:
         """Once a closed run has nothing pending, mark it delivered and return its row (with
         counts); None if it is still running, has pending records or was marked before."""
-        row = await mark_run_delivered(self.db, run_id)
-        if row is None:
+        record = await mark_run_delivered(self.db, run_id)
+        if record is None:
             return None
-        record = {**dict(row), "errors": json.loads(row["errors"])}
         return {**record, **(await self.run_counts([run_id]))[run_id]}
 
     async def for_run(self, run_id: str) -> list[Entry]:

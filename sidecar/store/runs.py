@@ -70,12 +70,14 @@ async def mark_settled_runs(db: Database) -> int:
                             f"WHERE delivered_at IS NULL AND {_SETTLED}", (now_iso(),))
 
 
-async def mark_run_delivered(db: Database, run_id: str) -> sqlite3.Row | None:
-    """``run_id``'s row if it was closed and settled and is marked delivered now, else None."""
+async def mark_run_delivered(db: Database, run_id: str) -> dict[str, Any] | None:
+    """``run_id``'s record if it was closed and settled and is marked delivered now, else
+    None."""
     if not await db.execute(f"UPDATE runs SET delivered_at = ? WHERE id = ? AND "
                             f"delivered_at IS NULL AND {_SETTLED}", (now_iso(), run_id)):
         return None
-    return await db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
+    row = await db.fetchone("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return None if row is None else _row(row)
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
