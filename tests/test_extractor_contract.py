@@ -295,6 +295,27 @@ async def test_event_loop_keeps_turning_during_extraction(engine: Extractor, siz
     name = engine.contract_name  # type: ignore[attr-defined]
     # the real model writing JSON takes tens of seconds a chunk on shared cores: one line
     text = big_markdown(size) if name in BIG_DOCS else "- [ ] Maria to send the quote\n"
+    # a blocking engine stalls the loop for its whole CPU time on every try; a load spike on
+    # the shared machine (105 ms of 0.39 s seen once in CI, baseline 9 ms) does not repeat, so
+    # the run is measured again, at most three times, before the test fails
+    tries = []
+    for _ in range(3 if name in BIG_DOCS else 1):
+        gap, baseline, took, ticks = await _stall_of_one_run(engine, text)
+        tries.append((round(gap, 3), round(baseline, 3), round(took, 3), ticks))
+        # a blocking engine stalls the loop for its whole CPU time: 145 ms at 25 KB, 1.35 s
+        # at 178 KB for rules before its work moved to a thread (9-12 ms and 30-80 ms after);
+        # never stalled for a quarter of the run: the worker thread holding the GIL on a
+        # loaded 2-core machine may pause it briefly (117 ms of 0.8 s seen under a full suite
+        # plus a mutation run), as any thread may
+        if ticks >= 3 and gap <= max(4 * baseline, took / 4, 0.05):
+            return
+    raise AssertionError(f"the loop stalled on every try (gap, baseline, took, ticks): {tries}")
+
+
+async def _stall_of_one_run(engine: Extractor, text: str) -> tuple[float, float, float, int]:
+    """The loop's longest pause during one extraction, the machine's pause around it, the
+    run's length and the loop's ticks."""
+    name = engine.contract_name  # type: ignore[attr-defined]
     baseline = await baseline_stall()
     started = time.perf_counter()
     holder: dict[str, ExtractionResult] = {}
@@ -310,13 +331,7 @@ async def test_event_loop_keeps_turning_during_extraction(engine: Extractor, siz
           f"{ticks} ticks; baseline {baseline * 1000:.1f} ms; "
           f"threads {threading.active_count()}")
     assert holder["r"].items, "the document has records: an engine that returns none fails"
-    # a blocking engine stalls the loop for its whole CPU time: 145 ms at 25 KB, 1.35 s at
-    # 178 KB for rules before its work moved to a thread (9-12 ms and 30-80 ms after)
-    assert ticks >= 3, (ticks, took)
-    # never stalled for a quarter of the run (blocking: the whole run); the worker thread
-    # holding the GIL on a loaded 2-core machine may pause it briefly (117 ms of 0.8 s seen
-    # under a full suite plus a mutation run), as any thread may
-    assert gap <= max(4 * baseline, took / 4, 0.05), (gap, baseline, took)
+    return gap, baseline, took, ticks
 
 
 async def test_long_documents_are_not_truncated(engine: Extractor) -> None:
