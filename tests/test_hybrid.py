@@ -15,7 +15,7 @@ import pytest
 from sidecar.extractors.base import ExtractionProblem, ExtractionRequest
 from sidecar.extractors.extractive import Tuning
 from sidecar.extractors.hybrid import HybridTuning, _proposals, locate, merge
-from sidecar.extractors.model_reading import Reading, parse_reading
+from sidecar.extractors.model_reading import MAX_ANSWER_TOKENS, Reading, parse_reading, repeats
 
 REF = datetime(2026, 11, 25, 9, 0, tzinfo=ZoneInfo("Europe/Berlin"))
 QWEN = Path.home() / ".local/share/sidecar/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -88,6 +88,16 @@ def test_parse_reading_takes_the_three_lists_and_skips_none() -> None:
                  "**NOTES:** The fee is fixed\nOTHER:\n- ignored line\n")
     assert r.lists == {"tasks": ["Send it to Tom", "Call Ana back"], "timelines": [],
                        "notes": ["The fee is fixed"]}
+
+
+def test_a_line_written_again_in_its_section_is_a_loop_and_listed_once() -> None:
+    assert repeats("TASKS:\n- Send it to Tom\n- Call Ana\n-  send it to  tom\n")
+    assert not repeats("TASKS:\n- Send it to Tom\n- Send it to Tom")  # not complete yet
+    # the same words in another section (a task that is also a milestone) are no loop
+    assert not repeats("TASKS:\n- Launch on 2 May\nMILESTONES:\n- Launch on 2 May\n")
+    assert not repeats("TASKS:\n- none\nNOTES:\n- none\n")
+    r = _reading("TASKS:\n- Send it to Tom\n- Send it to Tom\n")
+    assert r.lists["tasks"] == ["Send it to Tom"]
 
 
 def test_listed_unsure_candidates_are_kept_and_unlisted_ones_dropped() -> None:
@@ -333,6 +343,41 @@ async def test_one_reading_per_document_under_a_reused_prefix(model_dir: Path,
         assert not runtime.loaded
     finally:
         await engine.close()
+
+
+#: A chat the default model lists by starting its lines over ("Ben: ...", then the same again)
+LOOPING_CHAT = """Harbour app – #project-chat export – 14 May 2025
+
+[09:41] Ben: morning all
+[09:42] Ben: the map screen crashed twice on my phone yesterday
+[09:44] Ana: sorry. can you send me a screen recording if it happens again?
+[09:45] Ben: sure
+[09:52] Ana: I'll look into the crash this morning
+[10:05] Sam: Ben, could you get us the final copy for the tiers by tomorrow?
+[10:06] Ben: I'll chase marketing today
+[10:11] Sam: ok, I'll remove it from the flows
+[11:16] Ana: Sam can you review the PR? it's small
+[11:20] Sam: on it
+"""
+
+
+async def test_a_reading_that_starts_over_stops_at_its_first_copy(model_dir: Path,
+                                                                  default_model: Path) -> None:
+    from sidecar.extractors.llama_runtime import LlamaRuntime
+    from sidecar.extractors.model_reading import read_document
+    from sidecar.model_files import load_manifest, resolve
+
+    runtime = LlamaRuntime(resolve(load_manifest().default, model_dir), threads=1, n_ctx=2048)
+    try:
+        reading = await read_document(runtime, LOOPING_CHAT, REF)
+    finally:
+        await runtime.close()
+    # SmolLM2-135M writes the chat's lines again and again: without the guard it wrote 320
+    # tokens (its cap) of copies here; the guard ends the pass at the first one
+    assert reading.looped == 1, reading
+    assert not reading.truncated and reading.answer_tokens < MAX_ANSWER_TOKENS // 2, reading
+    for listed in reading.lists.values():
+        assert len(listed) == len(set(listed))
 
 
 @pytest.mark.slow

@@ -71,6 +71,8 @@ class Reading:
     reused_tokens: int = 0
     answer_tokens: int = 0
     truncated: int = 0
+    #: Passes stopped because the model began writing a line of a section a second time.
+    looped: int = 0
     #: The shared prefix's tokens (system prompt and worked example): not the document's.
     prefix_tokens: int = 0
     #: llama.cpp's own counters: milliseconds and tokens of prompt evaluation and generation.
@@ -94,7 +96,43 @@ def parse_reading(answer: str, reading: Reading) -> None:
         text = (m["text"] if m else line).strip().strip("*_\"'")
         if table is None or len(text) < 4 or text.lower().rstrip(".") in ("none", "n/a"):
             continue
-        reading.lists[table].append(text)
+        if text not in reading.lists[table]:  # a copy adds nothing: it grounds to the same span
+            reading.lists[table].append(text)
+
+
+def repeats(answer: str) -> bool:
+    """Whether a complete line of ``answer`` lists what its section already listed: a small
+    model at temperature 0 can write one task over and over until its token cap."""
+    seen: set[str] = set()
+    for line in answer.split("\n")[:-1]:
+        head = _HEADER.match(line)
+        if head is not None:
+            seen = set()
+            line = head["rest"]
+        m = _ITEM.match(line)
+        text = " ".join((m["text"] if m else line).lower().split())
+        if len(text) < 4:
+            continue
+        if text in seen:
+            return True
+        seen.add(text)
+    return False
+
+
+class LoopGuard:
+    """llama.cpp stopping criterion: ends a pass once :func:`repeats` sees a line again, so
+    the answer's budget is not spent on copies (nothing after a loop was ever new)."""
+
+    def __init__(self, llm: Any, prompt_tokens: int) -> None:
+        self.llm, self.prompt_tokens, self.stopped = llm, prompt_tokens, False
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        new = [int(t) for t in input_ids[self.prompt_tokens:]]
+        if not new or b"\n" not in self.llm.detokenize(new[-1:]):
+            return False  # a line can only complete on a newline
+        text = self.llm.detokenize(new).decode("utf-8", errors="ignore")
+        self.stopped = repeats(text)
+        return self.stopped
 
 
 def messages(document: str, reference: datetime, instructions: str) -> list[dict[str, str]]:
@@ -120,8 +158,12 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
         reading.prefix_tokens = len(llm.tokenize(head.encode("utf-8"), add_bos=False,
                                                  special=True))
     _perf_reset(llm)
+    from llama_cpp import StoppingCriteriaList
+
+    guard = LoopGuard(llm, len(tokens))
     out = llm.create_completion(prompt=tokens, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
-                                seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"])
+                                seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"],
+                                stopping_criteria=StoppingCriteriaList([guard]))
     _perf_add(llm, reading)
     choice = out["choices"][0]
     usage = out.get("usage", {})
@@ -130,6 +172,7 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
     reading.reused_tokens += reused
     reading.answer_tokens += int(usage.get("completion_tokens", 0))
     reading.truncated += choice.get("finish_reason") == "length"
+    reading.looped += guard.stopped
     runtime.tokens_reused += reused
     runtime.tokens_evaluated += len(tokens) - reused
     parse_reading(choice["text"], reading)
