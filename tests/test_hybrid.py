@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.extractors.base import ExtractionProblem, ExtractionRequest
 from sidecar.extractors.extractive import Tuning
-from sidecar.extractors.hybrid import HybridTuning, _proposals, locate, merge
+from sidecar.extractors.hybrid import HybridTuning, _proposals, locate, merge, word_f1
 from sidecar.extractors.model_reading import MAX_ANSWER_TOKENS, Reading, parse_reading, repeats
 
 REF = datetime(2026, 11, 25, 9, 0, tzinfo=ZoneInfo("Europe/Berlin"))
@@ -98,6 +98,17 @@ def test_a_line_written_again_in_its_section_is_a_loop_and_listed_once() -> None
     assert not repeats("TASKS:\n- none\nNOTES:\n- none\n")
     r = _reading("TASKS:\n- Send it to Tom\n- Send it to Tom\n")
     assert r.lists["tasks"] == ["Send it to Tom"]
+
+
+def test_word_f1_is_exact_at_its_thresholds() -> None:
+    # 9 words shared by a 13-word and a 17-word text: F1 = 18/30 = 0.6 exactly
+    shared = "send the revised quote with both print options now".split()
+    a = " ".join(shared + "by monday at noon".split())
+    b = " ".join(["please", *reversed(shared), *"before the end of this week".split(), "thanks"])
+    assert (len(a.split()), len(b.split())) == (13, 17)
+    assert word_f1(a, b) >= 0.6
+    assert word_f1("Call Ana back", "call ana back tomorrow") == 1.0  # one inside the other
+    assert word_f1("Call Ana", "Email Tom") == 0.0
 
 
 def test_listed_unsure_candidates_are_kept_and_unlisted_ones_dropped() -> None:
