@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import DATA, DATA_TYPES, PROJECT_ID, SETS, LoadedDoc, load_set  # noqa: E402
+from bench.quality import DATA, DATA_TYPES, PROJECT_ID, SETS, LoadedDoc, load_set, request_for  # noqa: E402
 from bench.quality_gold import schema_problems, to_pred  # noqa: E402
 from bench.quality_score import score_doc, summarize  # noqa: E402
 from sidecar.extractors.base import ExtractionProblem, ExtractionRequest  # noqa: E402
@@ -46,8 +46,8 @@ CACHE = ROOT / "bench" / "hybrid_readings.json"
 
 
 def _request(d: LoadedDoc) -> ExtractionRequest:
-    return ExtractionRequest(d.text, data_types=DATA_TYPES, project_id=PROJECT_ID,
-                             document_date=d.date, date_origin=d.origin, label=d.gold.name)
+    """The daemon's request for ``d`` (title, sender and kind too), in the benchmark's project."""
+    return request_for(d, project_id=PROJECT_ID)
 
 
 def rates(llm: Any, text: str) -> tuple[float, float]:
@@ -86,7 +86,7 @@ async def collect(model: str, which: str, out: Path) -> None:
                                  "calls": reading.calls, "prompt": reading.prompt_tokens,
                                  "reused": reading.reused_tokens,
                                  "answer": reading.answer_tokens,
-                                 "truncated": reading.truncated}
+                                 "truncated": reading.truncated, "looped": reading.looped}
             print(f"{d.gold.name}: {seconds:.1f}s {reading.prompt_tokens - reading.reused_tokens}"
                   f" new + {reading.answer_tokens} written tokens", file=sys.stderr)
     after = await runtime.call(lambda llm: rates(llm, sample))
