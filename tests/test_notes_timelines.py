@@ -372,6 +372,31 @@ async def test_a_report_still_dates_what_was_done_in_the_past() -> None:
                            "Contract to be signed on 3 March": "2027-03-03"}
 
 
+async def test_a_report_never_moves_a_relative_date_a_year_back() -> None:
+    april = datetime(2025, 4, 4, 9).astimezone()  # last year's retrospective, read today
+    text = ("# Q1 2025 retrospective\n\n## What we shipped\n\n"
+            "- A pitch deck for a climate start-up; delivered in a week.\n"
+            "- The brochure was finished within two days.\n\n"
+            "## Key dates\n\n- The museum site went live on 20 May.\n"
+            "- Review call in two weeks.\n")
+    result = await RulesExtractor().extract(ExtractionRequest(
+        text, data_types=("timelines",), project_id="p1", document_date=april))
+    got = {str(t.data["title"]): day(t.data["date"]) for t in result.items}
+    # "delivered in a week" says how long it took: no day of its own, and never 11 April
+    # 2024 (a week after the report, moved a year back as if it were "11 April"); a day and
+    # month told as past is still the last one; what is to come keeps its date after the report
+    assert got == {"The museum site went live on 20 May": "2024-05-20",
+                   "Review call in two weeks": "2025-04-18"}
+
+
+def test_only_a_day_and_month_leaves_its_year_to_the_reader() -> None:
+    from sidecar.extractors.dates import year_is_inferred
+
+    assert all(map(year_is_inferred, ("3 March", "Mar 3", "10–11 March", "on 3rd of May")))
+    assert not any(map(year_is_inferred, ("3 March 2025", "in a week", "Friday", "tomorrow",
+                                          "12/04/2026", "2026-03-03", "next week")))
+
+
 async def test_two_dated_events_in_one_sentence_are_two_timelines() -> None:
     text = ("# Tallybook app – steering minutes\n\n"
             "Ana presented the plan. The beta opens to testers on 2 March, public launch "

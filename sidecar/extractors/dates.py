@@ -400,6 +400,12 @@ def is_day_span(expr: str) -> bool:
     return any(h.kind in ("md", "dmr") and h.match["d2"] for h in _scan(expr))
 
 
+def year_is_inferred(expr: str) -> bool:
+    """"3 March", "Mar 3", "10–11 March": a day of the year whose year the reference chose
+    (another year may be meant); "in a week", "Friday" or "3 March 2025" are fixed by it."""
+    return any(h.kind in ("md", "dm", "dmr") and not h.match["y"] for h in _scan(expr))
+
+
 def resolve_date(expr: str, reference: datetime, *, day_first: bool | None = None) -> int | None:
     """The expression as epoch milliseconds (UTC) or None if it cannot be resolved.
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sidecar.extractors.base import ExtractedRecord, Grounding
 from sidecar.extractors.candidates import Candidate, find_candidates
 from sidecar.extractors.date_values import within_horizon
+from sidecar.extractors.dates import year_is_inferred
 from sidecar.extractors.features import (
     IMPERATIVE_VERBS,
     Evidence,
@@ -150,6 +151,9 @@ async def extract_extractive(
             ms = resolve_date(expr, ref, day_first=day_first)
             if (ms is not None and ms > ref.timestamp() * 1000 + _DAY_MS
                     and event and reports_past(c, plan) and not _YEAR.search(expr)):
+                if not year_is_inferred(expr):
+                    # "delivered in a week" in a report: how long it took, not a day to come
+                    continue
                 # "the charter was signed on 3 March" (in October): this year's, not next
                 earlier = resolve_date(expr, ref - timedelta(days=365), day_first=day_first)
                 if earlier is not None and earlier <= ref.timestamp() * 1000 + _DAY_MS:
