@@ -96,6 +96,11 @@ def test_a_line_written_again_in_its_section_is_a_loop_and_listed_once() -> None
     # the same words in another section (a task that is also a milestone) are no loop
     assert not repeats("TASKS:\n- Launch on 2 May\nMILESTONES:\n- Launch on 2 May\n")
     assert not repeats("TASKS:\n- none\nNOTES:\n- none\n")
+    # a task the document itself writes twice (in two sections) may be listed twice, not thrice
+    twice = "## Print\n- Send the invoice\n## Web\n- Send the invoice\n- Update the menu\n"
+    listed = "TASKS:\n- Send the invoice\n- Send the invoice\n"
+    assert not repeats(listed, twice) and repeats(listed, "- Send the invoice\n")
+    assert repeats(listed + "- Send the invoice\n", twice)
     r = _reading("TASKS:\n- Send it to Tom\n- Send it to Tom\n")
     assert r.lists["tasks"] == ["Send it to Tom"]
 

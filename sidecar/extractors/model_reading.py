@@ -11,6 +11,7 @@ load and only the document's own tokens afterwards.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -100,22 +101,28 @@ def parse_reading(answer: str, reading: Reading) -> None:
             reading.lists[table].append(text)
 
 
-def repeats(answer: str) -> bool:
-    """Whether a complete line of ``answer`` lists what its section already listed: a small
-    model at temperature 0 can write one task over and over until its token cap."""
-    seen: set[str] = set()
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def repeats(answer: str, document: str = "") -> bool:
+    """Whether a complete line of ``answer`` lists what its section already listed more often
+    than ``document`` says it (a task written twice in it may be listed twice): a small model
+    at temperature 0 can write one task over and over until its token cap."""
+    seen: Counter[str] = Counter()
+    doc = _norm(document)
     for line in answer.split("\n")[:-1]:
         head = _HEADER.match(line)
         if head is not None:
-            seen = set()
+            seen = Counter()
             line = head["rest"]
         m = _ITEM.match(line)
-        text = " ".join((m["text"] if m else line).lower().split())
+        text = _norm(m["text"] if m else line)
         if len(text) < 4:
             continue
-        if text in seen:
+        seen[text] += 1
+        if seen[text] > max(1, doc.count(text)):
             return True
-        seen.add(text)
     return False
 
 
@@ -123,15 +130,16 @@ class LoopGuard:
     """llama.cpp stopping criterion: ends a pass once :func:`repeats` sees a line again, so
     the answer's budget is not spent on copies (nothing after a loop was ever new)."""
 
-    def __init__(self, llm: Any, prompt_tokens: int) -> None:
-        self.llm, self.prompt_tokens, self.stopped = llm, prompt_tokens, False
+    def __init__(self, llm: Any, prompt_tokens: int, document: str) -> None:
+        self.llm, self.prompt_tokens, self.document = llm, prompt_tokens, document
+        self.stopped = False
 
     def __call__(self, input_ids: Any, logits: Any) -> bool:
         new = [int(t) for t in input_ids[self.prompt_tokens:]]
         if not new or b"\n" not in self.llm.detokenize(new[-1:]):
             return False  # a line can only complete on a newline
         text = self.llm.detokenize(new).decode("utf-8", errors="ignore")
-        self.stopped = repeats(text)
+        self.stopped = repeats(text, self.document)
         return self.stopped
 
 
@@ -160,7 +168,7 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
     _perf_reset(llm)
     from llama_cpp import StoppingCriteriaList
 
-    guard = LoopGuard(llm, len(tokens))
+    guard = LoopGuard(llm, len(tokens), text)
     out = llm.create_completion(prompt=tokens, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
                                 seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"],
                                 stopping_criteria=StoppingCriteriaList([guard]))
