@@ -126,22 +126,6 @@ def repeats(answer: str, document: str = "") -> bool:
     return False
 
 
-def cut_loop(answer: str, document: str = "") -> tuple[str, str | None]:
-    """``answer`` up to the line :func:`repeats` stopped at, and the section the model has not
-    written yet that comes next (None: all three were written)."""
-    lines = answer.split("\n")
-    written: list[str] = []
-    for i in range(1, len(lines) + 1):
-        head = _HEADER.match(lines[i - 1])
-        if head is not None and head["name"] in SECTIONS:
-            written.append(head["name"])
-        if repeats("\n".join(lines[:i]) + "\n", document):
-            kept = "\n".join(lines[:i - 1])
-            rest = [name for name in SECTIONS if name not in written]
-            return (kept + "\n" if kept else ""), (rest[0] if rest else None)
-    return answer, None
-
-
 class LoopGuard:
     """llama.cpp stopping criterion: ends a pass once :func:`repeats` sees a line again, so
     the answer's budget is not spent on copies (nothing after a loop was ever new)."""
@@ -181,44 +165,25 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
         head = chat_prompt(llm).render(messages("", reference, instructions)[:3])
         reading.prefix_tokens = len(llm.tokenize(head.encode("utf-8"), add_bos=False,
                                                  special=True))
-    reading.calls += 1
-    answer, budget, ids = "", MAX_ANSWER_TOKENS, tokens
-    while True:  # one completion, continued past a loop with the sections not yet written
-        got, used, guard = _complete(llm, runtime, ids, budget, text, reading, reused)
-        if not guard.stopped:
-            answer += got
-            break
-        answer, section = cut_loop(answer + got, text)
-        budget -= used
-        if section is None or budget < 24:
-            break
-        answer += f"{section}:\n"
-        ids = tokens + llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)
-        reused = reusable_prefix(llm, ids)
-    parse_reading(answer, reading)
-
-
-def _complete(llm: Any, runtime: LlamaRuntime, ids: list[int], budget: int, document: str,
-              reading: Reading, reused: int) -> tuple[str, int, LoopGuard]:
-    """One completion of ``ids`` (``reused`` of them already in the KV cache), counted."""
+    _perf_reset(llm)
     from llama_cpp import StoppingCriteriaList
 
-    _perf_reset(llm)
-    guard = LoopGuard(llm, len(ids), document)
-    out = llm.create_completion(prompt=ids, max_tokens=budget, temperature=0.0, seed=0,
-                                stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"],
+    guard = LoopGuard(llm, len(tokens), text)
+    out = llm.create_completion(prompt=tokens, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
+                                seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"],
                                 stopping_criteria=StoppingCriteriaList([guard]))
     _perf_add(llm, reading)
     choice = out["choices"][0]
-    used = int(out.get("usage", {}).get("completion_tokens", 0))
-    reading.prompt_tokens += len(ids)
+    usage = out.get("usage", {})
+    reading.calls += 1
+    reading.prompt_tokens += len(tokens)
     reading.reused_tokens += reused
-    reading.answer_tokens += used
-    reading.truncated += choice.get("finish_reason") == "length" and not guard.stopped
+    reading.answer_tokens += int(usage.get("completion_tokens", 0))
+    reading.truncated += choice.get("finish_reason") == "length"
     reading.looped += guard.stopped
     runtime.tokens_reused += reused
-    runtime.tokens_evaluated += len(ids) - reused
-    return choice["text"], used, guard
+    runtime.tokens_evaluated += len(tokens) - reused
+    parse_reading(choice["text"], reading)
 
 
 def _perf_reset(llm: Any) -> None:
