@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from sidecar.extractors.candidates import find_candidates
 from sidecar.extractors.judge import ModelJudge
 from sidecar.extractors.llama_runtime import LlamaRuntime
@@ -183,3 +185,33 @@ async def test_cancelling_a_judged_extraction_stops_asking_the_model(local_engin
     assert still_since >= 4.0, "model calls went on after the cancel"
     asked = (await judged.extract(_request())).stats["model_calls"]
     assert asked >= 2  # the runtime still answers
+
+
+@pytest.mark.parametrize("strategy", ["generative", "hybrid"])
+async def test_a_cancelled_generation_stops_at_its_next_token(local_engine, strategy: str  # type: ignore[no-untyped-def]
+                                                              ) -> None:
+    """Cancel pressed while the model writes: the answer nobody waits for stops at once, so
+    'run now' right after (or shutting down) does not queue behind up to 768 tokens of it."""
+    from sidecar.extractors.local import LocalExtractor
+
+    rt = local_engine.runtime
+    engine = LocalExtractor(rt, strategy=strategy)
+    text = "# Open points\n" + "".join(f"- Maria to follow up on the catering option {i} by "
+                                       f"Friday\n" for i in range(60))
+    before = rt.tokens_sampled
+    task = asyncio.create_task(engine.extract(_request(text)))
+    for _ in range(1200):
+        await asyncio.sleep(0.05)
+        if rt.tokens_sampled >= before + 5:
+            break
+    assert rt.tokens_sampled >= before + 5, "the model never wrote: nothing to cancel"
+    task.cancel()
+    task.cancel()  # twice, as a user clicking
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = rt.tokens_sampled
+    await rt.call(lambda llm: None)  # served once the abandoned generation has let go
+    # one token may be in sampling when the cancel lands; an unstopped answer goes on for
+    # hundreds (the loop guard aside, up to 320 for a reading and 768 for JSON)
+    assert rt.tokens_sampled - at_cancel <= 2, (at_cancel, rt.tokens_sampled)
+    assert (await engine.extract(_request())).items  # and the runtime still answers

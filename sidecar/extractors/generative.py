@@ -341,12 +341,22 @@ class LlamaCompleter:
         def run(llm: Any) -> Answer:
             from sidecar.extractors.json_grammar import grammar_for
 
-            out = llm.create_chat_completion(
+            # streamed so that every token passes through here: a cancelled run stops it
+            stream = llm.create_chat_completion(
                 messages=messages, temperature=0.0, max_tokens=max_tokens, seed=0,
-                grammar=grammar_for(schema))
+                grammar=grammar_for(schema), stream=True)
             self.calls += 1
-            choice = out["choices"][0]
-            return Answer(choice["message"]["content"] or "",
-                          truncated=choice.get("finish_reason") == "length")
+            parts: list[str] = []
+            finish = None
+            try:
+                for chunk in stream:
+                    if self.runtime.should_stop():
+                        break
+                    choice = chunk["choices"][0]
+                    parts.append(choice["delta"].get("content") or "")
+                    finish = choice.get("finish_reason") or finish
+            finally:
+                stream.close()
+            return Answer("".join(parts), truncated=finish == "length")
 
         return await self.runtime.call(run)

@@ -77,6 +77,9 @@ class LlamaRuntime:
         self.load_seconds = 0.0
         self.tokens_evaluated = 0
         self.tokens_reused = 0
+        #: Tokens sampled by generations that ask :meth:`should_stop`.
+        self.tokens_sampled = 0
+        self._cancelled: threading.Event | None = None
 
     # -- public, event-loop side -----------------------------------------------------------
 
@@ -85,13 +88,21 @@ class LlamaRuntime:
         return self._llm is not None
 
     async def call(self, fn: Callable[[Any], T]) -> T:
-        """Run ``fn(llm)`` on the worker thread, loading the model first if needed."""
+        """Run ``fn(llm)`` on the worker thread, loading the model first if needed.
+
+        Cancelling the caller abandons the call: a generation that asks :meth:`should_stop`
+        stops at its next token, so the thread is free for the next run (and for shutdown) at
+        once instead of writing an answer nobody waits for."""
         if self._closed:
             raise ModelError("the model runtime is closed")
         loop = asyncio.get_running_loop()
         self._in_flight += 1
+        cancelled = threading.Event()
         try:
-            return await loop.run_in_executor(self._executor, self._with_model, fn)
+            return await loop.run_in_executor(self._executor, self._with_model, fn, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         finally:
             self._in_flight -= 1
             self._last_used = time.monotonic()
@@ -126,10 +137,22 @@ class LlamaRuntime:
 
     # -- worker-thread side ----------------------------------------------------------------
 
-    def _with_model(self, fn: Callable[[Any], T]) -> T:
+    def should_stop(self) -> bool:
+        """Asked once per sampled token by a generation (a stopping criterion, or its stream
+        loop): counts the token, and says stop once the current call's caller is cancelled."""
+        self.tokens_sampled += 1
+        return self._cancelled is not None and self._cancelled.is_set()
+
+    def _with_model(self, fn: Callable[[Any], T], cancelled: threading.Event) -> T | None:
+        if cancelled.is_set():
+            return None  # abandoned before it started: nobody waits for it
         if self._llm is None:
             self._load_sync()
-        return fn(self._llm)
+        self._cancelled = cancelled
+        try:
+            return fn(self._llm)
+        finally:
+            self._cancelled = None
 
     def _load_sync(self) -> None:
         path = check(self.model)

@@ -171,7 +171,8 @@ def _read_sync(llm: Any, runtime: LlamaRuntime, text: str, reference: datetime,
     guard = LoopGuard(llm, len(tokens), text)
     out = llm.create_completion(prompt=tokens, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0,
                                 seed=0, stop=["\n\n\n", "<|im_end|>", "<|endoftext|>"],
-                                stopping_criteria=StoppingCriteriaList([guard]))
+                                stopping_criteria=StoppingCriteriaList(
+                                    [guard, lambda ids, logits: runtime.should_stop()]))
     _perf_add(llm, reading)
     choice = out["choices"][0]
     usage = out.get("usage", {})
