@@ -199,10 +199,10 @@ class LocalFolderSource(Source):
         # a watcher batch only speaks for its own paths; a full scan for the whole tree
         scope = self._known if self.only is None else {
             p: s for p, s in self._known.items() if p in self.only}
-        notes: list[str] = []
-        if self.not_allowed:  # files below a folder that is no longer allowed are not gone
-            notes.append(self._not_allowed_message())
-            scope = {p: s for p, s in scope.items() if inside(Path(p), self.roots)}
+        notes = [self._not_allowed_message()] if self.not_allowed else []
+        # files below a folder the agent no longer reads (the user pointed it elsewhere, or a
+        # folder no longer allowed) are out of its scope, not gone
+        scope = {p: s for p, s in scope.items() if inside(Path(p), self.roots)}
         gone = [p for p, s in scope.items() if p not in present and s.status != "deleted"]
         await self.files.mark_deleted(self.agent.id, gone)
         return notes + ([f"{len(gone)} file(s) no longer present"] if gone else [])
