@@ -168,8 +168,6 @@ def _clauses(text: str) -> list[tuple[int, int]]:
     return out
 
 
-
-
 def _best_clause(listed: str, text: str, clauses: list[tuple[int, int]], floor: float
                  ) -> tuple[int, int] | None:
     """The clause whose words match the listed line best (the shortest among equals)."""

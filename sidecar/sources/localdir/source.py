@@ -201,8 +201,8 @@ class LocalFolderSource(Source):
             p: s for p, s in self._known.items() if p in self.only}
         notes = [self._not_allowed_message()] if self.not_allowed else []
         # files below a folder the agent no longer reads (the user pointed it elsewhere, or a
-        # folder no longer allowed) are out of its scope, not gone
-        scope = {p: s for p, s in scope.items() if inside(Path(p), self.roots)}
-        gone = [p for p, s in scope.items() if p not in present and s.status != "deleted"]
+        # folder no longer allowed) are out of its scope, not gone; only missing ones are asked
+        gone = [p for p, s in scope.items() if p not in present and s.status != "deleted"
+                and inside(Path(p), self.roots)]
         await self.files.mark_deleted(self.agent.id, gone)
         return notes + ([f"{len(gone)} file(s) no longer present"] if gone else [])
