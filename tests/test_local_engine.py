@@ -54,8 +54,6 @@ async def test_idle_unload_and_reload(model_dir: Path, default_model: Path) -> N
 
 
 async def test_missing_and_corrupt_models_name_the_path_and_hash(tmp_path: Path) -> None:
-    import pytest
-
     from sidecar.errors import ModelError
 
     missing = resolve(load_manifest().default, tmp_path)
@@ -124,8 +122,6 @@ async def test_an_unusable_model_fails_the_engines_that_need_it(tmp_path: Path) 
     """A model that cannot run must fail an extraction that needs it, never return quietly."""
     from dataclasses import replace
 
-    import pytest
-
     from sidecar.errors import ModelError
     from sidecar.extractors.extractive import Tuning
     from sidecar.extractors.local import LocalExtractor
@@ -153,8 +149,6 @@ async def test_cancelling_a_judged_extraction_stops_asking_the_model(local_engin
     """The pipeline runs on a worker thread: a cancel (twice, as a user clicking) must still
     stop its model calls, and the runtime stays usable."""
     from dataclasses import replace
-
-    import pytest
 
     from sidecar.extractors.extractive import Tuning
     from sidecar.extractors.local import LocalExtractor
